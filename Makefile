@@ -1,0 +1,32 @@
+# Fresh-machine entry points. Both targets are idempotent: the venv and the
+# installs are only redone when pyproject.toml changes.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test data install clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip
+	$(PIP) install torch==2.14.1 torchvision==0.29.1
+	$(PIP) install -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# The embedded default data (Fashion-MNIST from Debian). Installs it when
+# missing and we are root with apt; otherwise says what to do.
+data:
+	@bash scripts/ensure_data.sh
+
+run: install data
+	$(VENV)/bin/roadmap run
+
+test: install data
+	$(VENV)/bin/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) build *.egg-info

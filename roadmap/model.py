@@ -1,0 +1,216 @@
+"""One network family that covers every step from ResNet-50 to ConvNeXt-T.
+
+`RoadmapNet(cfg)` reads only an `ArchConfig`. It follows timm's conventions
+(`forward_features` / `forward_head`, `reset_classifier`, `feature_info`) and is
+built from timm's layers (LayerNorm2d, DropPath, classifier heads, trunc_normal_).
+"""
+from collections import OrderedDict
+from functools import partial
+from typing import List, Optional
+
+import torch
+from torch import nn
+from timm.layers import (ClassifierHead, DropPath, LayerNorm2d, NormMlpClassifierHead,
+                         get_act_layer, trunc_normal_)
+from timm.models._manipulate import checkpoint_seq
+
+from .config import ArchConfig
+
+
+def norm_layer_for(cfg: ArchConfig):
+    # eps follows the reference models: torch's BN default (timm resnet), 1e-6 for LN (timm convnext).
+    return nn.BatchNorm2d if cfg.norm == "batch" else partial(LayerNorm2d, eps=1e-6)
+
+
+def conv_bias_for(cfg: ArchConfig, followed_by_norm: bool) -> bool:
+    """A conv has a bias unless a BatchNorm follows it (its shift makes the bias redundant).
+
+    This one rule reproduces both ends: every resnet50 conv feeds a BN (no bias) and
+    every convnext_tiny conv is biased.
+    """
+    return not (followed_by_norm and cfg.norm == "batch")
+
+
+class Block(nn.Module):
+    """A residual block of any roadmap step: three convs, conv1 -> conv2 -> conv3.
+
+    Spatial (kxk) conv in the middle, `spatial_first=False` (ResNet, MobileNetV2):
+        1x1 in->hidden, kxk hidden->hidden (stride), 1x1 hidden->out
+    Spatial conv first, `spatial_first=True` (ConvNeXt):
+        kxk in->in (stride), 1x1 in->hidden, 1x1 hidden->out
+    `hidden` is narrower than `out` in a bottleneck and wider in an inverted bottleneck.
+
+    Norms: after every conv (`norms="all"`) or after conv1 only (`"one"`).
+    Activations: after conv1, conv2 and the residual sum (`activations="all"`, ResNet) or
+    after conv2 only (`"one"`: with the spatial conv first, that is the Transformer MLP's
+    single activation between the two 1x1 convs).
+    The shortcut is a strided 1x1 conv + norm where the shape changes (ResNet's
+    projection shortcut), else the identity.
+    """
+
+    def __init__(self, cfg: ArchConfig, in_chs: int, out_chs: int, hidden_chs: int,
+                 stride: int = 1, drop_path: float = 0.0):
+        super().__init__()
+        norm_layer = norm_layer_for(cfg)
+        act_layer = get_act_layer(cfg.act)
+        k = cfg.kernel_size
+
+        def spatial_conv(chs_in, chs_out, has_norm):
+            groups = chs_in if cfg.depthwise else 1
+            return nn.Conv2d(chs_in, chs_out, k, stride=stride, padding=k // 2, groups=groups,
+                             bias=conv_bias_for(cfg, has_norm))
+
+        def pointwise_conv(chs_in, chs_out, has_norm):
+            return nn.Conv2d(chs_in, chs_out, 1, bias=conv_bias_for(cfg, has_norm))
+
+        all_norms = cfg.norms == "all"
+        all_acts = cfg.activations == "all"
+        if cfg.spatial_first:
+            # Depthwise keeps the width; spatial mixing happens on the narrow input stream.
+            self.conv1 = spatial_conv(in_chs, in_chs, True)
+            self.conv2 = pointwise_conv(in_chs, hidden_chs, all_norms)
+            mid_chs = in_chs
+        else:
+            self.conv1 = pointwise_conv(in_chs, hidden_chs, True)
+            self.conv2 = spatial_conv(hidden_chs, hidden_chs, all_norms)
+            mid_chs = hidden_chs
+        self.conv3 = pointwise_conv(hidden_chs, out_chs, all_norms)
+
+        self.norm1 = norm_layer(mid_chs)
+        self.act1 = act_layer(inplace=True) if all_acts else nn.Identity()
+        self.norm2 = norm_layer(hidden_chs) if all_norms else nn.Identity()
+        self.act2 = act_layer(inplace=True)
+        self.norm3 = norm_layer(out_chs) if all_norms else nn.Identity()
+        self.gamma = (nn.Parameter(cfg.layer_scale_init * torch.ones(out_chs))
+                      if cfg.layer_scale_init is not None else None)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.act3 = act_layer(inplace=True) if all_acts else nn.Identity()
+
+        if in_chs != out_chs or stride != 1:
+            self.shortcut = nn.Sequential(OrderedDict(
+                conv=nn.Conv2d(in_chs, out_chs, 1, stride=stride, bias=conv_bias_for(cfg, True)),
+                norm=norm_layer(out_chs),
+            ))
+        else:
+            self.shortcut = nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = self.shortcut(x)
+        x = self.act1(self.norm1(self.conv1(x)))
+        x = self.act2(self.norm2(self.conv2(x)))
+        x = self.norm3(self.conv3(x))
+        if self.gamma is not None:
+            x = x * self.gamma.reshape(1, -1, 1, 1)
+        return self.act3(self.drop_path(x) + shortcut)
+
+
+class Stage(nn.Module):
+    """Optional separate downsampling layer, then `depth` blocks.
+
+    With `downsample="separate"` (ConvNeXt) a norm + stride x stride conv changes
+    resolution and width between stages, so every block keeps its identity shortcut.
+    With `"in_block"` (ResNet) the first block strides and projects its shortcut.
+    """
+
+    def __init__(self, cfg: ArchConfig, in_chs: int, out_chs: int, hidden_chs: int,
+                 depth: int, stride: int, drop_path_rates: List[float]):
+        super().__init__()
+        if cfg.downsample == "separate" and (stride != 1 or in_chs != out_chs):
+            self.downsample = nn.Sequential(OrderedDict(
+                norm=norm_layer_for(cfg)(in_chs),
+                conv=nn.Conv2d(in_chs, out_chs, kernel_size=stride, stride=stride, bias=True),
+            ))
+            in_chs, stride = out_chs, 1
+        else:
+            self.downsample = nn.Identity()
+        self.blocks = nn.Sequential(*[
+            Block(cfg, in_chs if i == 0 else out_chs, out_chs, hidden_chs,
+                  stride=stride if i == 0 else 1, drop_path=drop_path_rates[i])
+            for i in range(depth)
+        ])
+        self.grad_checkpointing = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.downsample(x)
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            return checkpoint_seq(self.blocks, x)
+        return self.blocks(x)
+
+
+def make_stem(cfg: ArchConfig) -> nn.Sequential:
+    """ResNet: 7x7/2 conv, norm, act, 3x3/2 max-pool. Patchify: p x p / p conv, norm."""
+    out_chs = cfg.widths[0]
+    norm = norm_layer_for(cfg)(out_chs)
+    bias = conv_bias_for(cfg, True)
+    if cfg.stem == "resnet":
+        return nn.Sequential(OrderedDict(
+            conv=nn.Conv2d(cfg.in_chans, out_chs, 7, stride=2, padding=3, bias=bias),
+            norm=norm,
+            act=get_act_layer(cfg.act)(inplace=True),
+            pool=nn.MaxPool2d(kernel_size=3, stride=2, padding=1),
+        ))
+    return nn.Sequential(OrderedDict(
+        conv=nn.Conv2d(cfg.in_chans, out_chs, cfg.patch_size, stride=cfg.patch_size, bias=bias),
+        norm=norm,
+    ))
+
+
+class RoadmapNet(nn.Module):
+    """The network of one roadmap configuration: stem -> 4 stages -> pool (-> norm) -> fc."""
+
+    def __init__(self, cfg: ArchConfig, drop_rate: float = 0.0):
+        super().__init__()
+        self.cfg = cfg
+        self.num_classes = cfg.num_classes
+        self.stem = make_stem(cfg)
+        # Stochastic depth grows linearly with block index, as in timm and the paper.
+        dpr = torch.linspace(0, cfg.drop_path_rate, sum(cfg.depths)).tolist()
+        stages, in_chs, start = [], cfg.widths[0], 0
+        self.feature_info = []
+        reduction = 4
+        for i, (depth, out_chs, hidden_chs) in enumerate(
+                zip(cfg.depths, cfg.residual_widths, cfg.hidden_widths)):
+            stride = 1 if i == 0 else 2
+            reduction *= stride
+            stages.append(Stage(cfg, in_chs, out_chs, hidden_chs, depth, stride,
+                                dpr[start:start + depth]))
+            self.feature_info.append(dict(num_chs=out_chs, reduction=reduction, module=f"stages.{i}"))
+            in_chs, start = out_chs, start + depth
+        self.stages = nn.Sequential(*stages)
+        self.num_features = self.head_hidden_size = in_chs
+        if cfg.head_norm:
+            self.head = NormMlpClassifierHead(in_chs, cfg.num_classes, pool_type="avg",
+                                              drop_rate=drop_rate, norm_layer=norm_layer_for(cfg))
+        else:
+            self.head = ClassifierHead(in_chs, cfg.num_classes, pool_type="avg", drop_rate=drop_rate)
+        self.apply(_init_weights)
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True):
+        for stage in self.stages:
+            stage.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.head.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None):
+        self.num_classes = num_classes
+        self.head.reset(num_classes, global_pool)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stages(self.stem(x))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return self.head(x, pre_logits=pre_logits)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def _init_weights(module: nn.Module):
+    # The paper's recipe for every step: trunc-normal(0.02) weights, zero biases.
+    if isinstance(module, (nn.Conv2d, nn.Linear)):
+        trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
