@@ -1,0 +1,313 @@
+"""Datasets: the embedded Fashion-MNIST, CIFAR python batches and ImageFolder trees.
+
+Small datasets (Fashion-MNIST, CIFAR) are held in memory as uint8 tensors and
+augmented on whole batches: on a CPU this is several times faster than a
+DataLoader of PIL images. Large ones (ImageFolder) go through timm's transforms
+(RandAugment, random erasing) and a DataLoader, as in the paper's recipe.
+"""
+import gzip
+import os
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, List, Optional, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import RoadmapError
+
+FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)
+FASHION_FILES = {
+    "train_images": "train-images-idx3-ubyte", "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte", "test_labels": "t10k-labels-idx1-ubyte",
+}
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+GET_FASHION_MNIST = (
+    "Fashion-MNIST (the default data) was not found. Get it with one of:\n"
+    "  sudo apt-get install dataset-fashion-mnist      (Debian/Ubuntu, offline mirror, 31 MB)\n"
+    "  export ROADMAP_FASHION_MNIST=/dir/with/the/four/idx.gz/files\n"
+    "  python -c \"import torchvision; torchvision.datasets.FashionMNIST('~/.cache/roadmap', download=True)\"  (needs internet)\n"
+    "or train on other data with --data PATH (an ImageFolder tree with train/ and val/, or CIFAR python batches).")
+
+
+@dataclass
+class Dataset:
+    """A train/val split. In-memory data has uint8 NCHW tensors; folder data has torch datasets."""
+    name: str
+    source: str
+    num_classes: int
+    mean: Tuple[float, ...]
+    std: Tuple[float, ...]
+    train_images: Optional[torch.Tensor] = None
+    train_labels: Optional[torch.Tensor] = None
+    val_images: Optional[torch.Tensor] = None
+    val_labels: Optional[torch.Tensor] = None
+    train_folder: Optional[str] = None
+    val_folder: Optional[str] = None
+    classes: Optional[List[str]] = None
+
+    @property
+    def in_memory(self) -> bool:
+        return self.train_images is not None
+
+    @property
+    def num_train(self) -> int:
+        return len(self.train_labels) if self.in_memory else len(_image_folder(self.train_folder))
+
+    @property
+    def num_val(self) -> int:
+        return len(self.val_labels) if self.in_memory else len(_image_folder(self.val_folder))
+
+    def subset(self, train: Optional[int] = None, val: Optional[int] = None) -> "Dataset":
+        """The first `train` / `val` images of a fixed shuffle (in-memory data only)."""
+        if not self.in_memory or (not train and not val):
+            return self
+        g = torch.Generator().manual_seed(0)
+        ti = torch.randperm(len(self.train_labels), generator=g)[:train or None]
+        vi = torch.randperm(len(self.val_labels), generator=g)[:val or None]
+        return Dataset(self.name, self.source, self.num_classes, self.mean, self.std,
+                       self.train_images[ti], self.train_labels[ti],
+                       self.val_images[vi], self.val_labels[vi], classes=self.classes)
+
+
+# ---------------------------------------------------------------------------- loading
+
+def load_dataset(data: str = "fashion-mnist") -> Dataset:
+    """`fashion-mnist`, or a PATH to an ImageFolder tree or to CIFAR-10/100 python batches."""
+    if data in ("fashion-mnist", "fashion_mnist", "fmnist"):
+        return load_fashion_mnist()
+    path = Path(os.path.expanduser(data))
+    if not path.exists():
+        raise RoadmapError(
+            f"--data {data}: no such file or directory. Expected 'fashion-mnist', an ImageFolder "
+            "tree (PATH/train/<class>/*.jpg and PATH/val/<class>/*.jpg) or CIFAR python batches "
+            "(PATH/data_batch_1..5 + test_batch, or PATH/train + test for CIFAR-100).")
+    if (path / "cifar-10-batches-py").is_dir():
+        path = path / "cifar-10-batches-py"
+    elif (path / "cifar-100-python").is_dir():
+        path = path / "cifar-100-python"
+    if (path / "data_batch_1").is_file() or ((path / "train").is_file() and (path / "test").is_file()):
+        return load_cifar(path)
+    if (path / "train").is_dir():
+        return load_image_folder(path)
+    raise RoadmapError(
+        f"--data {data}: not a dataset layout roadmap knows. Expected an ImageFolder tree "
+        f"({path}/train/<class>/*.jpg and {path}/val/<class>/*.jpg), CIFAR-10 python batches "
+        f"({path}/data_batch_1..5 and test_batch) or CIFAR-100 ({path}/train and test).")
+
+
+def find_fashion_mnist() -> Path:
+    candidates = [os.environ.get("ROADMAP_FASHION_MNIST"), *FASHION_MNIST_DIRS,
+                  os.path.expanduser("~/.cache/roadmap/FashionMNIST/raw")]
+    for c in candidates:
+        if c and all(_idx_file(Path(c), f) for f in FASHION_FILES.values()):
+            return Path(c)
+    raise RoadmapError(GET_FASHION_MNIST)
+
+
+def _idx_file(folder: Path, stem: str) -> Optional[Path]:
+    for name in (stem + ".gz", stem):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """IDX (the MNIST file format): big-endian header of dims, then uint8 data."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        raw = f.read()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise RoadmapError(f"{path} is not an uint8 IDX file; re-install dataset-fashion-mnist")
+    ndim = raw[3]
+    dims = np.frombuffer(raw, dtype=">i4", count=ndim, offset=4)
+    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    if data.size != int(np.prod(dims)):
+        raise RoadmapError(f"{path} is truncated ({data.size} bytes for shape {tuple(dims)})")
+    return data.reshape(tuple(int(d) for d in dims))
+
+
+def load_fashion_mnist() -> Dataset:
+    folder = find_fashion_mnist()
+    arr = {k: read_idx(_idx_file(folder, v)) for k, v in FASHION_FILES.items()}
+    as_images = lambda a: torch.from_numpy(a.copy()).unsqueeze(1)  # N,1,28,28 uint8
+    classes = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+               "Sneaker", "Bag", "Ankle boot"]
+    return Dataset("fashion-mnist", str(folder), 10, (0.2860,), (0.3530,),
+                   as_images(arr["train_images"]), torch.from_numpy(arr["train_labels"].astype(np.int64)),
+                   as_images(arr["test_images"]), torch.from_numpy(arr["test_labels"].astype(np.int64)),
+                   classes=classes)
+
+
+def load_cifar(path: Path) -> Dataset:
+    def read(name):
+        try:
+            with open(path / name, "rb") as f:
+                d = pickle.load(f, encoding="latin1")
+            labels = d.get("labels", d.get("fine_labels"))
+            return np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32), np.asarray(labels)
+        except (OSError, KeyError, ValueError, pickle.UnpicklingError) as e:
+            raise RoadmapError(f"{path / name} is not a CIFAR python batch ({e}); expected the "
+                               "'python version' archive from the CIFAR website, unpacked") from None
+
+    if (path / "data_batch_1").is_file():
+        parts = [read(f"data_batch_{i}") for i in range(1, 6) if (path / f"data_batch_{i}").is_file()]
+        test = read("test_batch")
+        name, num_classes = "cifar10", 10
+    else:
+        parts, test, name, num_classes = [read("train")], read("test"), "cifar100", 100
+    x = np.concatenate([p[0] for p in parts])
+    y = np.concatenate([p[1] for p in parts])
+    t = lambda a: torch.from_numpy(a)
+    return Dataset(name, str(path), num_classes, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616),
+                   t(x), t(y.astype(np.int64)), t(test[0]), t(test[1].astype(np.int64)))
+
+
+def _image_folder(root: str):
+    from torchvision.datasets import ImageFolder
+    return ImageFolder(root)
+
+
+def load_image_folder(path: Path) -> Dataset:
+    val = next((path / v for v in ("val", "validation", "test") if (path / v).is_dir()), None)
+    if val is None:
+        raise RoadmapError(f"{path} has train/ but no val/ folder; expected {path}/val/<class>/*.jpg")
+    try:
+        train_ds, val_ds = _image_folder(str(path / "train")), _image_folder(str(val))
+    except (FileNotFoundError, RuntimeError) as e:
+        raise RoadmapError(f"{path}: not a valid ImageFolder tree ({e}); expected "
+                           "train/<class>/*.jpg and val/<class>/*.jpg") from None
+    if train_ds.classes != val_ds.classes:
+        raise RoadmapError(f"{path}: train/ and {val.name}/ have different class folders")
+    return Dataset(path.name, str(path), len(train_ds.classes), IMAGENET_MEAN, IMAGENET_STD,
+                   train_folder=str(path / "train"), val_folder=str(val), classes=train_ds.classes)
+
+
+# ---------------------------------------------------------------------------- batches
+
+def _to_float(images: torch.Tensor, ds: Dataset, img_size: int) -> torch.Tensor:
+    """uint8 NCHW -> normalized float, 3 channels, img_size x img_size.
+
+    Images smaller than img_size by a few pixels are padded (28 -> 32 keeps Fashion-MNIST
+    pixels exact); otherwise resized. Grayscale becomes 3 channels to match RGB stems.
+    """
+    x = images.float().div_(255)
+    mean = torch.tensor(ds.mean, device=x.device).view(1, -1, 1, 1)
+    std = torch.tensor(ds.std, device=x.device).view(1, -1, 1, 1)
+    x = (x - mean) / std
+    h = x.shape[-1]
+    if h != img_size:
+        if 0 < img_size - h <= 8:
+            p = img_size - h
+            x = F.pad(x, (p // 2, p - p // 2, p // 2, p - p // 2), value=float((0 - ds.mean[0]) / ds.std[0]))
+        else:
+            x = F.interpolate(x, size=(img_size, img_size), mode="bilinear", align_corners=False)
+    if x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)
+    return x
+
+
+def _random_shift_flip(x: torch.Tensor, max_shift: int, hflip: bool, g: torch.Generator) -> torch.Tensor:
+    """Per-image random translation (reflect-padded crop) and horizontal flip."""
+    n, _, h, w = x.shape
+    padded = F.pad(x, (max_shift,) * 4, mode="reflect") if max_shift else x
+    dx = torch.randint(0, 2 * max_shift + 1, (n,), generator=g).tolist()
+    dy = torch.randint(0, 2 * max_shift + 1, (n,), generator=g).tolist()
+    flips = (torch.rand(n, generator=g) < 0.5).tolist() if hflip else [False] * n
+    out = torch.empty_like(x)
+    for i in range(n):
+        crop = padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w]
+        out[i] = crop.flip(-1) if flips[i] else crop
+    return out
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The sample order of one epoch: a function of (seed, epoch) only, so a resumed run
+    sees exactly the batches an uninterrupted one would."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+
+
+def rank_indices(order: torch.Tensor, batch_size: int, world_size: int, rank: int, start: int = 0):
+    """Split `order` into global batches of batch_size x world_size (dropping the rest) and
+    keep this rank's slice of each, from global batch `start` on."""
+    global_batch = batch_size * world_size
+    n_batches = len(order) // global_batch
+    batches = order[:n_batches * global_batch].view(n_batches, world_size, batch_size)
+    return batches[start:, rank]
+
+
+def memory_train_batches(ds: Dataset, img_size: int, batch_size: int, seed: int, epoch: int,
+                         start: int = 0, max_shift: int = 0, hflip: bool = True,
+                         device: str = "cpu", world_size: int = 1,
+                         rank: int = 0) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+    order = epoch_order(len(ds.train_labels), seed, epoch)
+    for b, idx in enumerate(rank_indices(order, batch_size, world_size, rank, start), start=start):
+        # Augmentation randomness depends on (seed, epoch, batch, rank) only: resumable.
+        g = torch.Generator().manual_seed(seed * 1_000_003 + epoch * 10_007 + b * 101 + rank)
+        x = _to_float(ds.train_images[idx], ds, img_size)
+        if max_shift or hflip:
+            x = _random_shift_flip(x, max_shift, hflip, g)
+        yield x.to(device, non_blocking=True), ds.train_labels[idx].to(device, non_blocking=True)
+
+
+def memory_eval_batches(ds: Dataset, img_size: int, batch_size: int, device: str = "cpu"):
+    for i in range(0, len(ds.val_labels), batch_size):
+        x = _to_float(ds.val_images[i:i + batch_size], ds, img_size)
+        yield x.to(device), ds.val_labels[i:i + batch_size].to(device)
+
+
+def batches_per_epoch(ds: Dataset, batch_size: int, world_size: int = 1) -> int:
+    return ds.num_train // (batch_size * world_size)
+
+
+class MemoryImages(torch.utils.data.Dataset):
+    """In-memory uint8 images served as PIL images, for timm's PIL transforms (RandAugment)."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform):
+        self.images, self.labels, self.transform = images, labels, transform
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        from PIL import Image
+        arr = self.images[i].permute(1, 2, 0).numpy()
+        img = Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr).convert("RGB")
+        return self.transform(img), int(self.labels[i])
+
+
+def folder_loader(ds: Dataset, img_size: int, batch_size: int, train: bool, workers: int,
+                  seed: int = 0, epoch: int = 0, start: int = 0, randaug: Optional[str] = None,
+                  reprob: float = 0.0, hflip: bool = True, world_size: int = 1, rank: int = 0):
+    """A DataLoader of PIL images through timm's transforms (ImageFolder, or in-memory data
+    when the recipe asks for RandAugment).
+
+    Training order comes from `epoch_order` and starts at batch `start`, so a resumed
+    epoch continues where it stopped.
+    """
+    from timm.data import create_transform
+    from torchvision.datasets import ImageFolder
+
+    transform = create_transform(
+        img_size, is_training=train, auto_augment=randaug if train else None,
+        re_prob=reprob if train else 0.0, re_mode="pixel", hflip=0.5 if (train and hflip) else 0.0,
+        interpolation="bicubic", mean=ds.mean, std=ds.std,
+        scale=(0.08, 1.0) if train else None, crop_pct=None if train else 0.875,
+        color_jitter=0.0 if randaug else 0.4)
+    if ds.in_memory:
+        folder = MemoryImages(ds.train_images if train else ds.val_images,
+                              ds.train_labels if train else ds.val_labels, transform)
+    else:
+        folder = ImageFolder(ds.train_folder if train else ds.val_folder, transform=transform)
+    if train:
+        order = epoch_order(len(folder), seed, epoch)
+        indices = rank_indices(order, batch_size, world_size, rank, start).reshape(-1).tolist()
+    else:
+        indices = list(range(len(folder)))
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch * 10_007 + start * 101 + rank)
+    return torch.utils.data.DataLoader(
+        torch.utils.data.Subset(folder, indices), batch_size=batch_size, shuffle=False,
+        num_workers=workers, drop_last=train, pin_memory=torch.cuda.is_available(),
+        persistent_workers=False, generator=g)

@@ -1,0 +1,109 @@
+"""The training recipe (paper Table 5) and presets that scale it to a budget.
+
+A preset is a `Recipe`; every field can be overridden from the command line with
+`--set key=value`. `imagenet` is the paper verbatim; the others say what they scale down.
+"""
+import json
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any, Dict, Optional
+
+from .errors import RoadmapError
+
+
+@dataclass(frozen=True)
+class Recipe:
+    description: str = ""
+    img_size: int = 224
+    epochs: float = 300
+    batch_size: int = 128          # per process
+    lr: float = 4e-3               # at `lr_batch`; scaled linearly to the real global batch
+    lr_batch: int = 4096
+    min_lr: float = 1e-6
+    warmup_epochs: float = 20
+    weight_decay: float = 0.05
+    betas: tuple = (0.9, 0.999)
+    randaug: Optional[str] = "rand-m9-mstd0.5-inc1"
+    mixup: float = 0.8
+    cutmix: float = 1.0
+    reprob: float = 0.25           # random erasing
+    smoothing: float = 0.1         # label smoothing
+    drop_path: float = 0.1         # stochastic depth (ConvNeXt-T), applied to every step
+    ema_decay: Optional[float] = None  # Table 10 is without EMA; 0.9999 for Table 1
+    width_scale: float = 1.0       # multiplies every step's widths (its own 64 or 96)
+    max_shift: int = 0             # in-memory data: random translation in pixels
+    hflip: bool = True
+    train_subset: Optional[int] = None   # first N training images (in-memory data)
+    val_subset: Optional[int] = None
+    max_updates: Optional[int] = None    # stop a step after this many updates (smoke tests)
+    eval_batch_size: int = 256
+    workers: int = 8
+    channels_last: bool = True
+    amp: bool = True               # bf16/fp16 autocast on CUDA only
+    ckpt_every_s: float = 60.0     # checkpoint at least this often (and at every epoch end)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+    def training_key(self) -> Dict[str, Any]:
+        """Fields that change the result (not how it is logged or checkpointed)."""
+        d = self.to_dict()
+        for k in ("description", "workers", "ckpt_every_s", "eval_batch_size"):
+            d.pop(k)
+        return d
+
+    def scaled_lr(self, global_batch: int) -> float:
+        return self.lr * global_batch / self.lr_batch
+
+    def with_overrides(self, pairs) -> "Recipe":
+        """Apply `key=value` strings (values parsed as JSON where they can be)."""
+        types = {f.name: f for f in fields(self)}
+        changes = {}
+        for pair in pairs or ():
+            if "=" not in pair:
+                raise RoadmapError(f"--set {pair!r}: expected key=value, e.g. --set epochs=2")
+            key, raw = pair.split("=", 1)
+            if key not in types:
+                raise RoadmapError(f"--set {key}: unknown recipe field; valid: {', '.join(types)}")
+            try:
+                value = json.loads(raw)
+            except json.JSONDecodeError:
+                value = raw
+            if value in ("none", "None", "null"):
+                value = None
+            changes[key] = tuple(value) if isinstance(value, list) else value
+        return replace(self, **changes)
+
+
+PRESETS: Dict[str, Recipe] = {
+    "imagenet": Recipe(
+        description="The paper's recipe verbatim (Table 5): ImageNet-1K ImageFolder, 224 px, "
+                    "300 epochs, AdamW lr 4e-3 at batch 4096 (scaled linearly), 20 warmup "
+                    "epochs, RandAugment 9/0.5, mixup 0.8, cutmix 1.0, erasing 0.25, "
+                    "smoothing 0.1, stochastic depth 0.1, no EMA (Table 10)."),
+    "imagenette": Recipe(
+        description="One GPU, a small real dataset in ImageFolder layout (e.g. Imagenette, "
+                    "10 classes, ~9.5k images) at 160 px: the paper's augmentation and "
+                    "regularization, 100 epochs with 5 warmup, batch 128, lr 4e-3 at 4096 "
+                    "scaled to the batch x 4 (small data tolerates it), EMA 0.999.",
+        img_size=160, epochs=100, warmup_epochs=5, batch_size=128, lr=1.6e-2, ema_decay=0.999),
+    "cifar": Recipe(
+        description="One GPU, CIFAR-10/100 python batches at 32 px (the facebookresearch/"
+                    "ConvNeXt #58 setting): 100 epochs, batch 256, lightly regularized "
+                    "(mixup 0.2, no cutmix, RandAugment, erasing 0.25), drop path 0.1.",
+        img_size=32, epochs=100, warmup_epochs=5, batch_size=256, lr=3.2e-2, mixup=0.2, cutmix=0.0,
+        max_shift=4, workers=4),
+    "demo": Recipe(
+        description="CPU in minutes: Fashion-MNIST in memory, padded 28 -> 32 px, widths x0.25 "
+                    "(16/24 base channels), 1 epoch, batch 128, AdamW lr 2e-3 with 10% warmup, "
+                    "label smoothing 0.1; mixup, cutmix, RandAugment, erasing, stochastic "
+                    "depth and EMA off, because one epoch cannot use that much regularization.",
+        img_size=32, epochs=1, warmup_epochs=0.1, batch_size=128, lr=2e-3, lr_batch=128,
+        min_lr=1e-5, randaug=None, mixup=0.0, cutmix=0.0, reprob=0.0, drop_path=0.0,
+        width_scale=0.25, max_shift=2, workers=0, eval_batch_size=500, ckpt_every_s=30.0),
+}
+
+
+def get_preset(name: str) -> Recipe:
+    if name not in PRESETS:
+        raise RoadmapError(f"unknown preset {name!r}; valid presets: {', '.join(PRESETS)}")
+    return PRESETS[name]

@@ -1,0 +1,124 @@
+"""`roadmap run`: train and measure every planned run, skip finished ones, resume killed ones."""
+import datetime
+import os
+import platform
+import sys
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import timm
+import torch
+
+from . import data as D
+from .plan import RunSpec
+from .recipe import Recipe
+from .results import ResultsDir, run_key
+from .train import Dist, NonFiniteLoss, resolve_device, scale_config, train_run
+
+
+def data_identity(ds: D.Dataset) -> Dict:
+    # Name and split sizes, not the path: the same data mounted elsewhere is the same data.
+    return dict(name=ds.name, train=ds.num_train, val=ds.num_val, classes=ds.num_classes)
+
+
+def default_out_dir(preset: str, ds: D.Dataset) -> Path:
+    return Path("results") / f"{preset}-{ds.name}"
+
+
+def log(msg: str, dist: Dist):
+    if dist.is_main:
+        print(msg, flush=True)
+
+
+def run_plan(specs: Sequence[RunSpec], recipe: Recipe, preset: str, data: str = "fashion-mnist",
+             seeds: Sequence[int] = (0,), out: Optional[str] = None, device: str = "auto",
+             dist: Dist = Dist(), progress: bool = True, plot: bool = True,
+             tensorboard: bool = False) -> Path:
+    """Run every (spec, seed) not yet finished in `out`; return the results folder."""
+    dev = resolve_device(device)
+    if dev.type == "cuda" and dist.world_size > 1:
+        dev = torch.device("cuda", dist.local_rank)
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    ds = D.load_dataset(data).subset(recipe.train_subset, recipe.val_subset)
+    folder = Path(out) if out else default_out_dir(preset, ds)
+    results = ResultsDir(folder)
+    data_id = data_identity(ds)
+    todo = [(s, seed) for s in specs for seed in seeds]
+    log(f"roadmap run: {len(specs)} step(s) x {len(seeds)} seed(s) on {ds.name} "
+        f"({ds.num_train} train / {ds.num_val} val), preset {preset}, device {dev}"
+        + (f" x {dist.world_size} processes" if dist.world_size > 1 else "") + f" -> {folder}", dist)
+
+    for i, (spec, seed) in enumerate(todo, 1):
+        cfg = scale_config(spec.cfg, recipe, ds.num_classes)
+        key = run_key(cfg.to_dict(), recipe.training_key(), data_id, seed)
+        tag = f"[{i}/{len(todo)}] {spec.name} seed {seed}"
+        if results.is_done(key):
+            log(f"{tag}: done earlier, skipped ({results.run_file(key)})", dist)
+            continue
+        ckpt = results.checkpoint(key) if dist.is_main else results.checkpoints / f"{key}.pt"
+        if ckpt.exists():
+            log(f"{tag}: resuming from {ckpt}", dist)
+        row = dict(order=spec.order, run=spec.name, step=spec.step, variant=spec.variant,
+                   phase=spec.phase, roadmap=spec.roadmap, seed=seed, paper_top1=spec.paper_top1,
+                   paper_top1_sd=spec.paper_top1_sd, paper_gflops=spec.paper_gflops,
+                   preset=preset, data=ds.name, device=str(dev), world_size=dist.world_size,
+                   key=key, recipe=recipe.to_dict(), config=cfg.to_dict(),
+                   versions=dict(python=platform.python_version(), torch=torch.__version__,
+                                 timm=timm.__version__))
+        writer = _tensorboard_writer(folder, spec.name, seed) if tensorboard and dist.is_main else None
+        try:
+            metrics = train_run(spec.name, spec.cfg, recipe, ds, seed, dev, str(ckpt), dist,
+                                progress=progress, on_update=_logger(writer))
+            if writer is not None:
+                writer.add_scalar("val/top1", metrics["top1"], metrics["updates"])
+            metrics.pop("config")
+            row.update(metrics, status="ok", error="")
+            summary = (f"{tag}: top-1 {metrics['top1']:.2f}%"
+                       + (f" (EMA {metrics['top1_ema']:.2f})" if metrics.get("top1_ema") is not None else "")
+                       + (f" | paper {spec.paper_top1:.2f}" if spec.paper_top1 else "")
+                       + f" | {metrics['params_m']:.2f} M params, {metrics['gflops']:.3f} GFLOPs"
+                       f" @{recipe.img_size}px | train {metrics['train_img_s']:.0f} img/s, "
+                       f"infer {metrics['infer_img_s']:.0f} img/s | {metrics['wall_s']:.0f} s")
+        except NonFiniteLoss as e:
+            row.update(status="failed", error=str(e))
+            summary = f"{tag}: FAILED - {e}"
+        finally:
+            if writer is not None:
+                writer.close()
+        row["finished_at"] = datetime.datetime.now().isoformat(timespec="seconds")
+        if dist.is_main:
+            results.record(row)
+            results.write_tables()
+            if ckpt.exists():
+                ckpt.unlink()  # the row holds the result; the weights of a finished run are not kept
+        log(summary, dist)
+        if dist.world_size > 1:
+            torch.distributed.barrier()
+
+    if dist.is_main:
+        table = results.write_tables()
+        if plot and len(table):
+            from .plot import plot_trajectory
+            paths = plot_trajectory(folder)
+            log(f"results: {folder / 'results.csv'}, {folder / 'summary.csv'}; figure: {paths[0]}", dist)
+    return folder
+
+
+def _tensorboard_writer(folder: Path, run: str, seed: int):
+    from torch.utils.tensorboard import SummaryWriter
+    return SummaryWriter(str(folder / "tensorboard" / f"{run.replace('/', '_')}-seed{seed}"))
+
+
+def _logger(writer):
+    if writer is None:
+        return None
+
+    def on_update(m):
+        u = m["update"]
+        writer.add_scalar("train/loss", m["loss"], u)
+        writer.add_scalar("train/lr", m["lr"], u)
+        writer.add_scalar("train/img_s", m["img_s"], u)
+    return on_update

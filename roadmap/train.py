@@ -1,0 +1,273 @@
+"""Train and measure one run (one step, one seed): a straight line, top to bottom.
+
+data -> model -> optimizer/schedule/mixup/EMA (timm) -> updates (checkpointed) -> measure.
+Every update's randomness is seeded from (seed, update), so a run resumed from a
+checkpoint takes exactly the path an uninterrupted one would.
+"""
+import math
+import os
+import random
+import resource
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Callable, Dict, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from timm.data import Mixup
+from timm.data.random_erasing import RandomErasing
+from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+from timm.optim import create_optimizer_v2
+from timm.scheduler import CosineLRScheduler
+from timm.utils import ModelEmaV3
+
+from . import data as D
+from .config import ArchConfig
+from .errors import RoadmapError
+from .measure import count_gflops, count_params
+from .model import RoadmapNet
+from .recipe import Recipe
+
+
+class NonFiniteLoss(RoadmapError):
+    """The loss became NaN/inf; the run is recorded as failed."""
+
+
+@dataclass
+class Dist:
+    """Where this process sits in a (torchrun) process group; world_size 1 without one."""
+    world_size: int = 1
+    rank: int = 0
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def scale_config(cfg: ArchConfig, recipe: Recipe, num_classes: int) -> ArchConfig:
+    """The step's configuration at the preset's width (multiples of 8), classes and drop path."""
+    widths = tuple(max(8, int(round(w * recipe.width_scale / 8)) * 8) for w in cfg.widths)
+    return cfg.replace(widths=widths, num_classes=num_classes, drop_path_rate=recipe.drop_path)
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RoadmapError("--device cuda: no CUDA device is visible; use --device cpu")
+    return torch.device(device)
+
+
+def seed_update(seed: int, update: int):
+    """Seed every RNG the update touches (torch: drop path; numpy: mixup; random: erasing)."""
+    s = (seed * 1_000_003 + update) % (2 ** 31)
+    torch.manual_seed(s)
+    np.random.seed(s)
+    random.seed(s)
+
+
+def atomic_torch_save(obj, path: str):
+    tmp = f"{path}.tmp{os.getpid()}"
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def autocast_for(device: torch.device, enabled: bool):
+    if device.type != "cuda" or not enabled:
+        return nullcontext()
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast("cuda", dtype=dtype)
+
+
+@torch.no_grad()
+def evaluate(model, ds: D.Dataset, recipe: Recipe, device: torch.device) -> Dict[str, float]:
+    """Top-1/top-5 on the validation split and inference img/s (timed over the whole pass)."""
+    model.eval()
+    fmt = torch.channels_last if recipe.channels_last else torch.contiguous_format
+    if ds.in_memory:
+        batches = D.memory_eval_batches(ds, recipe.img_size, recipe.eval_batch_size, str(device))
+    else:
+        batches = D.folder_loader(ds, recipe.img_size, recipe.eval_batch_size, False, recipe.workers)
+    correct1 = correct5 = seen = 0
+    compute_s = 0.0
+    for x, y in batches:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        x = x.contiguous(memory_format=fmt)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        with autocast_for(device, recipe.amp):
+            logits = model(x)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        compute_s += time.perf_counter() - t0
+        top = logits.float().topk(min(5, logits.shape[1]), dim=1).indices
+        correct1 += (top[:, 0] == y).sum().item()
+        correct5 += (top == y[:, None]).any(dim=1).sum().item()
+        seen += len(y)
+    return dict(top1=100.0 * correct1 / seen, top5=100.0 * correct5 / seen,
+                infer_img_s=seen / max(compute_s, 1e-9))
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2 ** 20
+    # CPU: the process's peak resident set (Linux reports KiB); it includes the data in memory.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def train_run(name: str, cfg: ArchConfig, recipe: Recipe, ds: D.Dataset, seed: int,
+              device: torch.device, ckpt_path: Optional[str] = None, dist: Dist = Dist(),
+              progress: bool = True, on_update: Optional[Callable[[Dict], None]] = None) -> Dict:
+    """Train `cfg` with `recipe` on `ds`; return the run's measurements (raises NonFiniteLoss)."""
+    wall0 = time.time()
+    cfg = scale_config(cfg, recipe, ds.num_classes)
+    torch.manual_seed(seed)
+    model = RoadmapNet(cfg).to(device)
+    params, gflops = count_params(model), count_gflops(model, recipe.img_size)
+    gflops_224 = count_gflops(model, 224) if recipe.img_size != 224 else gflops
+    fmt = torch.channels_last if recipe.channels_last else torch.contiguous_format
+    model = model.to(memory_format=fmt)
+
+    global_batch = recipe.batch_size * dist.world_size
+    per_epoch = D.batches_per_epoch(ds, recipe.batch_size, dist.world_size)
+    if per_epoch < 1:
+        raise RoadmapError(f"{ds.num_train} training images cannot fill one global batch of "
+                           f"{global_batch}; lower --set batch_size")
+    total = max(1, round(recipe.epochs * per_epoch))
+    if recipe.max_updates:
+        total = min(total, recipe.max_updates)
+    warmup = min(round(recipe.warmup_epochs * per_epoch), total - 1)
+    lr = recipe.scaled_lr(global_batch)
+
+    optimizer = create_optimizer_v2(model, "adamw", lr=lr, weight_decay=recipe.weight_decay,
+                                    betas=tuple(recipe.betas))
+    # Cosine over the updates after a linear warmup (warmup_prefix), stepped every update.
+    scheduler = CosineLRScheduler(optimizer, t_initial=max(1, total - warmup), lr_min=recipe.min_lr,
+                                  warmup_t=warmup, warmup_lr_init=min(1e-6, lr), warmup_prefix=True,
+                                  t_in_epochs=False)
+    mixup = None
+    if recipe.mixup > 0 or recipe.cutmix > 0:
+        mixup = Mixup(mixup_alpha=recipe.mixup, cutmix_alpha=recipe.cutmix,
+                      label_smoothing=recipe.smoothing, num_classes=ds.num_classes)
+        criterion = SoftTargetCrossEntropy()
+    elif recipe.smoothing > 0:
+        criterion = LabelSmoothingCrossEntropy(recipe.smoothing)
+    else:
+        criterion = torch.nn.CrossEntropyLoss()
+    fast_path = ds.in_memory and not recipe.randaug
+    erasing = (RandomErasing(recipe.reprob, mode="pixel", device=str(device))
+               if fast_path and recipe.reprob > 0 else None)
+
+    train_model = model
+    if dist.world_size > 1:
+        train_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    ema = ModelEmaV3(model, decay=recipe.ema_decay) if recipe.ema_decay else None
+
+    state = dict(update=0, epoch=0, batch=0, train_s=0.0, images=0, loss_sum=0.0, loss_n=0,
+                 resumed=0)
+    if ckpt_path and os.path.exists(ckpt_path):
+        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        if ema is not None and ckpt.get("ema") is not None:
+            ema.load_state_dict(ckpt["ema"])
+        state.update(ckpt["state"])
+        state["resumed"] += 1
+        scheduler.step_update(state["update"])
+
+    def save():
+        if ckpt_path and dist.is_main:
+            atomic_torch_save(dict(model=model.state_dict(), optimizer=optimizer.state_dict(),
+                                   ema=ema.state_dict() if ema is not None else None,
+                                   state=dict(state)), ckpt_path)
+
+    bar = None
+    if progress and dist.is_main:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=total, initial=state["update"], desc=f"{name}", unit="upd",
+                   dynamic_ncols=True, leave=False)
+    last_save = time.time()
+    train_model.train()
+    n_epochs = math.ceil(total / per_epoch)
+    while state["update"] < total and state["epoch"] < n_epochs:
+        epoch, start = state["epoch"], state["batch"]
+        if fast_path:
+            batches = D.memory_train_batches(ds, recipe.img_size, recipe.batch_size, seed, epoch,
+                                             start, recipe.max_shift, recipe.hflip, str(device),
+                                             dist.world_size, dist.rank)
+        else:
+            batches = D.folder_loader(ds, recipe.img_size, recipe.batch_size, True, recipe.workers,
+                                      seed, epoch, start, recipe.randaug, recipe.reprob,
+                                      recipe.hflip, dist.world_size, dist.rank)
+        t0 = time.perf_counter()
+        for x, y in batches:
+            if state["update"] >= total:
+                break
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            seed_update(seed * 1009 + dist.rank, state["update"])
+            target = y
+            if mixup is not None:
+                x, target = mixup(x, y)
+            if erasing is not None:
+                x = erasing(x)
+            x = x.contiguous(memory_format=fmt)
+            with autocast_for(device, recipe.amp):
+                loss = criterion(train_model(x), target)
+            if not torch.isfinite(loss):
+                raise NonFiniteLoss(
+                    f"step {name}: the training loss became {loss.item()} at update "
+                    f"{state['update'] + 1}/{total} (lr {optimizer.param_groups[0]['lr']:.2e}, peak "
+                    f"lr {lr:.2e}). Lower the learning rate (--set lr=...) or lengthen the warmup "
+                    "(--set warmup_epochs=...).")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            state["update"] += 1
+            state["batch"] += 1
+            scheduler.step_update(state["update"])
+            if ema is not None:
+                ema.update(model, step=state["update"])
+            state["images"] += len(x) * dist.world_size
+            loss_value = loss.item()
+            state["loss_sum"] += loss_value
+            state["loss_n"] += 1
+            now = time.perf_counter()
+            state["train_s"] += now - t0
+            t0 = now
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{optimizer.param_groups[0]['lr']:.1e}",
+                                img_s=f"{state['images'] / max(state['train_s'], 1e-9):.0f}")
+            if on_update is not None:
+                on_update(dict(update=state["update"], loss=loss_value,
+                               lr=optimizer.param_groups[0]["lr"],
+                               img_s=state["images"] / max(state["train_s"], 1e-9)))
+            if time.time() - last_save >= recipe.ckpt_every_s:
+                save()
+                last_save = time.time()
+                t0 = time.perf_counter()
+        if state["update"] < total or state["batch"] >= per_epoch:
+            state["epoch"] += 1
+            state["batch"] = 0
+        save()
+    if bar is not None:
+        bar.close()
+
+    metrics = evaluate(model, ds, recipe, device)
+    if ema is not None:
+        metrics["top1_ema"] = evaluate(ema.module, ds, recipe, device)["top1"]
+    return dict(
+        top1=metrics["top1"], top5=metrics["top5"], top1_ema=metrics.get("top1_ema"),
+        train_loss=state["loss_sum"] / max(state["loss_n"], 1),
+        params_m=params / 1e6, gflops=gflops, gflops_224=gflops_224,
+        train_img_s=state["images"] / max(state["train_s"], 1e-9),
+        infer_img_s=metrics["infer_img_s"], peak_mem_mb=peak_memory_mb(device),
+        updates=state["update"], epochs=state["update"] / per_epoch, lr=lr,
+        global_batch=global_batch, resumed=state["resumed"],
+        wall_s=time.time() - wall0, config=cfg,
+    )
