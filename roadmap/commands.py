@@ -90,4 +90,6 @@ def add_subcommands(sub):
     p = sub.add_parser("plot", help="draw the trajectory figure of a results folder")
     p.add_argument("dir")
     p.set_defaults(func=cmd_plot)
+
+    # Further subcommands register themselves here, one line each (report, bench, ...).
     return sub

@@ -210,17 +210,17 @@ def _to_float(images: torch.Tensor, ds: Dataset, img_size: int) -> torch.Tensor:
 
 
 def _random_shift_flip(x: torch.Tensor, max_shift: int, hflip: bool, g: torch.Generator) -> torch.Tensor:
-    """Per-image random translation (reflect-padded crop) and horizontal flip."""
+    """Per-image random translation (reflect-padded crop) and horizontal flip, in one gather."""
     n, _, h, w = x.shape
     padded = F.pad(x, (max_shift,) * 4, mode="reflect") if max_shift else x
-    dx = torch.randint(0, 2 * max_shift + 1, (n,), generator=g).tolist()
-    dy = torch.randint(0, 2 * max_shift + 1, (n,), generator=g).tolist()
-    flips = (torch.rand(n, generator=g) < 0.5).tolist() if hflip else [False] * n
-    out = torch.empty_like(x)
-    for i in range(n):
-        crop = padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w]
-        out[i] = crop.flip(-1) if flips[i] else crop
-    return out
+    dx = torch.randint(0, 2 * max_shift + 1, (n, 1), generator=g)
+    dy = torch.randint(0, 2 * max_shift + 1, (n, 1), generator=g)
+    flip = (torch.rand(n, 1, generator=g) < 0.5) if hflip else torch.zeros(n, 1, dtype=torch.bool)
+    cols = torch.where(flip, torch.arange(w - 1, -1, -1), torch.arange(w)) + dx   # n, w
+    rows = torch.arange(h) + dy                                                    # n, h
+    nhwc = padded.permute(0, 2, 3, 1)
+    out = nhwc[torch.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]  # n, h, w, c
+    return out.permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:

@@ -88,6 +88,10 @@ class ResultsDir:
 
 def results_frame(rows: Iterable[Dict]) -> pd.DataFrame:
     table = pd.DataFrame(list(rows))
+    for col in ("config", "recipe", "versions"):
+        # nested fields as JSON text, so `json.loads(table.config[i])` gives them back
+        if col in table.columns:
+            table[col] = [v if isinstance(v, str) else json.dumps(v, sort_keys=True) for v in table[col]]
     for col in RESULT_COLUMNS:
         if col not in table.columns:
             table[col] = None
