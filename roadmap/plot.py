@@ -15,7 +15,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from .errors import RoadmapError  # noqa: E402
-from .results import read_results, summarize  # noqa: E402
+from .results import read_results, sort_runs, summarize  # noqa: E402
 
 PHASE_COLORS = {
     "start": "#7f7f7f", "macro design": "#4c72b0", "ResNeXt-ify": "#dd8452",
@@ -41,7 +41,8 @@ def plot_trajectory(folder, out_stem: Optional[str] = None, deltas: Optional[pd.
     table = read_results(folder)
     if not len(table):
         raise RoadmapError(f"{folder}: no finished runs to plot yet")
-    summary = summarize(table).sort_values(["order", "variant"], na_position="first").reset_index(drop=True)
+    summary = sort_runs(summarize(table)).sort_values(["order", "_variant_num"], kind="stable")
+    summary = summary.drop(columns="_variant_num").reset_index(drop=True)
     n = len(summary)
     y = np.arange(n)
     fig, ax = plt.subplots(figsize=(9.5, 0.42 * n + 1.8))
@@ -99,7 +100,9 @@ def plot_trajectory(folder, out_stem: Optional[str] = None, deltas: Optional[pd.
         names.append("paper (ImageNet)")
     ax.legend(handles, names, loc="lower right", fontsize=7, framealpha=0.9)
     seeds = int(summary["seeds"].max()) if len(summary) else 0
-    ax.set_title(title or f"ResNet-50 -> ConvNeXt-T roadmap: {data_name}, {seeds} seed(s)", fontsize=10)
+    names = sorted(set(table["roadmap"].dropna().astype(str)) - {"paper"})
+    what = f"{' + '.join(names)} roadmap" if names else "ResNet-50 -> ConvNeXt-T roadmap"
+    ax.set_title(title or f"{what}: {data_name}, {seeds} seed(s)", fontsize=10)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     stem = folder / (out_stem or "trajectory")

@@ -96,8 +96,15 @@ def results_frame(rows: Iterable[Dict]) -> pd.DataFrame:
         if col not in table.columns:
             table[col] = None
     if len(table):
-        table = table.sort_values(["order", "variant", "run", "seed"], na_position="last")
+        table = sort_runs(table).sort_values(["order", "_variant_num", "variant", "run", "seed"],
+                                             na_position="last", kind="stable").drop(columns="_variant_num")
     return table[RESULT_COLUMNS + [c for c in table.columns if c not in RESULT_COLUMNS]]
+
+
+def sort_runs(table: pd.DataFrame) -> pd.DataFrame:
+    """Add `_variant_num` so variants sort by number (k3, k5, ..., k11), not as text."""
+    nums = table["variant"].astype(str).str.extract(r"(\d+)$")[0]
+    return table.assign(_variant_num=pd.to_numeric(nums, errors="coerce").fillna(-1))
 
 
 def summarize(table: pd.DataFrame) -> pd.DataFrame:

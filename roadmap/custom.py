@@ -1,0 +1,488 @@
+"""Your own roadmaps: any start step, any subset and order of the toggles, in a file or in Python.
+
+A roadmap file (TOML; YAML with the same keys works when pyyaml is installed):
+
+    name = "micro design first"   # optional; default: the file's name
+    description = "..."           # optional
+    start = "resnet50"            # a paper step (`roadmap list`); the first row. Default resnet50
+    mode = "cumulative"           # or "independent"; default cumulative
+
+    [[step]]                      # one row each, in this order
+    name = "gelu"                 # the row's label; optional with one paper_step or revert
+    paper_step = "gelu"           # apply the changes that paper step makes (a name or a list)
+    revert = "large_kernel"       # set the toggles that paper step changed back to their
+                                  #   values before it (a name or a list)
+    changes = { act = "gelu" }    # toggles of roadmap.config.ArchConfig, applied last
+    phase = "micro design"        # optional; default: the phase of the paper step named,
+                                  #   else of the paper steps that change these toggles
+    why = "..."                   # optional
+
+The rows are `start` itself, then one per [[step]]. In "cumulative" mode a step applies to
+the row before it, like the paper's roadmap; in "independent" mode every step applies to
+`start` alone (leave-one-out, sweeps). TOML has no null: `layer_scale_init = "none"` turns
+layer scale off. A row whose configuration is exactly a paper step's carries that step's
+numbers, so the chart shows them.
+
+In Python the same thing is `Roadmap("name", start=..., steps=[CustomStep(...) or dict])`.
+Every mistake is one RoadmapError naming the file (line, [[step]], key) and what is allowed.
+"""
+import difflib
+import json
+import re
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import (Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union,
+                    get_args, get_origin, get_type_hints)
+
+import steps as _steps_pkg
+from steps import ROADMAP, Step
+
+from .config import CHOICES, ArchConfig, field_names
+from .errors import RoadmapError
+from .plan import RunSpec
+from .registry import config_for, configs, get_step, previous_step, step_names
+
+EXAMPLES_DIR = Path(_steps_pkg.__file__).parent
+FILE_KEYS = ("name", "description", "start", "mode", "step")
+STEP_KEYS = ("name", "paper_step", "revert", "changes", "phase", "why")
+MODES = ("cumulative", "independent")
+# Toggles the run sets from the data and the recipe; a roadmap setting them would be overridden.
+RUNTIME_FIELDS = {"num_classes": "the data", "in_chans": "the data",
+                  "drop_path_rate": "the recipe (--set drop_path=...)"}
+_HINTS = get_type_hints(ArchConfig)
+# Which phase a toggle belongs to: the phase of the paper step that changes it.
+_TOGGLE_PHASE = {k: s.phase for s in ROADMAP for k in s.changes}
+
+Path_ = Tuple[Union[str, int], ...]  # a key's place in the file, e.g. ("step", 2, "changes", "act")
+
+
+def toggles() -> Tuple[str, ...]:
+    """The ArchConfig fields a roadmap may set."""
+    return tuple(n for n in field_names() if n not in RUNTIME_FIELDS)
+
+
+def examples() -> Tuple[str, ...]:
+    """Names of the roadmaps shipped in steps/ (usable as `--roadmap NAME`)."""
+    return tuple(sorted(p.stem for p in EXAMPLES_DIR.glob("*.toml")))
+
+
+@dataclass(frozen=True)
+class CustomStep:
+    """One row of a custom roadmap; the fields are the keys of a [[step]] table."""
+    name: str = ""
+    paper_step: Union[str, Sequence[str]] = ()
+    revert: Union[str, Sequence[str]] = ()
+    changes: Mapping[str, Any] = field(default_factory=dict)
+    phase: str = ""
+    why: str = ""
+
+
+@dataclass(frozen=True)
+class Row:
+    """A resolved row: its configuration, what it changed, and the paper step it equals (if any)."""
+    name: str
+    phase: str
+    cfg: ArchConfig
+    changes: Mapping[str, Any]    # toggles that differ from the row it was applied to
+    why: str
+    paper: Optional[Step]
+
+
+class _Invalid(Exception):
+    """A problem with one value; the caller adds where it is."""
+
+
+class _Origin:
+    """Where a roadmap came from, so that errors can say the file, the line and the key."""
+
+    def __init__(self, label: str, locate: Optional[Callable[[Path_], Optional[int]]] = None,
+                 step_label: str = "steps[{i}]"):
+        self.label, self.locate, self.step_label = label, locate, step_label
+
+    def error(self, path: Path_, message: str) -> RoadmapError:
+        line = self.locate(path) if self.locate else None
+        where = self.label + (f", line {line}" if line else "")
+        return RoadmapError(f"{where}: {self._describe(path)}: {message}")
+
+    def _describe(self, path: Path_) -> str:
+        if not path:
+            return "roadmap"
+        if path[0] == "step" and len(path) > 1:
+            step = self.step_label.format(i=path[1], n=path[1] + 1)
+            return step + (f", key {'.'.join(map(str, path[2:]))}" if len(path) > 2 else "")
+        return f"key {'.'.join(map(str, path))}"
+
+
+# ---- values -------------------------------------------------------------------------
+
+def _show(value) -> str:
+    """A value as the file would spell it (JSON is close to TOML for scalars and lists)."""
+    return '"none"' if value is None else json.dumps(value, default=str)
+
+
+def _did_you_mean(word, options) -> str:
+    close = difflib.get_close_matches(str(word), options, n=1)
+    return f" Did you mean {close[0]!r}?" if close else ""
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def check_toggle(key: str, value: Any) -> Any:
+    """The value as ArchConfig takes it, or _Invalid saying what `key` allows."""
+    if key in RUNTIME_FIELDS:
+        raise _Invalid(f"{key} is set at run time by {RUNTIME_FIELDS[key]}, not by a roadmap")
+    if key not in _HINTS:
+        raise _Invalid(f"unknown toggle {key!r}.{_did_you_mean(key, toggles())} "
+                       f"Valid toggles: {', '.join(toggles())}")
+    hint, example = _HINTS[key], getattr(ArchConfig(), key)  # the defaults are resnet50's
+    args = get_args(hint)
+    if type(None) in args:  # Optional[...]: "none" (TOML has no null) or None
+        if value is None or value == "none":
+            return None
+        hint = next(a for a in args if a is not type(None))
+    bad = f"{key} = {_show(value)} is not allowed; {key} takes "
+    none_ok = ', or "none"' if type(None) in args else ""
+    if get_origin(hint) is tuple:
+        if isinstance(value, (list, tuple)) and value and all(_is_int(v) and v > 0 for v in value):
+            return tuple(value)
+        raise _Invalid(bad + f"a list of positive integers, one per stage, e.g. {_show(list(example))}")
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise _Invalid(bad + "true or false")
+    if hint is int:
+        if _is_int(value) and value > 0:
+            return value
+        raise _Invalid(bad + f"a positive integer, e.g. {example}")
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise _Invalid(bad + f"a number, e.g. 1.0e-6{none_ok}")
+    if isinstance(value, str) and value in CHOICES.get(key, (value,)):
+        return value
+    allowed = ", ".join(_show(c) for c in CHOICES.get(key, ()))
+    raise _Invalid(bad + (f"one of {allowed}" if allowed else "a string"))
+
+
+def _names(value) -> Tuple[str, ...]:
+    """paper_step / revert: one step name or a list of them."""
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise _Invalid(f"{_show(value)} is not allowed; give a paper step name or a list of them: "
+                   f"{', '.join(step_names())}")
+
+
+def _paper_changes(name: str) -> Dict[str, Any]:
+    return dict(get_step(name).changes)
+
+
+def _reverted(name: str) -> Dict[str, Any]:
+    """The toggles paper step `name` changed, at their values before it."""
+    before = previous_step(name)
+    if before is None:
+        raise _Invalid(f"{name!r} is the paper's start and changes nothing, so there is nothing to "
+                       f"revert; revert one of {', '.join(step_names()[1:])}")
+    return {k: getattr(config_for(before), k) for k in get_step(name).changes}
+
+
+# ---- the roadmap --------------------------------------------------------------------
+
+class Roadmap:
+    """A start step and a list of steps; `rows` is the resolved, validated table.
+
+    E.g. `Roadmap("gelu early", start="widen", steps=[dict(paper_step="gelu")]).plan()`;
+    a step is a CustomStep or a dict with the keys of a [[step]] table.
+    """
+
+    def __init__(self, name: str, start: str = "resnet50",
+                 steps: Sequence[Union[CustomStep, Mapping[str, Any]]] = (),
+                 mode: str = "cumulative", description: str = "", origin: Optional[_Origin] = None):
+        self.origin = origin or _Origin(f"roadmap {name!r}")
+        self.name = self._text(("name",), name, required=True)
+        self.description = self._text(("description",), description)
+        self.start = self._start(start)
+        self.mode = self._mode(mode)
+        self.rows = self._resolve(steps)
+
+    def __repr__(self):
+        return f"Roadmap({self.name!r}, start={self.start!r}, mode={self.mode!r}, rows={self.names()})"
+
+    def names(self) -> List[str]:
+        return [r.name for r in self.rows]
+
+    def configs(self) -> Dict[str, ArchConfig]:
+        return {r.name: r.cfg for r in self.rows}
+
+    def plan(self, upto: Optional[str] = None, start: Optional[str] = None) -> List[RunSpec]:
+        """RunSpecs of the rows from `start` to `upto` inclusive (names of this roadmap's rows)."""
+        i = self._index(start, "--from") if start else 0
+        j = self._index(upto, "--upto") if upto else len(self.rows) - 1
+        if i > j:
+            raise RoadmapError(f"--from {start} comes after --upto {upto} in roadmap {self.name!r}")
+        return [self._spec(k, self.rows[k]) for k in range(i, j + 1)]
+
+    def default_out(self, preset: str, data: str) -> Path:
+        """results/<preset>-<data>-<roadmap>: next to the paper's results/<preset>-<data>."""
+        slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", self.name).strip("_") or "custom"
+        return Path("results") / f"{preset}-{Path(data).name}-{slug}"
+
+    def _spec(self, order: int, row: Row) -> RunSpec:
+        p = row.paper
+        return RunSpec(row.name, row.name, row.phase, order, row.cfg,
+                       p.paper_top1 if p else None, p.paper_top1_sd if p else None,
+                       p.paper_gflops if p else None, roadmap=self.name)
+
+    def _index(self, name: str, flag: str) -> int:
+        if name not in self.names():
+            raise RoadmapError(f"{flag} {name!r} is not a step of roadmap {self.name!r} "
+                               f"({self.origin.label}).{_did_you_mean(name, self.names())} "
+                               f"Its steps, in order: {', '.join(self.names())}")
+        return self.names().index(name)
+
+    # -- top-level keys --
+
+    def _text(self, path: Path_, value, required=False) -> str:
+        if not isinstance(value, str) or (required and not value.strip()):
+            raise self.origin.error(path, f"{_show(value)} is not allowed; give a "
+                                          f"{'non-empty ' if required else ''}string")
+        return value
+
+    def _start(self, start) -> str:
+        if not isinstance(start, str) or start not in step_names():
+            raise self.origin.error(("start",), f"{_show(start)} is not a paper step."
+                                                f"{_did_you_mean(start, step_names())} "
+                                                f"Valid steps, in order: {', '.join(step_names())}")
+        return start
+
+    def _mode(self, mode) -> str:
+        if mode not in MODES:
+            raise self.origin.error(("mode",), f"{_show(mode)} is not allowed; mode is one of "
+                                               f"{', '.join(map(_show, MODES))}")
+        return mode
+
+    # -- steps --
+
+    def _resolve(self, steps) -> List[Row]:
+        if isinstance(steps, (str, Mapping)) or not isinstance(steps, Sequence) or not steps:
+            raise self.origin.error(("step",), "a roadmap needs a list of steps, at least one "
+                                               "(in TOML, one [[step]] table per row)")
+        base = config_for(self.start)
+        rows = [Row(self.start, "start", base, {}, get_step(self.start).why, get_step(self.start))]
+        for i, raw in enumerate(steps):
+            prev = rows[-1] if self.mode == "cumulative" else rows[0]
+            rows.append(self._row(i, self._step(i, raw), prev, rows))
+        return rows
+
+    def _step(self, i: int, raw) -> CustomStep:
+        """A [[step]] table (or CustomStep) with every key and value type checked."""
+        if isinstance(raw, CustomStep):
+            raw = {f.name: getattr(raw, f.name) for f in fields(raw)}
+        if not isinstance(raw, Mapping):
+            raise self.origin.error(("step", i), f"{_show(raw)} is not a step; a step is a table "
+                                                 f"with the keys {', '.join(STEP_KEYS)}")
+        for key in raw:
+            if key not in STEP_KEYS:
+                raise self.origin.error(("step", i, key), f"unknown key.{_did_you_mean(key, STEP_KEYS)} "
+                                                          f"A step's keys: {', '.join(STEP_KEYS)}")
+        for key in ("name", "phase", "why"):
+            self._text(("step", i, key), raw.get(key, ""))
+        if not isinstance(raw.get("changes", {}), Mapping):
+            raise self.origin.error(("step", i, "changes"), "give a table of toggles, e.g. "
+                                                            "changes = { kernel_size = 7 }")
+        named = {}
+        for key in ("paper_step", "revert"):
+            try:
+                named[key] = _names(raw.get(key, ()))
+            except _Invalid as e:
+                raise self.origin.error(("step", i, key), str(e)) from None
+        return CustomStep(raw.get("name", ""), named["paper_step"], named["revert"],
+                          dict(raw.get("changes", {})), raw.get("phase", ""), raw.get("why", ""))
+
+    def _changes(self, i: int, step: CustomStep) -> Dict[str, Any]:
+        """The toggles the step sets: paper steps' changes, then reverts, then its own changes."""
+        out: Dict[str, Any] = {}
+        for key, expand in (("paper_step", _paper_changes), ("revert", _reverted)):
+            for name in getattr(step, key):
+                try:
+                    out.update(expand(name))
+                except (RoadmapError, _Invalid) as e:
+                    raise self.origin.error(("step", i, key), str(e)) from None
+        for key, value in step.changes.items():
+            try:
+                out[key] = check_toggle(key, value)
+            except _Invalid as e:
+                raise self.origin.error(("step", i, "changes", key), str(e)) from None
+        if not out:
+            raise self.origin.error(("step", i), "this step changes nothing; give changes, "
+                                                 "paper_step or revert")
+        return out
+
+    def _row(self, i: int, step: CustomStep, prev: Row, rows: List[Row]) -> Row:
+        changes = self._changes(i, step)
+        try:
+            cfg = prev.cfg.replace(**changes)
+        except RoadmapError as e:  # e.g. depths and widths of different lengths
+            named = [k for k in step.changes if k in str(e)]  # point at the toggle it blames
+            raise self.origin.error(("step", i, "changes", *named[:1]), str(e)) from None
+        name = self._row_name(i, step)
+        if cfg == prev.cfg:
+            told = ", ".join(f"{k} = {_show(v)}" for k, v in changes.items())
+            raise self.origin.error(("step", i), f"step {name!r} changes nothing: {told} is already "
+                                                 f"so in row {prev.name!r}, which it applies to "
+                                                 f"({self.mode} mode); a step must change a toggle")
+        twin = next((r for r in rows if r.cfg == cfg), None)
+        if twin is not None:
+            raise self.origin.error(("step", i), f"step {name!r} builds the same model as row "
+                                                 f"{twin.name!r}; every row must be a different model")
+        if name in [r.name for r in rows]:
+            raise self.origin.error(("step", i, "name"), f"{name!r} names an earlier row too; "
+                                                         "row names must be unique")
+        return Row(name, step.phase or self._phase(step, changes), cfg,
+                   {k: new for k, (_, new) in prev.cfg.diff(cfg).items()}, step.why, _paper_twin(cfg))
+
+    def _row_name(self, i: int, step: CustomStep) -> str:
+        if step.name:
+            return step.name
+        if len(step.paper_step) + len(step.revert) == 1:
+            return step.paper_step[0] if step.paper_step else f"no_{step.revert[0]}"
+        raise self.origin.error(("step", i), "give this step a name (key name); only a step "
+                                             "with one paper_step or revert is named for it")
+
+    @staticmethod
+    def _phase(step: CustomStep, changes: Mapping[str, Any]) -> str:
+        named = step.paper_step + step.revert
+        if named:
+            return get_step(named[0]).phase
+        phases = {_TOGGLE_PHASE.get(k, "custom") for k in changes}
+        return phases.pop() if len(phases) == 1 else "custom"
+
+
+def _paper_twin(cfg: ArchConfig) -> Optional[Step]:
+    """The paper step with exactly this configuration, if any."""
+    return next((get_step(n) for n, c in configs().items() if c == cfg), None)
+
+
+# ---- files --------------------------------------------------------------------------
+
+def find_roadmap_file(name: str) -> Path:
+    """A path, or the bare name of a roadmap shipped in steps/ (e.g. micro_first)."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    if not path.suffix and len(path.parts) == 1:
+        for suffix in (".toml", ".yaml", ".yml"):
+            if (EXAMPLES_DIR / f"{name}{suffix}").is_file():
+                return EXAMPLES_DIR / f"{name}{suffix}"
+    raise RoadmapError(f"--roadmap {name}: no such file. Give the path of a .toml (or .yaml) "
+                       f"roadmap, or the name of a shipped one: {', '.join(examples())}")
+
+
+def load_roadmap(source: Union[str, Path, Roadmap]) -> Roadmap:
+    """A Roadmap from a file path, a shipped example's name, or a Roadmap (returned as is)."""
+    if isinstance(source, Roadmap):
+        return source
+    path = find_roadmap_file(str(source))
+    text = path.read_text()
+    suffix = path.suffix.lower()
+    if suffix == ".toml":
+        data, origin = _parse_toml(path, text), _Origin(str(path), _toml_locator(text), "[[step]] #{n}")
+    elif suffix in (".yaml", ".yml"):
+        data, locate = _parse_yaml(path, text)
+        origin = _Origin(str(path), locate, "step #{n}")
+    else:
+        raise RoadmapError(f"{path}: unknown roadmap format {suffix!r}; write it as .toml "
+                           "(or .yaml with pyyaml installed)")
+    return from_dict(data, origin, default_name=path.stem)
+
+
+def from_dict(data: Mapping[str, Any], origin: Optional[_Origin] = None,
+              default_name: str = "custom") -> Roadmap:
+    """A Roadmap from a parsed file: top-level keys checked, then `Roadmap` checks the rest."""
+    origin = origin or _Origin(f"roadmap {default_name!r}")
+    if not isinstance(data, Mapping):
+        raise origin.error((), f"expected a table of keys ({', '.join(FILE_KEYS)})")
+    for key in data:
+        if key not in FILE_KEYS:
+            raise origin.error((key,), f"unknown key.{_did_you_mean(key, FILE_KEYS)} "
+                                       f"A roadmap's keys: {', '.join(FILE_KEYS)}")
+    return Roadmap(data.get("name", default_name), start=data.get("start", "resnet50"),
+                   steps=data.get("step", ()), mode=data.get("mode", "cumulative"),
+                   description=data.get("description", ""), origin=origin)
+
+
+def _parse_toml(path: Path, text: str) -> Dict[str, Any]:
+    try:
+        import tomllib as toml  # Python 3.11+
+    except ImportError:
+        try:
+            import tomli as toml
+        except ImportError:
+            raise RoadmapError(f"{path}: reading TOML needs Python 3.11+ or `pip install tomli`") from None
+    try:
+        return toml.loads(text)
+    except toml.TOMLDecodeError as e:
+        raise RoadmapError(f"{path}: not valid TOML: {e}") from None
+
+
+def _parse_yaml(path: Path, text: str):
+    try:
+        import yaml
+    except ImportError:
+        raise RoadmapError(f"{path}: YAML roadmaps need pyyaml (`pip install pyyaml`); "
+                           "or write the roadmap in TOML") from None
+    try:
+        return yaml.safe_load(text), _yaml_locator(yaml.compose(text, Loader=yaml.SafeLoader))
+    except yaml.YAMLError as e:
+        raise RoadmapError(f"{path}: not valid YAML: {e}") from None
+
+
+def _nearest(lines: Dict[Path_, int], path: Path_) -> Optional[int]:
+    """The line of `path`, else of its closest enclosing key."""
+    return next((lines[path[:n]] for n in range(len(path), 0, -1) if path[:n] in lines), None)
+
+
+def _yaml_locator(root) -> Callable[[Path_], Optional[int]]:
+    import yaml
+    lines: Dict[Path_, int] = {}
+
+    def walk(node, path):
+        if isinstance(node, yaml.MappingNode):
+            items = [(k.value, k, v) for k, v in node.value]
+        elif isinstance(node, yaml.SequenceNode):
+            items = [(i, v, v) for i, v in enumerate(node.value)]
+        else:
+            return
+        for key, mark_node, child in items:
+            lines[path + (key,)] = mark_node.start_mark.line + 1
+            walk(child, path + (key,))
+
+    walk(root, ())
+    return lambda path: _nearest(lines, path)
+
+
+def _toml_locator(text: str) -> Callable[[Path_], Optional[int]]:
+    """tomllib keeps no positions, so find keys in the text: within the k-th [[step]] block
+    for a step's keys, before the first table for top-level keys."""
+    lines = text.splitlines()
+    headers = [n for n, l in enumerate(lines) if re.match(r"\s*\[\[\s*step\s*\]\]", l)]
+    first_table = next((n for n, l in enumerate(lines) if re.match(r"\s*\[", l)), len(lines))
+
+    def find(key, lo, hi) -> Optional[int]:
+        pattern = re.compile(rf"""(^|[\s{{,.])["']?{re.escape(str(key))}["']?\s*=""")
+        return next((n + 1 for n in range(lo, hi)
+                     if not lines[n].lstrip().startswith("#") and pattern.search(lines[n])), None)
+
+    def locate(path: Path_) -> Optional[int]:
+        if len(path) > 1 and path[0] == "step" and isinstance(path[1], int) and path[1] < len(headers):
+            lo = headers[path[1]]
+            hi = headers[path[1] + 1] if path[1] + 1 < len(headers) else len(lines)
+            # the innermost key first (changes.act: the `act =` line), then its parents
+            found = (find(k, lo, hi) for k in reversed(path[2:]))
+            return next((n for n in found if n), lo + 1)
+        return find(path[0], 0, first_table) if path else None
+
+    return locate
