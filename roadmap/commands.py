@@ -27,13 +27,22 @@ def cmd_run(args):
         from .custom import load_roadmap
         if args.only or args.kernel_sizes:
             raise RoadmapError("--roadmap runs its own steps; drop --only/--kernel-sizes")
-        specs = load_roadmap(args.roadmap).plan(upto=args.upto, start=getattr(args, "from"))
+        custom = load_roadmap(args.roadmap)
+        specs = custom.plan(upto=args.upto, start=getattr(args, "from"))
+        # A folder of its own: its rows would otherwise mix into the paper roadmap's chart.
+        args.out = args.out or str(custom.default_out(args.preset, args.data))
     else:
         specs = paper_plan(upto=args.upto, start=getattr(args, "from"), only=_csv_list(args.only),
                            kernel_sizes=_csv_list(args.kernel_sizes, int))
     if args.seeds < 1:
         raise RoadmapError("--seeds must be at least 1")
     seeds = list(range(args.seed_offset, args.seed_offset + args.seeds))
+    if args.launcher == "submitit":
+        from .launch import submit_plan
+        return submit_plan(specs, seeds, recipe, args)
+    cluster_flags = [f for f in CLUSTER_FLAGS if getattr(args, f.lstrip("-").replace("-", "_"))]
+    if cluster_flags:
+        raise RoadmapError(f"{', '.join(cluster_flags)} need --launcher submitit")
 
     dist = Dist()
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -49,16 +58,16 @@ def cmd_run(args):
             torch.distributed.destroy_process_group()
 
 
+CLUSTER_FLAGS = ("--partition", "--nodes", "--gpus-per-node", "--tasks-per-node", "--cpus-per-task",
+                 "--mem-gb", "--timeout-min", "--wait")
+
+
 def cmd_plot(args):
     from .plot import plot_trajectory
-    deltas = None
-    try:
-        from .report import transitions
-        from .results import read_results
-        deltas = transitions(read_results(args.dir))
-    except ImportError:
-        pass
-    for p in plot_trajectory(args.dir, deltas=deltas):
+    from .report import plot_deltas
+    from .results import read_results
+    # Transition marks only where seeds give an interval; with one seed the bars stand alone.
+    for p in plot_trajectory(args.dir, deltas=plot_deltas(read_results(args.dir))):
         print(p)
 
 
@@ -69,7 +78,8 @@ def add_subcommands(sub):
     p.add_argument("--only", metavar="STEP[,STEP...]", help="run just these steps")
     p.add_argument("--kernel-sizes", metavar="K[,K...]",
                    help="the paper's kernel sweep on large_kernel, e.g. 3,5,7,9,11")
-    p.add_argument("--roadmap", metavar="FILE", help="a custom roadmap (TOML) instead of the paper's")
+    p.add_argument("--roadmap", metavar="FILE", help="a custom roadmap instead of the paper's: a TOML/YAML file, or the "
+                        "name of a shipped example (micro_first, leave_one_out)")
     p.add_argument("--preset", default="demo",
                    help="recipe scale: demo (CPU, minutes; default), cifar, imagenette, imagenet")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
@@ -85,6 +95,22 @@ def add_subcommands(sub):
                    help="also write training curves (tensorboard: DIR/tensorboard/<step>-seed<N>)")
     p.add_argument("--no-plot", action="store_true", help="skip the figure at the end")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    g = p.add_argument_group("cluster", "--launcher submitit: one job per step and seed "
+                             "(multi-GPU in one process: torchrun --nproc_per_node=N -m roadmap run)")
+    g.add_argument("--launcher", choices=("local", "submitit"), default="local",
+                   help="local: train here (default); submitit: submit jobs")
+    g.add_argument("--cluster", choices=("slurm", "local"), default="slurm",
+                   help="submitit's executor: slurm (default) or local (this machine, for tests)")
+    g.add_argument("--partition", help="SLURM partition")
+    g.add_argument("--nodes", type=int, help="nodes per job (default 1)")
+    g.add_argument("--gpus-per-node", type=int, help="GPUs per node; one DDP process each")
+    g.add_argument("--tasks-per-node", type=int,
+                   help="processes per node (default: the GPUs per node, or 1)")
+    g.add_argument("--cpus-per-task", type=int, help="CPU cores per process")
+    g.add_argument("--mem-gb", type=float, help="memory per node")
+    g.add_argument("--timeout-min", type=int, help="job time limit; a job requeues and resumes past it")
+    g.add_argument("--wait", action="store_true",
+                   help="wait for the jobs, then write the tables and figure (always on --cluster local)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("plot", help="draw the trajectory figure of a results folder")
@@ -92,4 +118,6 @@ def add_subcommands(sub):
     p.set_defaults(func=cmd_plot)
 
     # Further subcommands register themselves here, one line each (report, bench, ...).
+    from .report import add_parser; add_parser(sub)  # noqa: E702
+    from .bench import add_parser; add_parser(sub)  # noqa: E702
     return sub

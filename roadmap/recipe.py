@@ -38,16 +38,23 @@ class Recipe:
     eval_batch_size: int = 256
     workers: int = 8
     channels_last: bool = True
-    amp: bool = True               # bf16/fp16 autocast on CUDA only
+    amp: bool = True               # bf16 autocast on CUDA (fp16 + loss scaling without bf16)
+    cudnn_benchmark: bool = True   # CUDA: let cuDNN time its conv algorithms
+    compile: bool = False          # torch.compile the model (minutes of compiling first)
     ckpt_every_s: float = 60.0     # checkpoint at least this often (and at every epoch end)
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
 
     def training_key(self) -> Dict[str, Any]:
-        """Fields that change the result (not how it is logged or checkpointed)."""
+        """Fields that change the result (not how it is logged, checkpointed or sped up).
+
+        Memory format, cuDNN's algorithm choice and compiling change only float rounding;
+        amp stays in: bf16 changes the numbers beyond rounding.
+        """
         d = self.to_dict()
-        for k in ("description", "workers", "ckpt_every_s", "eval_batch_size"):
+        for k in ("description", "workers", "ckpt_every_s", "eval_batch_size",
+                  "channels_last", "cudnn_benchmark", "compile"):
             d.pop(k)
         return d
 

@@ -10,10 +10,12 @@ import timm
 import torch
 
 from . import data as D
+from .config import ArchConfig
+from .errors import RoadmapError
 from .plan import RunSpec
 from .recipe import Recipe
 from .results import ResultsDir, run_key
-from .train import Dist, NonFiniteLoss, resolve_device, scale_config, train_run
+from .train import Dist, NonFiniteLoss, configure_cuda, resolve_device, scale_config, train_run
 
 
 def data_identity(ds: D.Dataset) -> Dict:
@@ -23,6 +25,14 @@ def data_identity(ds: D.Dataset) -> Dict:
 
 def default_out_dir(preset: str, ds: D.Dataset) -> Path:
     return Path("results") / f"{preset}-{ds.name}"
+
+
+def key_for(cfg: ArchConfig, recipe: Recipe, data_id: Dict, seed: int, world_size: int = 1) -> str:
+    """The key of one run (`cfg` already scaled by the recipe)."""
+    training = recipe.training_key()
+    if world_size > 1:  # the process count sets the global batch and lr; 1 keeps the old keys
+        training["world_size"] = world_size
+    return run_key(cfg.to_dict(), training, data_id, seed)
 
 
 def log(msg: str, dist: Dist):
@@ -39,9 +49,7 @@ def run_plan(specs: Sequence[RunSpec], recipe: Recipe, preset: str, data: str = 
     if dev.type == "cuda" and dist.world_size > 1:
         dev = torch.device("cuda", dist.local_rank)
     if dev.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+        configure_cuda(recipe)
     ds = D.load_dataset(data).subset(recipe.train_subset, recipe.val_subset)
     folder = Path(out) if out else default_out_dir(preset, ds)
     results = ResultsDir(folder)
@@ -53,9 +61,9 @@ def run_plan(specs: Sequence[RunSpec], recipe: Recipe, preset: str, data: str = 
 
     for i, (spec, seed) in enumerate(todo, 1):
         cfg = scale_config(spec.cfg, recipe, ds.num_classes)
-        key = run_key(cfg.to_dict(), recipe.training_key(), data_id, seed)
+        key = key_for(cfg, recipe, data_id, seed, dist.world_size)
         tag = f"[{i}/{len(todo)}] {spec.name} seed {seed}"
-        if results.is_done(key):
+        if dist.gather(results.is_done(key))[0]:  # rank 0 decides: every rank skips or none
             log(f"{tag}: done earlier, skipped ({results.run_file(key)})", dist)
             continue
         ckpt = results.checkpoint(key) if dist.is_main else results.checkpoints / f"{key}.pt"
@@ -102,13 +110,18 @@ def run_plan(specs: Sequence[RunSpec], recipe: Recipe, preset: str, data: str = 
         table = results.write_tables()
         if plot and len(table):
             from .plot import plot_trajectory
-            paths = plot_trajectory(folder)
+            from .report import plot_deltas
+            paths = plot_trajectory(folder, deltas=plot_deltas(table))  # deltas only with >= 2 seeds
             log(f"results: {folder / 'results.csv'}, {folder / 'summary.csv'}; figure: {paths[0]}", dist)
     return folder
 
 
 def _tensorboard_writer(folder: Path, run: str, seed: int):
-    from torch.utils.tensorboard import SummaryWriter
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise RoadmapError("--log tensorboard needs the tensorboard package: "
+                           "pip install -e '.[tensorboard]' (or pip install tensorboard)") from None
     return SummaryWriter(str(folder / "tensorboard" / f"{run.replace('/', '_')}-seed{seed}"))
 
 

@@ -46,6 +46,23 @@ class Dist:
     def is_main(self) -> bool:
         return self.rank == 0
 
+    def gather(self, value) -> list:
+        """`value` from every rank, in rank order (a collective: every rank must call it)."""
+        if self.world_size == 1:
+            return [value]
+        out = [None] * self.world_size
+        torch.distributed.all_gather_object(out, value)
+        return out
+
+    def mean(self, t: torch.Tensor) -> float:
+        """The mean of a scalar over the ranks: the same float on every rank."""
+        t = t.detach().float().reshape(1)
+        if self.world_size > 1:
+            t = t.clone()
+            torch.distributed.all_reduce(t)
+            t /= self.world_size
+        return t.item()
+
 
 def scale_config(cfg: ArchConfig, recipe: Recipe, num_classes: int) -> ArchConfig:
     """The step's configuration at the preset's width (multiples of 8), classes and drop path."""
@@ -75,11 +92,37 @@ def atomic_torch_save(obj, path: str):
     os.replace(tmp, path)
 
 
-def autocast_for(device: torch.device, enabled: bool):
+def configure_cuda(recipe: Recipe):
+    """cuDNN autotuning (a recipe switch) and TF32 matmuls and convolutions."""
+    torch.backends.cudnn.benchmark = recipe.cudnn_benchmark
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+
+
+def amp_dtype(device: torch.device, enabled: bool) -> Optional[torch.dtype]:
     if device.type != "cuda" or not enabled:
-        return nullcontext()
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast("cuda", dtype=dtype)
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def autocast_for(device: torch.device, enabled: bool):
+    dtype = amp_dtype(device, enabled)
+    return nullcontext() if dtype is None else torch.autocast("cuda", dtype=dtype)
+
+
+def make_optimizer(model, recipe: Recipe, lr: float):
+    return create_optimizer_v2(model, "adamw", lr=lr, weight_decay=recipe.weight_decay,
+                               betas=tuple(recipe.betas))
+
+
+def load_checkpoint(path: Optional[str], device: torch.device, dist: Dist) -> Optional[Dict]:
+    """The run's checkpoint, loaded by every rank or by none (ranks must not diverge)."""
+    seen = dist.gather(bool(path) and os.path.exists(path))
+    if any(seen) and not all(seen):
+        raise RoadmapError(
+            f"checkpoint {path} is visible to ranks {[r for r, s in enumerate(seen) if s]} but not "
+            f"to {[r for r, s in enumerate(seen) if not s]}: put --out on a filesystem every node shares")
+    return torch.load(path, map_location=device, weights_only=False) if all(seen) else None
 
 
 @torch.no_grad()
@@ -143,8 +186,9 @@ def train_run(name: str, cfg: ArchConfig, recipe: Recipe, ds: D.Dataset, seed: i
     warmup = min(round(recipe.warmup_epochs * per_epoch), total - 1)
     lr = recipe.scaled_lr(global_batch)
 
-    optimizer = create_optimizer_v2(model, "adamw", lr=lr, weight_decay=recipe.weight_decay,
-                                    betas=tuple(recipe.betas))
+    optimizer = make_optimizer(model, recipe, lr)
+    # fp16 (GPUs without bf16) needs loss scaling; a disabled scaler passes everything through.
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype(device, recipe.amp) == torch.float16)
     # Cosine over the updates after a linear warmup (warmup_prefix), stepped every update.
     scheduler = CosineLRScheduler(optimizer, t_initial=max(1, total - warmup), lr_min=recipe.min_lr,
                                   warmup_t=warmup, warmup_lr_init=min(1e-6, lr), warmup_prefix=True,
@@ -166,14 +210,19 @@ def train_run(name: str, cfg: ArchConfig, recipe: Recipe, ds: D.Dataset, seed: i
     if dist.world_size > 1:
         train_model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
+    eval_model = model
+    if recipe.compile:
+        train_model, eval_model = torch.compile(train_model), torch.compile(model)
     ema = ModelEmaV3(model, decay=recipe.ema_decay) if recipe.ema_decay else None
 
     state = dict(update=0, epoch=0, batch=0, train_s=0.0, images=0, loss_sum=0.0, loss_n=0,
                  resumed=0)
-    if ckpt_path and os.path.exists(ckpt_path):
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+    ckpt = load_checkpoint(ckpt_path, device, dist)
+    if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
+        if ckpt.get("scaler"):
+            scaler.load_state_dict(ckpt["scaler"])
         if ema is not None and ckpt.get("ema") is not None:
             ema.load_state_dict(ckpt["ema"])
         state.update(ckpt["state"])
@@ -184,6 +233,7 @@ def train_run(name: str, cfg: ArchConfig, recipe: Recipe, ds: D.Dataset, seed: i
         if ckpt_path and dist.is_main:
             atomic_torch_save(dict(model=model.state_dict(), optimizer=optimizer.state_dict(),
                                    ema=ema.state_dict() if ema is not None else None,
+                                   scaler=scaler.state_dict(),
                                    state=dict(state)), ckpt_path)
 
     bar = None
@@ -218,22 +268,24 @@ def train_run(name: str, cfg: ArchConfig, recipe: Recipe, ds: D.Dataset, seed: i
             x = x.contiguous(memory_format=fmt)
             with autocast_for(device, recipe.amp):
                 loss = criterion(train_model(x), target)
-            if not torch.isfinite(loss):
+            # The global batch's loss, so every rank stops on the same update if it is NaN.
+            loss_value = dist.mean(loss)
+            if not math.isfinite(loss_value):
                 raise NonFiniteLoss(
-                    f"step {name}: the training loss became {loss.item()} at update "
+                    f"step {name}: the training loss became {loss_value} at update "
                     f"{state['update'] + 1}/{total} (lr {optimizer.param_groups[0]['lr']:.2e}, peak "
                     f"lr {lr:.2e}). Lower the learning rate (--set lr=...) or lengthen the warmup "
                     "(--set warmup_epochs=...).")
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
             state["update"] += 1
             state["batch"] += 1
             scheduler.step_update(state["update"])
             if ema is not None:
                 ema.update(model, step=state["update"])
             state["images"] += len(x) * dist.world_size
-            loss_value = loss.item()
             state["loss_sum"] += loss_value
             state["loss_n"] += 1
             now = time.perf_counter()
@@ -258,7 +310,7 @@ def train_run(name: str, cfg: ArchConfig, recipe: Recipe, ds: D.Dataset, seed: i
     if bar is not None:
         bar.close()
 
-    metrics = evaluate(model, ds, recipe, device)
+    metrics = evaluate(eval_model, ds, recipe, device)
     if ema is not None:
         metrics["top1_ema"] = evaluate(ema.module, ds, recipe, device)["top1"]
     return dict(
