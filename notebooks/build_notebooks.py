@@ -25,8 +25,7 @@ from torch import nn
 
 import roadmap
 from roadmap.plan import paper_plan
-from nbtools import (flops_by_module, ours_vs_paper, show_trajectory, size_table,
-                     tiny_recipe, tiny_run)
+from nbtools import flops_by_module, ours_vs_paper, show_trajectory, size_table, tiny_run
 
 torch.set_num_threads(2)            # the CI machine has 2 cores
 pd.set_option("display.precision", 3)
@@ -242,7 +241,7 @@ The first phase changes the network's overall layout, not its blocks:
 
 1. **Stage ratio.** ResNet-50 spreads its blocks over four stages as (3, 4, 6, 3). Swin-T
    computes its stages at a 1:1:3:1 ratio; the paper moves ResNet-50 to (3, 3, 9, 3), which
-   puts most of the computation in the third stage, at 1/16 of the input resolution.
+   gives the third stage, at 1/16 of the input resolution, an even larger share of the work.
 2. **Patchify stem.** ResNet's stem is a 7x7 stride-2 conv followed by a 3x3 stride-2
    max-pool: overlapping windows, 4x downsampling. Vision Transformers instead cut the image
    into non-overlapping patches. A 4x4 conv with stride 4 does exactly that, and gives the

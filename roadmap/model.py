@@ -95,14 +95,16 @@ class Block(nn.Module):
             self.shortcut = nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shortcut = self.shortcut(x)
+        shortcut = x
         x = self.act1(self.norm1(self.conv1(x)))
         x = self.act2(self.norm2(self.conv2(x)))
         x = self.norm3(self.conv3(x))
         if self.gamma is not None:
             x = x * self.gamma.reshape(1, -1, 1, 1)
         x = self.drop_path(x)
-        x += shortcut  # in place, as timm: one activation-sized buffer less per block, faster
+        # As timm: project the shortcut last (the narrower input, not the projection, stays
+        # alive through the block) and add in place (one activation-sized buffer less).
+        x += self.shortcut(shortcut)
         return self.act3(x)
 
 

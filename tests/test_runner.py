@@ -62,7 +62,8 @@ def test_same_seed_same_numbers(finished_run, tmp_path):
 
 
 def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
-    args = ["run", "--only", "large_kernel", *TINY, "--set", "max_updates=40",
+    # Two epochs of the tiny slice (2 x 20 updates): the kill usually lands mid-epoch.
+    args = ["run", "--only", "large_kernel", *TINY, "--set", "max_updates=40", "--set", "epochs=2",
             "--set", "ckpt_every_s=0"]
     killed = tmp_path / "killed"
     proc = subprocess.Popen(roadmap_cmd(*args, "--out", killed), cwd=ROOT,
