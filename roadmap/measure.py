@@ -12,6 +12,7 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", FutureWarning)
     from fvcore.nn import FlopCountAnalysis
 
+from .model import RoadmapNet
 from .registry import config_for, get_step, step_names
 
 
@@ -38,8 +39,6 @@ def count_gflops(model: nn.Module, resolution: int = 224, in_chans: int = 3) -> 
 
 def flops_table(resolution: int = 224, steps=None, **overrides) -> pd.DataFrame:
     """One row per step: params, fvcore GFLOPs at `resolution`, the paper's GFLOPs, the difference."""
-    from .model import RoadmapNet  # noqa: keep the import local to avoid cycles in tools
-
     rows = []
     for name in steps or step_names():
         step = get_step(name)
