@@ -81,14 +81,14 @@ def add_subcommands(sub):
     p.add_argument("--roadmap", metavar="FILE", help="a custom roadmap instead of the paper's: a TOML/YAML file, or the "
                         "name of a shipped example (micro_first, leave_one_out)")
     p.add_argument("--preset", default="demo",
-                   help="recipe scale: demo (CPU, minutes; default), cifar, imagenette, imagenet")
+                   help="recipe scale: demo (CPU, minutes; default), reference (CPU, the committed 3-seed reference), cifar, imagenette, imagenet")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a recipe field, e.g. --set epochs=3 (repeatable)")
     p.add_argument("--data", default="fashion-mnist",
                    help="fashion-mnist (default), or PATH to an ImageFolder tree or CIFAR batches")
     p.add_argument("--seeds", type=int, default=1, help="number of seeds per step (default 1)")
     p.add_argument("--seed-offset", type=int, default=0, help="first seed (default 0)")
-    p.add_argument("--out", metavar="DIR", help="results folder (default results/<preset>-<data>)")
+    p.add_argument("--out", metavar="DIR", help="results folder (default runs/<preset>-<data>; finished runs of the committed results/<preset>-<data> are reused)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--threads", type=int, help="CPU threads (default: torch's)")
     p.add_argument("--log", choices=("none", "tensorboard"), default="none",

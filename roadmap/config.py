@@ -44,6 +44,9 @@ class ArchConfig:
     drop_path_rate: stochastic depth rate of the last block (linear in depth from 0).
     num_classes, in_chans: classifier size and input channels.
     patch_size: stride of the patchify stem.
+    small_input_stem: a departure for small images (32 px), applied to every step alike:
+        the stem strides 2 instead of 4 (ResNet: no max-pool; patchify: patch_size / 2),
+        so stage 1 sees 16x16 instead of 8x8. Off for the paper's ImageNet setting.
     """
     depths: Tuple[int, ...] = (3, 4, 6, 3)
     widths: Tuple[int, ...] = (64, 128, 256, 512)
@@ -64,6 +67,7 @@ class ArchConfig:
     num_classes: int = 1000
     in_chans: int = 3
     patch_size: int = 4
+    small_input_stem: bool = False
 
     def __post_init__(self):
         for name, allowed in CHOICES.items():
@@ -75,6 +79,8 @@ class ArchConfig:
                 f"depths {self.depths} and widths {self.widths} must have one entry per stage")
         if self.kernel_size < 1 or self.kernel_size % 2 == 0:
             raise RoadmapError(f"kernel_size={self.kernel_size}: use an odd size (3, 5, 7, ...)")
+        if self.small_input_stem and self.stem == "patchify" and self.patch_size % 2:
+            raise RoadmapError(f"small_input_stem halves patch_size={self.patch_size}: use an even size")
         if not 0.0 <= self.drop_path_rate < 1.0:
             raise RoadmapError(f"drop_path_rate={self.drop_path_rate}: must be in [0, 1)")
         # Tuples, not lists, so configs hash and compare (lists come from TOML/JSON).

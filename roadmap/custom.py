@@ -226,9 +226,9 @@ class Roadmap:
         return [self._spec(k, self.rows[k]) for k in range(i, j + 1)]
 
     def default_out(self, preset: str, data: str) -> Path:
-        """results/<preset>-<data>-<roadmap>: next to the paper's results/<preset>-<data>."""
+        """runs/<preset>-<data>-<roadmap>: next to the paper roadmap's runs/<preset>-<data>."""
         slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", self.name).strip("_") or "custom"
-        return Path("results") / f"{preset}-{Path(data).name}-{slug}"
+        return Path("runs") / f"{preset}-{Path(data).name}-{slug}"
 
     def _spec(self, order: int, row: Row) -> RunSpec:
         p = row.paper

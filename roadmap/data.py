@@ -6,6 +6,7 @@ DataLoader of PIL images. Large ones (ImageFolder) go through timm's transforms
 (RandAugment, random erasing) and a DataLoader, as in the paper's recipe.
 """
 import gzip
+import hashlib
 import os
 import pickle
 from dataclasses import dataclass
@@ -59,6 +60,29 @@ class Dataset:
     @property
     def num_val(self) -> int:
         return len(self.val_labels) if self.in_memory else len(_image_folder(self.val_folder))
+
+    def fingerprint(self) -> str:
+        """A cheap hash of the content, so a run's key changes when the images do.
+
+        In-memory data: the bytes of every array (~50 MB of Fashion-MNIST hash in ~0.1 s).
+        A folder: the sorted relative paths with sizes and modification times.
+        """
+        h = hashlib.blake2b(digest_size=8)
+        if self.in_memory:
+            for t in (self.train_images, self.train_labels, self.val_images, self.val_labels):
+                t = t.contiguous()
+                h.update(str((tuple(t.shape), str(t.dtype))).encode())
+                h.update(memoryview(t.numpy()).cast("B"))
+        else:
+            for root in (self.train_folder, self.val_folder):
+                for dirpath, dirnames, filenames in os.walk(root):
+                    dirnames.sort()
+                    for name in sorted(filenames):
+                        path = os.path.join(dirpath, name)
+                        st = os.stat(path)
+                        rel = os.path.relpath(path, root)
+                        h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        return h.hexdigest()
 
     def subset(self, train: Optional[int] = None, val: Optional[int] = None) -> "Dataset":
         """The first `train` / `val` images of a fixed shuffle (in-memory data only)."""

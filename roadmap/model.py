@@ -141,20 +141,32 @@ class Stage(nn.Module):
         return self.blocks(x)
 
 
+def stem_stride(cfg: ArchConfig) -> int:
+    if cfg.stem == "resnet":
+        return 2 if cfg.small_input_stem else 4
+    return cfg.patch_size // 2 if cfg.small_input_stem else cfg.patch_size
+
+
 def make_stem(cfg: ArchConfig) -> nn.Sequential:
-    """ResNet: 7x7/2 conv, norm, act, 3x3/2 max-pool. Patchify: p x p / p conv, norm."""
+    """ResNet: 7x7/2 conv, norm, act, 3x3/2 max-pool. Patchify: p x p / p conv, norm.
+
+    `small_input_stem` halves the stem's stride for 32 px inputs (no max-pool; p/2 patches).
+    """
     out_chs = cfg.widths[0]
     norm = norm_layer_for(cfg)(out_chs)
     bias = conv_bias_for(cfg, True)
     if cfg.stem == "resnet":
-        return nn.Sequential(OrderedDict(
+        layers = OrderedDict(
             conv=nn.Conv2d(cfg.in_chans, out_chs, 7, stride=2, padding=3, bias=bias),
             norm=norm,
             act=get_act_layer(cfg.act)(inplace=True),
-            pool=nn.MaxPool2d(kernel_size=3, stride=2, padding=1),
-        ))
+        )
+        if not cfg.small_input_stem:
+            layers["pool"] = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        return nn.Sequential(layers)
+    patch = cfg.patch_size // 2 if cfg.small_input_stem else cfg.patch_size
     return nn.Sequential(OrderedDict(
-        conv=nn.Conv2d(cfg.in_chans, out_chs, cfg.patch_size, stride=cfg.patch_size, bias=bias),
+        conv=nn.Conv2d(cfg.in_chans, out_chs, patch, stride=patch, bias=bias),
         norm=norm,
     ))
 
@@ -171,7 +183,7 @@ class RoadmapNet(nn.Module):
         dpr = torch.linspace(0, cfg.drop_path_rate, sum(cfg.depths)).tolist()
         stages, in_chs, start = [], cfg.widths[0], 0
         self.feature_info = []
-        reduction = 4
+        reduction = stem_stride(cfg)
         for i, (depth, out_chs, hidden_chs) in enumerate(
                 zip(cfg.depths, cfg.residual_widths, cfg.hidden_widths)):
             stride = 1 if i == 0 else 2

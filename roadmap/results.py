@@ -21,7 +21,7 @@ RESULT_COLUMNS = [
     "top1", "top5", "top1_ema", "train_loss", "paper_top1", "paper_top1_sd",
     "params_m", "gflops", "gflops_224", "paper_gflops",
     "train_img_s", "infer_img_s", "peak_mem_mb", "wall_s", "updates", "epochs", "lr",
-    "global_batch", "resumed", "preset", "data", "device", "world_size", "key", "finished_at",
+    "global_batch", "resumed", "preset", "data", "device", "world_size", "threads", "key", "finished_at",
     "config", "recipe", "versions",
 ]
 SUMMARY_METRICS = ["top1", "top5", "top1_ema", "train_img_s", "infer_img_s", "peak_mem_mb", "wall_s"]
@@ -65,6 +65,9 @@ class ResultsDir:
 
     def is_done(self, key: str) -> bool:
         return self.run_file(key).is_file()
+
+    def load(self, key: str) -> Dict:
+        return json.loads(self.run_file(key).read_text())
 
     def record(self, row: Dict):
         atomic_write_text(self.run_file(row["key"]), json.dumps(row, indent=1, default=str))

@@ -19,12 +19,27 @@ from .train import Dist, NonFiniteLoss, configure_cuda, resolve_device, scale_co
 
 
 def data_identity(ds: D.Dataset) -> Dict:
-    # Name and split sizes, not the path: the same data mounted elsewhere is the same data.
-    return dict(name=ds.name, train=ds.num_train, val=ds.num_val, classes=ds.num_classes)
+    # Name, split sizes and a content hash, not the path: the same data mounted elsewhere is
+    # the same data, and the same folder name with other images is not.
+    return dict(name=ds.name, train=ds.num_train, val=ds.num_val, classes=ds.num_classes,
+                content=ds.fingerprint())
+
+
+# Committed reference runs live in the repository's results/; a user's runs go to runs/
+# (git-ignored), so a rerun never overwrites the reference it is drawn against.
+REFERENCE_ROOT = Path(__file__).resolve().parent.parent / "results"
 
 
 def default_out_dir(preset: str, ds: D.Dataset) -> Path:
-    return Path("results") / f"{preset}-{ds.name}"
+    return Path("runs") / f"{preset}-{ds.name}"
+
+
+def reference_dir(preset: str, ds: D.Dataset, out: Path) -> Optional[ResultsDir]:
+    """The committed reference folder of this preset and data, if there is one (and it is not `out`)."""
+    ref = REFERENCE_ROOT / f"{preset}-{ds.name}"
+    if not (ref / "runs").is_dir() or ref.resolve() == Path(out).resolve():
+        return None
+    return ResultsDir(ref)
 
 
 def key_for(cfg: ArchConfig, recipe: Recipe, data_id: Dict, seed: int, world_size: int = 1) -> str:
@@ -53,6 +68,7 @@ def run_plan(specs: Sequence[RunSpec], recipe: Recipe, preset: str, data: str = 
     ds = D.load_dataset(data).subset(recipe.train_subset, recipe.val_subset)
     folder = Path(out) if out else default_out_dir(preset, ds)
     results = ResultsDir(folder)
+    reference = reference_dir(preset, ds, folder)
     data_id = data_identity(ds)
     todo = [(s, seed) for s in specs for seed in seeds]
     log(f"roadmap run: {len(specs)} step(s) x {len(seeds)} seed(s) on {ds.name} "
@@ -66,6 +82,12 @@ def run_plan(specs: Sequence[RunSpec], recipe: Recipe, preset: str, data: str = 
         if dist.gather(results.is_done(key))[0]:  # rank 0 decides: every rank skips or none
             log(f"{tag}: done earlier, skipped ({results.run_file(key)})", dist)
             continue
+        if reference is not None and reference.is_done(key):
+            # The same key is the same configuration, recipe, data content and seed.
+            if dist.is_main:
+                results.record(reference.load(key))
+            log(f"{tag}: in the committed reference, skipped ({reference.run_file(key)})", dist)
+            continue
         ckpt = results.checkpoint(key) if dist.is_main else results.checkpoints / f"{key}.pt"
         if ckpt.exists():
             log(f"{tag}: resuming from {ckpt}", dist)
@@ -73,6 +95,7 @@ def run_plan(specs: Sequence[RunSpec], recipe: Recipe, preset: str, data: str = 
                    phase=spec.phase, roadmap=spec.roadmap, seed=seed, paper_top1=spec.paper_top1,
                    paper_top1_sd=spec.paper_top1_sd, paper_gflops=spec.paper_gflops,
                    preset=preset, data=ds.name, device=str(dev), world_size=dist.world_size,
+                   threads=torch.get_num_threads(),
                    key=key, recipe=recipe.to_dict(), config=cfg.to_dict(),
                    versions=dict(python=platform.python_version(), torch=torch.__version__,
                                  timm=timm.__version__))

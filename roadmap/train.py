@@ -67,7 +67,8 @@ class Dist:
 def scale_config(cfg: ArchConfig, recipe: Recipe, num_classes: int) -> ArchConfig:
     """The step's configuration at the preset's width (multiples of 8), classes and drop path."""
     widths = tuple(max(8, int(round(w * recipe.width_scale / 8)) * 8) for w in cfg.widths)
-    return cfg.replace(widths=widths, num_classes=num_classes, drop_path_rate=recipe.drop_path)
+    return cfg.replace(widths=widths, num_classes=num_classes, drop_path_rate=recipe.drop_path,
+                       small_input_stem=recipe.small_input_stem)
 
 
 def resolve_device(device: str = "auto") -> torch.device:
