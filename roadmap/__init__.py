@@ -3,8 +3,12 @@ from .config import ArchConfig
 from .errors import RoadmapError
 from .model import RoadmapNet
 from .registry import config_for, get_step, step_names
+from .timm_models import register_paper_models
 
 __version__ = "0.1.0"
+
+# Every step becomes a timm model (`timm.create_model("roadmap_gelu")`); see roadmap.timm_models.
+register_paper_models()
 
 
 def build(step: str, num_classes: int = 1000, **overrides) -> RoadmapNet:

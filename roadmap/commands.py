@@ -1,17 +1,44 @@
 """Subcommands that need the training stack: run, plot."""
 import os
+import sys
 from pathlib import Path
 
 from .errors import RoadmapError
 
 
-def _csv_list(text, cast=str):
-    if not text:
+# Seeds feed torch/numpy generators through small linear mixes (train.py, data.py); below
+# 2^31 every mix stays inside the 64-bit seeds the generators take.
+MAX_SEED = 2 ** 31 - 1
+
+
+def _csv_list(text, cast=str, flag=""):
+    """A comma-separated flag value; None when the flag was not given. An empty list is an
+    error (`--only ""` must not mean "run everything")."""
+    if text is None:
         return None
     try:
-        return [cast(t.strip()) for t in text.split(",") if t.strip()]
+        items = [cast(t.strip()) for t in text.split(",") if t.strip()]
     except ValueError:
-        raise RoadmapError(f"cannot read {text!r} as a comma-separated list") from None
+        raise RoadmapError(f"{flag} {text!r}: cannot read it as a comma-separated list") from None
+    if not items:
+        raise RoadmapError(f"{flag} {text!r}: names nothing; give one or more, comma-separated")
+    return items
+
+
+def _check_run_flags(args):
+    """Flags that are wrong whatever the data: one error before anything is loaded."""
+    for flag in ("upto", "from", "roadmap", "data", "out", "preset"):
+        value = getattr(args, flag)
+        if value is not None and not str(value).strip():
+            raise RoadmapError(f"--{flag} is empty; give a value or leave the flag out")
+    if args.seeds < 1:
+        raise RoadmapError("--seeds must be at least 1")
+    if not 0 <= args.seed_offset <= MAX_SEED - (args.seeds - 1):
+        raise RoadmapError(f"--seed-offset {args.seed_offset}: seeds run from 0 to {MAX_SEED} "
+                           f"(2^31 - 1), so with --seeds {args.seeds} the offset is 0 to "
+                           f"{MAX_SEED - args.seeds + 1}")
+    if args.threads is not None and args.threads < 1:
+        raise RoadmapError(f"--threads {args.threads}: give at least 1 (or leave it out for torch's default)")
 
 
 def cmd_run(args):
@@ -22,20 +49,20 @@ def cmd_run(args):
     from .runner import run_plan
     from .train import Dist
 
+    _check_run_flags(args)
     recipe = get_preset(args.preset).with_overrides(args.set)
     if args.roadmap:
         from .custom import load_roadmap
-        if args.only or args.kernel_sizes:
+        if args.only is not None or args.kernel_sizes is not None:
             raise RoadmapError("--roadmap runs its own steps; drop --only/--kernel-sizes")
         custom = load_roadmap(args.roadmap)
         specs = custom.plan(upto=args.upto, start=getattr(args, "from"))
         # A folder of its own: its rows would otherwise mix into the paper roadmap's chart.
         args.out = args.out or str(custom.default_out(args.preset, args.data))
     else:
-        specs = paper_plan(upto=args.upto, start=getattr(args, "from"), only=_csv_list(args.only),
-                           kernel_sizes=_csv_list(args.kernel_sizes, int))
-    if args.seeds < 1:
-        raise RoadmapError("--seeds must be at least 1")
+        specs = paper_plan(upto=args.upto, start=getattr(args, "from"),
+                           only=_csv_list(args.only, flag="--only"),
+                           kernel_sizes=_csv_list(args.kernel_sizes, int, "--kernel-sizes"))
     seeds = list(range(args.seed_offset, args.seed_offset + args.seeds))
     if args.launcher == "submitit":
         from .launch import submit_plan
@@ -52,7 +79,8 @@ def cmd_run(args):
     try:
         run_plan(specs, recipe, args.preset, data=args.data, seeds=seeds, out=args.out,
                  device=args.device, dist=dist, progress=not args.no_progress,
-                 plot=not args.no_plot, tensorboard=(args.log == "tensorboard"))
+                 plot=not args.no_plot, tensorboard=(args.log == "tensorboard"),
+                 retry_failed=args.retry_failed)
     finally:
         if dist.world_size > 1:
             torch.distributed.destroy_process_group()
@@ -95,6 +123,8 @@ def add_subcommands(sub):
                    help="also write training curves (tensorboard: DIR/tensorboard/<step>-seed<N>)")
     p.add_argument("--no-plot", action="store_true", help="skip the figure at the end")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="run again the runs recorded as failed (by default a rerun reports them and exits 1)")
     g = p.add_argument_group("cluster", "--launcher submitit: one job per step and seed "
                              "(multi-GPU in one process: torchrun --nproc_per_node=N -m roadmap run)")
     g.add_argument("--launcher", choices=("local", "submitit"), default="local",
@@ -119,5 +149,27 @@ def add_subcommands(sub):
 
     # Further subcommands register themselves here, one line each (report, bench, ...).
     from .report import add_parser; add_parser(sub)  # noqa: E702
+    _warn_on_merge(sub.choices["report"])
     from .bench import add_parser; add_parser(sub)  # noqa: E702
     return sub
+
+
+def _warn_on_merge(report_parser):
+    """`roadmap report A B --out M` merges runs: first warn where A and B disagree about a run
+    (the same key with other numbers) or mix CPU thread counts; then report as usual."""
+    report = report_parser.get_default("func")
+
+    def cmd_report(args):
+        from .results import merge_warnings, read_results
+        if len(args.dirs) > 1 or args.out is not None:
+            tables = []
+            for d in list(args.dirs) + ([args.out] if args.out is not None and Path(args.out).is_dir() else []):
+                try:
+                    tables.append((d, read_results(d)))
+                except RoadmapError:
+                    pass  # the report itself says what is wrong with that folder
+            for w in merge_warnings(tables):
+                print(f"roadmap: warning: {w}", file=sys.stderr, flush=True)
+        return report(args)
+
+    report_parser.set_defaults(func=cmd_report)

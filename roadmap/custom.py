@@ -32,7 +32,7 @@ import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import (Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union,
-                    get_args, get_origin, get_type_hints)
+                    get_origin, get_type_hints)
 
 import steps as _steps_pkg
 from steps import ROADMAP, Step
@@ -41,6 +41,7 @@ from .config import CHOICES, ArchConfig, field_names
 from .errors import RoadmapError
 from .plan import RunSpec
 from .registry import config_for, configs, get_step, previous_step, step_names
+from .values import Invalid, convert, split_optional
 
 EXAMPLES_DIR = Path(_steps_pkg.__file__).parent
 FILE_KEYS = ("name", "description", "start", "mode", "step")
@@ -125,45 +126,41 @@ def _did_you_mean(word, options) -> str:
     return f" Did you mean {close[0]!r}?" if close else ""
 
 
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
 def check_toggle(key: str, value: Any) -> Any:
-    """The value as ArchConfig takes it, or _Invalid saying what `key` allows."""
+    """The value as ArchConfig takes it, or _Invalid saying what `key` allows.
+
+    The type check is `values.convert`, the one `--set key=value` uses for recipe fields."""
     if key in RUNTIME_FIELDS:
         raise _Invalid(f"{key} is set at run time by {RUNTIME_FIELDS[key]}, not by a roadmap")
     if key not in _HINTS:
         raise _Invalid(f"unknown toggle {key!r}.{_did_you_mean(key, toggles())} "
                        f"Valid toggles: {', '.join(toggles())}")
     hint, example = _HINTS[key], getattr(ArchConfig(), key)  # the defaults are resnet50's
-    args = get_args(hint)
-    if type(None) in args:  # Optional[...]: "none" (TOML has no null) or None
-        if value is None or value == "none":
-            return None
-        hint = next(a for a in args if a is not type(None))
+    none_ok, base = split_optional(hint)
     bad = f"{key} = {_show(value)} is not allowed; {key} takes "
-    none_ok = ', or "none"' if type(None) in args else ""
-    if get_origin(hint) is tuple:
-        if isinstance(value, (list, tuple)) and value and all(_is_int(v) and v > 0 for v in value):
-            return tuple(value)
-        raise _Invalid(bad + f"a list of positive integers, one per stage, e.g. {_show(list(example))}")
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        raise _Invalid(bad + "true or false")
-    if hint is int:
-        if _is_int(value) and value > 0:
-            return value
-        raise _Invalid(bad + f"a positive integer, e.g. {example}")
-    if hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise _Invalid(bad + f"a number, e.g. 1.0e-6{none_ok}")
-    if isinstance(value, str) and value in CHOICES.get(key, (value,)):
-        return value
-    allowed = ", ".join(_show(c) for c in CHOICES.get(key, ()))
-    raise _Invalid(bad + (f"one of {allowed}" if allowed else "a string"))
+    if get_origin(base) is tuple:
+        takes = f"a list of positive integers, one per stage, e.g. {_show(list(example))}"
+        fits = lambda v: len(v) > 0 and all(x > 0 for x in v)  # noqa: E731
+    elif base is int:
+        takes, fits = f"a positive integer, e.g. {example}", lambda v: v > 0
+    elif base is float:
+        takes = "a number, e.g. 1.0e-6" + (', or "none"' if none_ok else "")
+        fits = lambda v: True  # noqa: E731
+    elif base is bool:
+        takes, fits = "true or false", lambda v: True
+    else:
+        allowed = ", ".join(_show(c) for c in CHOICES.get(key, ()))
+        takes = f"one of {allowed}" if allowed else "a string"
+        fits = lambda v: v in CHOICES.get(key, (v,))  # noqa: E731
+    try:
+        value = convert(value, hint)
+    except Invalid:
+        raise _Invalid(bad + takes) from None
+    if value is None:
+        return None
+    if not fits(value):
+        raise _Invalid(bad + takes)
+    return float(value) if base is float else value
 
 
 def _names(value) -> Tuple[str, ...]:
@@ -224,6 +221,14 @@ class Roadmap:
         if i > j:
             raise RoadmapError(f"--from {start} comes after --upto {upto} in roadmap {self.name!r}")
         return [self._spec(k, self.rows[k]) for k in range(i, j + 1)]
+
+    def register(self) -> List[str]:
+        """Every row as a timm model `roadmap_<name>_<row>` (lower case, `_` for other
+        characters); returns the model names. E.g. `load_roadmap("micro_first").register()`,
+        then `timm.create_model("roadmap_micro_design_first_gelu", num_classes=10)`."""
+        from .timm_models import register_rows
+        return register_rows([(r.name, r.cfg, r.why or self.description) for r in self.rows],
+                             prefix=self.name)
 
     def default_out(self, preset: str, data: str) -> Path:
         """runs/<preset>-<data>-<roadmap>: next to the paper roadmap's runs/<preset>-<data>."""
@@ -386,7 +391,13 @@ def load_roadmap(source: Union[str, Path, Roadmap]) -> Roadmap:
     if isinstance(source, Roadmap):
         return source
     path = find_roadmap_file(str(source))
-    text = path.read_text()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise RoadmapError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason}); save the "
+                           "roadmap file as UTF-8") from None
+    except OSError as e:
+        raise RoadmapError(f"--roadmap {path}: cannot read it ({e.strerror})") from None
     suffix = path.suffix.lower()
     if suffix == ".toml":
         data, origin = _parse_toml(path, text), _Origin(str(path), _toml_locator(text), "[[step]] #{n}")

@@ -5,10 +5,12 @@ augmented on whole batches: on a CPU this is several times faster than a
 DataLoader of PIL images. Large ones (ImageFolder) go through timm's transforms
 (RandAugment, random erasing) and a DataLoader, as in the paper's recipe.
 """
+import codecs
 import gzip
 import hashlib
 import os
 import pickle
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, List, Optional, Tuple
@@ -16,8 +18,14 @@ from typing import Iterator, List, Optional, Tuple
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torchvision.datasets import ImageFolder
 
 from .errors import RoadmapError
+
+try:  # numpy >= 2
+    from numpy._core import multiarray as np_multiarray, numeric as np_numeric
+except ImportError:  # numpy < 2
+    from numpy.core import multiarray as np_multiarray, numeric as np_numeric
 
 FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)
 FASHION_FILES = {
@@ -123,9 +131,18 @@ def load_dataset(data: str = "fashion-mnist") -> Dataset:
 
 
 def find_fashion_mnist() -> Path:
-    candidates = [os.environ.get("ROADMAP_FASHION_MNIST"), *FASHION_MNIST_DIRS,
-                  os.path.expanduser("~/.cache/roadmap/FashionMNIST/raw")]
-    for c in candidates:
+    env = os.environ.get("ROADMAP_FASHION_MNIST")
+    if env:  # asked for by name: a missing or incomplete folder is an error, not a fallback
+        folder = Path(os.path.expanduser(env))
+        if not folder.is_dir():
+            raise RoadmapError(f"ROADMAP_FASHION_MNIST={env}: no such folder; point it at the "
+                               "folder with the four Fashion-MNIST idx(.gz) files, or unset it")
+        missing = [f for f in FASHION_FILES.values() if not _idx_file(folder, f)]
+        if missing:
+            raise RoadmapError(f"ROADMAP_FASHION_MNIST={env}: the folder lacks "
+                               f"{', '.join(m + '(.gz)' for m in missing)}")
+        return folder
+    for c in (*FASHION_MNIST_DIRS, os.path.expanduser("~/.cache/roadmap/FashionMNIST/raw")):
         if c and all(_idx_file(Path(c), f) for f in FASHION_FILES.values()):
             return Path(c)
     raise RoadmapError(GET_FASHION_MNIST)
@@ -141,11 +158,17 @@ def _idx_file(folder: Path, stem: str) -> Optional[Path]:
 def read_idx(path: Path) -> np.ndarray:
     """IDX (the MNIST file format): big-endian header of dims, then uint8 data."""
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        raw = f.read()
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError, zlib.error) as e:  # a truncated or damaged .gz among them
+        raise RoadmapError(f"{path}: cannot read it ({e}); the file is damaged, "
+                           "re-install dataset-fashion-mnist") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
         raise RoadmapError(f"{path} is not an uint8 IDX file; re-install dataset-fashion-mnist")
     ndim = raw[3]
+    if len(raw) < 4 + 4 * ndim:
+        raise RoadmapError(f"{path} is truncated (its header names {ndim} dimensions)")
     dims = np.frombuffer(raw, dtype=">i4", count=ndim, offset=4)
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
     if data.size != int(np.prod(dims)):
@@ -155,7 +178,15 @@ def read_idx(path: Path) -> np.ndarray:
 
 def load_fashion_mnist() -> Dataset:
     folder = find_fashion_mnist()
-    arr = {k: read_idx(_idx_file(folder, v)) for k, v in FASHION_FILES.items()}
+    files = {k: _idx_file(folder, v) for k, v in FASHION_FILES.items()}
+    arr = {k: read_idx(p) for k, p in files.items()}
+    for split in ("train", "test"):
+        images, labels = arr[f"{split}_images"], arr[f"{split}_labels"]
+        if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+            raise RoadmapError(f"{files[f'{split}_images']} and {files[f'{split}_labels']} do not "
+                               f"match: images {images.shape}, labels {labels.shape}; expected "
+                               "N x 28 x 28 images and N labels")
+        _check_labels(labels, 10, files[f"{split}_labels"])
     as_images = lambda a: torch.from_numpy(a.copy()).unsqueeze(1)  # N,1,28,28 uint8
     classes = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                "Sneaker", "Bag", "Ankle boot"]
@@ -165,23 +196,87 @@ def load_fashion_mnist() -> Dataset:
                    classes=classes)
 
 
+def _check_labels(labels: np.ndarray, num_classes: int, where):
+    if not len(labels):
+        raise RoadmapError(f"{where} holds no images")
+    if labels.min() < 0 or labels.max() >= num_classes:
+        raise RoadmapError(f"{where}: label {int(labels.max() if labels.max() >= num_classes else labels.min())} "
+                           f"is outside 0..{num_classes - 1}")
+
+
+def check_classes(ds: Dataset, what: str = ""):
+    """A classifier needs two classes in its training data (and images to validate on)."""
+    if ds.in_memory:
+        found = len(torch.unique(ds.train_labels)) if len(ds.train_labels) else 0
+        if not len(ds.val_labels):
+            raise RoadmapError(f"{ds.source}{what}: no validation images")
+    else:
+        found = ds.num_classes
+    if found < 2:
+        raise RoadmapError(f"{ds.source}{what}: the training images hold {found} class; a "
+                           "classifier needs at least two")
+
+
+class CifarUnpickler(pickle.Unpickler):
+    """Reads CIFAR's python batches without running code.
+
+    The batches are pickles (the format CIFAR ships), and unpickling can call anything a file
+    names. This unpickler admits only what a batch holds: dicts, lists, str/bytes, numbers and
+    numpy arrays (their reconstructor, ndarray, dtype and scalar); any other name is refused.
+    """
+    SAFE = {("_codecs", "encode"): codecs.encode, ("numpy", "ndarray"): np.ndarray,
+            ("numpy", "dtype"): np.dtype,
+            # numpy < 2 and numpy >= 2 name the module of the array reconstructors differently
+            **{(f"{m}.multiarray", "_reconstruct"): np_multiarray._reconstruct for m in ("numpy.core", "numpy._core")},
+            **{(f"{m}.multiarray", "scalar"): np_multiarray.scalar for m in ("numpy.core", "numpy._core")},
+            **{(f"{m}.numeric", "_frombuffer"): np_numeric._frombuffer for m in ("numpy.core", "numpy._core")}}
+
+    def find_class(self, module, name):
+        if (module, name) not in self.SAFE:
+            raise pickle.UnpicklingError(f"it asks for {module}.{name}, which a CIFAR batch never "
+                                         "holds; refused, nothing was run")
+        return self.SAFE[(module, name)]
+
+
 def load_cifar(path: Path) -> Dataset:
+    num_classes = 10 if (path / "data_batch_1").is_file() else 100
+
     def read(name):
+        where = path / name
         try:
-            with open(path / name, "rb") as f:
-                d = pickle.load(f, encoding="latin1")
-            labels = d.get("labels", d.get("fine_labels"))
-            return np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32), np.asarray(labels)
-        except (OSError, KeyError, ValueError, pickle.UnpicklingError) as e:
-            raise RoadmapError(f"{path / name} is not a CIFAR python batch ({e}); expected the "
+            with open(where, "rb") as f:
+                d = CifarUnpickler(f, encoding="latin1").load()
+        except EOFError:
+            raise RoadmapError(f"{where} is empty or cut short; not a CIFAR python batch") from None
+        except (OSError, pickle.UnpicklingError, ValueError, TypeError, AttributeError,
+                IndexError, KeyError, MemoryError) as e:
+            raise RoadmapError(f"{where} is not a CIFAR python batch ({e}); expected the "
                                "'python version' archive from the CIFAR website, unpacked") from None
+        if not isinstance(d, dict):
+            raise RoadmapError(f"{where} is not a CIFAR python batch (it holds a "
+                               f"{type(d).__name__}, not a dict)")
+        d = {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in d.items()}
+        labels = d.get("labels", d.get("fine_labels"))
+        if "data" not in d or labels is None:
+            raise RoadmapError(f"{where} is not a CIFAR python batch (keys {sorted(map(str, d))}; "
+                               "expected data and labels or fine_labels)")
+        try:
+            x = np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+            y = np.asarray(labels).astype(np.int64)
+        except (ValueError, TypeError) as e:
+            raise RoadmapError(f"{where} is not a CIFAR python batch ({e}); its data must be "
+                               "N x 3072 bytes (32 x 32 x RGB)") from None
+        if y.ndim != 1 or len(y) != len(x):
+            raise RoadmapError(f"{where}: {len(x)} images but {y.size} labels")
+        _check_labels(y, num_classes, where)
+        return x, y
 
     if (path / "data_batch_1").is_file():
         parts = [read(f"data_batch_{i}") for i in range(1, 6) if (path / f"data_batch_{i}").is_file()]
         test = read("test_batch")
-        name, num_classes = "cifar10", 10
+        name = "cifar10"
     else:
-        parts, test, name, num_classes = [read("train")], read("test"), "cifar100", 100
+        parts, test, name = [read("train")], read("test"), "cifar100"
     x = np.concatenate([p[0] for p in parts])
     y = np.concatenate([p[1] for p in parts])
     t = lambda a: torch.from_numpy(a)
@@ -189,8 +284,18 @@ def load_cifar(path: Path) -> Dataset:
                    t(x), t(y.astype(np.int64)), t(test[0]), t(test[1].astype(np.int64)))
 
 
+class Images(ImageFolder):
+    """torchvision's ImageFolder whose errors name the file (a truncated or unreadable image)."""
+
+    def __getitem__(self, index):
+        try:
+            return super().__getitem__(index)
+        except Exception as e:
+            raise RoadmapError(f"{self.samples[index][0]}: cannot read this image "
+                               f"({type(e).__name__}: {e})") from None
+
+
 def _image_folder(root: str):
-    from torchvision.datasets import ImageFolder
     return ImageFolder(root)
 
 
@@ -200,11 +305,14 @@ def load_image_folder(path: Path) -> Dataset:
         raise RoadmapError(f"{path} has train/ but no val/ folder; expected {path}/val/<class>/*.jpg")
     try:
         train_ds, val_ds = _image_folder(str(path / "train")), _image_folder(str(val))
-    except (FileNotFoundError, RuntimeError) as e:
+    except (OSError, RuntimeError) as e:
         raise RoadmapError(f"{path}: not a valid ImageFolder tree ({e}); expected "
                            "train/<class>/*.jpg and val/<class>/*.jpg") from None
     if train_ds.classes != val_ds.classes:
         raise RoadmapError(f"{path}: train/ and {val.name}/ have different class folders")
+    if len(train_ds.classes) < 2:
+        raise RoadmapError(f"{path}/train has {len(train_ds.classes)} class folder "
+                           f"({', '.join(train_ds.classes)}); a classifier needs at least two")
     return Dataset(path.name, str(path), len(train_ds.classes), IMAGENET_MEAN, IMAGENET_STD,
                    train_folder=str(path / "train"), val_folder=str(val), classes=train_ds.classes)
 
@@ -312,7 +420,6 @@ def folder_loader(ds: Dataset, img_size: int, batch_size: int, train: bool, work
     epoch continues where it stopped.
     """
     from timm.data import create_transform
-    from torchvision.datasets import ImageFolder
 
     transform = create_transform(
         img_size, is_training=train, auto_augment=randaug if train else None,
@@ -324,7 +431,7 @@ def folder_loader(ds: Dataset, img_size: int, batch_size: int, train: bool, work
         folder = MemoryImages(ds.train_images if train else ds.val_images,
                               ds.train_labels if train else ds.val_labels, transform)
     else:
-        folder = ImageFolder(ds.train_folder if train else ds.val_folder, transform=transform)
+        folder = Images(ds.train_folder if train else ds.val_folder, transform=transform)
     if train:
         order = epoch_order(len(folder), seed, epoch)
         indices = rank_indices(order, batch_size, world_size, rank, start).reshape(-1).tolist()

@@ -6,12 +6,13 @@ built from timm's layers (LayerNorm2d, DropPath, classifier heads, trunc_normal_
 """
 from collections import OrderedDict
 from functools import partial
-from typing import List, Optional
+from typing import Dict, List, Optional, Tuple, Union
 
 import torch
 from torch import nn
 from timm.layers import (ClassifierHead, DropPath, LayerNorm2d, NormMlpClassifierHead,
                          get_act_layer, trunc_normal_)
+from timm.models._features import feature_take_indices
 from timm.models._manipulate import checkpoint_seq
 
 from .config import ArchConfig
@@ -178,6 +179,7 @@ class RoadmapNet(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.num_classes = cfg.num_classes
+        self.in_chans = cfg.in_chans
         self.stem = make_stem(cfg)
         # Stochastic depth grows linearly with block index, as in timm and the paper.
         dpr = torch.linspace(0, cfg.drop_path_rate, sum(cfg.depths)).tolist()
@@ -202,6 +204,18 @@ class RoadmapNet(nn.Module):
         self.apply(_init_weights)
 
     @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> Dict[str, Union[str, List]]:
+        """Parameter groups for layer-wise lr decay, as timm's ConvNeXt: stem, then one group
+        per block (a stage's separate downsampling layer joins its first block), head last."""
+        return dict(
+            stem=r"^stem",
+            blocks=r"^stages\.(\d+)" if coarse else [
+                (r"^stages\.(\d+)\.downsample", (0,)),
+                (r"^stages\.(\d+)\.blocks\.(\d+)", None),
+            ],
+        )
+
+    @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True):
         for stage in self.stages:
             stage.grad_checkpointing = enable
@@ -210,9 +224,49 @@ class RoadmapNet(nn.Module):
     def get_classifier(self) -> nn.Module:
         return self.head.fc
 
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None):
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None,
+                         reset_other: bool = False):
         self.num_classes = num_classes
-        self.head.reset(num_classes, global_pool)
+        self.head.reset(num_classes, global_pool, reset_other=reset_other,
+                        in_features=self.num_features)
+        self.head_hidden_size = self.head.num_features
+
+    def forward_intermediates(
+            self,
+            x: torch.Tensor,
+            indices: Optional[Union[int, List[int]]] = None,
+            norm: bool = False,
+            stop_early: bool = False,
+            output_fmt: str = "NCHW",
+            intermediates_only: bool = False,
+    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
+        """Stage outputs, as timm's ConvNeXt: `indices` an int takes the last n stages, a list
+        those stages, None all. `norm` is accepted for the interface; the head norm (if any)
+        comes after pooling, so no stage output is normed, as in convnext_tiny."""
+        assert output_fmt == "NCHW", "Output shape must be NCHW."
+        intermediates = []
+        take_indices, max_index = feature_take_indices(len(self.stages), indices)
+        x = self.stem(x)
+        stages = self.stages if torch.jit.is_scripting() or not stop_early else self.stages[:max_index + 1]
+        for i, stage in enumerate(stages):
+            x = stage(x)
+            if i in take_indices:
+                intermediates.append(x)
+        if intermediates_only:
+            return intermediates
+        return x, intermediates
+
+    def prune_intermediate_layers(self, indices: Union[int, List[int]] = 1, prune_norm: bool = False,
+                                  prune_head: bool = True) -> List[int]:
+        """Drop the stages after the last of `indices` (and the head); returns the indices kept."""
+        take_indices, max_index = feature_take_indices(len(self.stages), indices)
+        prune_end = max_index < len(self.stages) - 1
+        self.stages = self.stages[:max_index + 1]
+        if prune_end:
+            self.num_features = self.head_hidden_size = self.feature_info[max_index]["num_chs"]
+        if prune_head or prune_end:
+            self.reset_classifier(0, "", reset_other=True)
+        return take_indices
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.stages(self.stem(x))

@@ -31,11 +31,13 @@ def _label(row) -> str:
 
 
 def plot_trajectory(folder, out_stem: Optional[str] = None, deltas: Optional[pd.DataFrame] = None,
-                    title: Optional[str] = None):
+                    title: Optional[str] = None, reference: Optional[pd.DataFrame] = None):
     """Draw `trajectory.png` and `trajectory.svg` in `folder` from its results; return the paths.
 
     `deltas` (from `roadmap.report.transitions`) adds each transition's change, marked
-    hollow where it is inside seed noise.
+    hollow where it is inside seed noise. `reference` (from `roadmap.report.reference_band`:
+    run, mean, half) draws the committed reference's mean and 95% interval on each row, so a
+    new run shows whether it falls inside the reference's noise.
     """
     folder = Path(folder)
     table = read_results(folder)
@@ -91,6 +93,12 @@ def plot_trajectory(folder, out_stem: Optional[str] = None, deltas: Optional[pd.
 
     if deltas is not None and len(deltas):
         _mark_deltas(ax, summary, deltas, means)
+    if reference is not None and len(reference):
+        ref = reference.set_index("run")
+        rows = [(i, ref.loc[r]) for i, r in enumerate(summary["run"]) if r in ref.index]
+        ax.errorbar([b["mean"] for _, b in rows], [i + 0.36 for i, _ in rows],
+                    xerr=[b["half"] for _, b in rows], fmt="|", color="#d62728", ms=8, capsize=2,
+                    lw=1.2, zorder=6)
 
     handles = [plt.Rectangle((0, 0), 1, 1, color=c) for p, c in PHASE_COLORS.items()
                if p in set(summary["phase"])]
@@ -98,6 +106,9 @@ def plot_trajectory(folder, out_stem: Optional[str] = None, deltas: Optional[pd.
     if paper.notna().any():
         handles.append(plt.Line2D([], [], marker="D", color="black", ls=""))
         names.append("paper (ImageNet)")
+    if reference is not None and len(reference):
+        handles.append(plt.Line2D([], [], marker="|", color="#d62728", ls="-"))
+        names.append("committed reference (mean, 95% CI)")
     ax.legend(handles, names, loc="lower right", fontsize=7, framealpha=0.9)
     seeds = int(summary["seeds"].max()) if len(summary) else 0
     names = sorted(set(table["roadmap"].dropna().astype(str)) - {"paper"})
@@ -105,7 +116,62 @@ def plot_trajectory(folder, out_stem: Optional[str] = None, deltas: Optional[pd.
     ax.set_title(title or f"{what}: {data_name}, {seeds} seed(s)", fontsize=10)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
-    stem = folder / (out_stem or "trajectory")
+    return _save(fig, folder / (out_stem or "trajectory"))
+
+
+def _mark_deltas(ax, summary, deltas, means):
+    """Write each transition's change at its row: filled if resolved (Holm), hollow if not."""
+    by_run = {r["to"]: r for _, r in deltas.iterrows()}
+    for i, r in summary.iterrows():
+        d = by_run.get(r["run"])
+        if d is None or pd.isna(d.get("delta")) or pd.isna(means[i]):
+            continue
+        significant = bool(d.get("resolved"))
+        ax.plot([means[i]], [i], marker="o", ms=6, mfc="black" if significant else "white",
+                mec="black", zorder=5)
+        ax.annotate(f"{d['delta']:+.2f}" + ("" if significant else " (noise)"),
+                    (means[i], i), xytext=(0, -9), textcoords="offset points", fontsize=6.5,
+                    ha="center", va="top", color="black" if significant else "#666666")
+
+
+def plot_forest(trans: pd.DataFrame, folder, out_stem: str = "changes", subtitle: str = ""):
+    """The per-change chart the report tests: one row per change, our Δ top-1 with its 95%
+    interval (filled where resolved by Holm), the paper's Δ as a diamond on the same axis.
+
+    Writes `changes.png` / `.svg` in `folder`; returns the paths.
+    """
+    folder = Path(folder)
+    rows = trans[~trans["same_model"].astype(bool) & trans["delta"].notna()].reset_index(drop=True)
+    if not len(rows):
+        raise RoadmapError(f"{folder}: no change with a measured Δ to draw")
+    n = len(rows)
+    y = np.arange(n)
+    fig, ax = plt.subplots(figsize=(8.5, 0.38 * n + 1.9))
+    ax.axvline(0, color="#444444", lw=0.8)
+    for i, r in rows.iterrows():
+        color = PHASE_COLORS.get(r["phase"], "#999999")
+        if pd.notna(r["ci_low"]):
+            ax.plot([r["ci_low"], r["ci_high"]], [i, i], color=color, lw=2.2, solid_capstyle="butt")
+        resolved = bool(r["resolved"])
+        ax.plot([r["delta"]], [i], "o", ms=7, mec=color, mfc=color if resolved else "white", mew=1.8,
+                zorder=4)
+        if pd.notna(r["paper_delta"]):
+            ax.plot([r["paper_delta"]], [i], "D", ms=5, color="black", zorder=5)
+    ax.set_yticks(y, [f"{r['from']} → {r['to']}" for _, r in rows.iterrows()], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("Δ top-1 (points): ours with 95% interval; ◆ the paper's (ImageNet-1K, Table 10)")
+    handles = [plt.Line2D([], [], marker="o", color="#555555", mfc="#555555", ls="-"),
+               plt.Line2D([], [], marker="o", color="#555555", mfc="white", ls="-"),
+               plt.Line2D([], [], marker="D", color="black", ls="")]
+    ax.legend(handles, ["ours, resolved (Holm)", "ours, below the noise", "paper"], fontsize=7,
+              loc="best", framealpha=0.9)
+    ax.set_title("What each change was worth" + (f"\n{subtitle}" if subtitle else ""), fontsize=9)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, folder / out_stem)
+
+
+def _save(fig, stem: Path):
     paths = [stem.with_suffix(".png"), stem.with_suffix(".svg")]
     for p in paths:
         tmp = p.with_name(f".{p.name}.tmp{p.suffix}")
@@ -113,18 +179,3 @@ def plot_trajectory(folder, out_stem: Optional[str] = None, deltas: Optional[pd.
         tmp.replace(p)
     plt.close(fig)
     return paths
-
-
-def _mark_deltas(ax, summary, deltas, means):
-    """Write each transition's change at its row: filled if the CI excludes 0, hollow if not."""
-    by_run = {r["to"]: r for _, r in deltas.iterrows()}
-    for i, r in summary.iterrows():
-        d = by_run.get(r["run"])
-        if d is None or pd.isna(d.get("delta_mean")) or pd.isna(means[i]):
-            continue
-        significant = bool(d.get("significant"))
-        ax.plot([means[i]], [i], marker="o", ms=6, mfc="black" if significant else "white",
-                mec="black", zorder=5)
-        ax.annotate(f"{d['delta_mean']:+.2f}" + ("" if significant else " (noise)"),
-                    (means[i], i), xytext=(0, -9), textcoords="offset points", fontsize=6.5,
-                    ha="center", va="top", color="black" if significant else "#666666")

@@ -3,11 +3,13 @@
 A preset is a `Recipe`; every field can be overridden from the command line with
 `--set key=value`. `imagenet` is the paper verbatim; the others say what they scale down.
 """
+import difflib
 import json
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, get_type_hints
 
 from .errors import RoadmapError
+from .values import Invalid, convert, parse_text
 
 
 @dataclass(frozen=True)
@@ -63,23 +65,108 @@ class Recipe:
         return self.lr * global_batch / self.lr_batch
 
     def with_overrides(self, pairs) -> "Recipe":
-        """Apply `key=value` strings (values parsed as JSON where they can be)."""
-        types = {f.name: f for f in fields(self)}
+        """Apply `key=value` strings, each read by its field's type and checked for range.
+
+        `hflip=False`, `amp=no` and `amp=0` are false; `randaug=none` is None. Numbers are
+        read as JSON reads them (`epochs=2` is 2, `lr=2e-3` is 0.002). A bad value is one
+        RoadmapError naming the field and what it takes, before any data is loaded.
+        """
+        hints = get_type_hints(Recipe)
         changes = {}
         for pair in pairs or ():
             if "=" not in pair:
                 raise RoadmapError(f"--set {pair!r}: expected key=value, e.g. --set epochs=2")
             key, raw = pair.split("=", 1)
-            if key not in types:
-                raise RoadmapError(f"--set {key}: unknown recipe field; valid: {', '.join(types)}")
+            key = key.strip()
+            if key not in hints:
+                close = difflib.get_close_matches(key, hints, n=1)
+                raise RoadmapError(f"--set {key}: unknown recipe field."
+                                   + (f" Did you mean {close[0]!r}?" if close else "")
+                                   + f" Valid: {', '.join(hints)}")
             try:
-                value = json.loads(raw)
-            except json.JSONDecodeError:
-                value = raw
-            if value in ("none", "None", "null"):
-                value = None
-            changes[key] = tuple(value) if isinstance(value, list) else value
-        return replace(self, **changes)
+                value = convert(parse_text(raw, hints[key]), hints[key])
+                _check_range(key, value)
+            except Invalid as e:
+                raise RoadmapError(f"--set {key}={raw}: {key} takes {_takes(key, e)}") from None
+            changes[key] = value
+        recipe = replace(self, **changes)
+        recipe.check(prefix="--set ")
+        return recipe
+
+    def check(self, prefix: str = ""):
+        """Raise one RoadmapError for the first field out of its range (see RANGES)."""
+        hints = get_type_hints(Recipe)
+        for f in fields(self):
+            value = getattr(self, f.name)
+            try:
+                convert(value, hints[f.name])
+                _check_range(f.name, value)
+            except Invalid as e:
+                raise RoadmapError(f"{prefix}{f.name}={_show(value)}: {f.name} takes {_takes(f.name, e)}") from None
+        if self.max_shift >= self.img_size:
+            raise RoadmapError(f"{prefix}max_shift={self.max_shift}: the random shift must be "
+                               f"smaller than img_size={self.img_size}")
+
+
+def _show(value) -> str:
+    return "none" if value is None else json.dumps(value) if not isinstance(value, str) else value
+
+
+def _randaug(spec: str) -> bool:
+    """Whether timm's create_transform understands `spec` (rand-..., augmix-... or an AutoAugment policy)."""
+    from timm.data import auto_augment as aa
+    hparams = dict(translate_const=100, img_mean=(124, 116, 104))
+    try:
+        if spec.startswith("rand"):
+            aa.rand_augment_transform(spec, hparams)
+        elif spec.startswith("augmix"):
+            aa.augment_and_mix_transform(spec, hparams)
+        else:
+            aa.auto_augment_transform(spec, hparams)
+    except Exception:  # timm says "no" with asserts, KeyErrors and ValueErrors alike
+        return False
+    return True
+
+
+# What a field takes beyond its type: (test, what it takes). None passes where the type allows it.
+_POSITIVE_INT = (lambda v: v >= 1, "an integer >= 1")
+RANGES = {
+    "img_size": _POSITIVE_INT,
+    "epochs": (lambda v: v > 0, "a number > 0"),
+    "batch_size": _POSITIVE_INT,
+    "lr": (lambda v: v > 0, "a number > 0"),
+    "lr_batch": _POSITIVE_INT,
+    "min_lr": (lambda v: v >= 0, "a number >= 0"),
+    "warmup_epochs": (lambda v: v >= 0, "a number >= 0"),
+    "weight_decay": (lambda v: v >= 0, "a number >= 0"),
+    "betas": (lambda v: len(v) == 2 and all(0 <= b < 1 for b in v), "two numbers in [0, 1), e.g. 0.9,0.999"),
+    "randaug": (_randaug, 'a timm RandAugment spec, e.g. rand-m9-mstd0.5-inc1, or none'),
+    "mixup": (lambda v: v >= 0, "a number >= 0 (0: off)"),
+    "cutmix": (lambda v: v >= 0, "a number >= 0 (0: off)"),
+    "reprob": (lambda v: 0 <= v <= 1, "a probability in [0, 1]"),
+    "smoothing": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "drop_path": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "ema_decay": (lambda v: 0 < v < 1, "a number in (0, 1), e.g. 0.9999, or none"),
+    "width_scale": (lambda v: v > 0, "a number > 0"),
+    "max_shift": (lambda v: v >= 0, "an integer >= 0"),
+    "train_subset": (lambda v: v >= 1, "an integer >= 1, or none for all"),
+    "val_subset": (lambda v: v >= 1, "an integer >= 1, or none for all"),
+    "max_updates": (lambda v: v >= 1, "an integer >= 1, or none for no limit"),
+    "eval_batch_size": _POSITIVE_INT,
+    "workers": (lambda v: v >= 0, "an integer >= 0"),
+    "ckpt_every_s": (lambda v: v >= 0, "a number >= 0"),
+}
+
+
+def _takes(key: str, e: Invalid) -> str:
+    """What `key` takes: its range (which says the type too), else its type."""
+    return RANGES[key][1] if key in RANGES else str(e)
+
+
+def _check_range(key: str, value):
+    test, takes = RANGES.get(key, (None, ""))
+    if value is not None and test is not None and not test(value):
+        raise Invalid(takes)
 
 
 PRESETS: Dict[str, Recipe] = {

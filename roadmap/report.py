@@ -1,10 +1,12 @@
 """`roadmap report`: what each change did on your data, with confidence, next to the paper.
 
-A transition is one roadmap change, run A -> run B. Its change in top-1 is paired by
-seed where both runs share at least two seeds (a t-interval over the per-seed
-differences); otherwise, with at least two seeds on each side, a Welch t-interval over
-the two groups. A change is "outside the noise" when its 95% interval excludes zero.
-The paper's changes are judged the same way from Table 10 (mean ± sd over 3 seeds).
+A transition is one roadmap change, run A -> run B; its Δ is the difference of the two
+models' mean top-1 over their finished runs. Intervals come from one linear model over
+all runs of the roadmap (`roadmap.stats`: model effects, seed as a block where the
+design allows, pooled residual variance), and Holm-adjusted p over the transitions
+decides which changes are *resolved*. The paper's changes are judged with the pooled
+Table-10 sd. Runs of the same configuration and recipe are one model
+(`large_kernel/k7` is `large_kernel`, `large_kernel/k3` is `move_up_dwconv`).
 
 Each run is compared with the earlier run (in roadmap order) whose configuration differs
 from it in the fewest toggles, the latest on a tie: on a cumulative roadmap that is the
@@ -15,20 +17,18 @@ recorded configurations, consecutive runs are compared.
 import json
 import math
 import re
+import warnings
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
 
+from . import stats as S
 from .errors import RoadmapError
 from .results import RESULT_COLUMNS, ResultsDir, atomic_write_text, read_results, summarize
 
-LEVEL = 0.95
-PAPER_SEEDS = 3  # Table 10: mean ± sd over 3 seeds
 REQUIRED = ("order", "run", "seed", "status", "top1")
-METHOD = (f"paired t-interval over seeds ({LEVEL:.0%}); Welch t-interval where the two runs "
-          "share fewer than two seeds")
 
 
 # ---- reading ---------------------------------------------------------------------------
@@ -60,7 +60,7 @@ def check(table: pd.DataFrame, dirs: Sequence = ()):
     ok = table[table["status"] == "ok"]
     if not len(ok):
         raise RoadmapError(f"{where}: no finished runs to report on")
-    for col in ("top1", "order", "seed"):
+    for col in ("order", "seed"):
         if pd.to_numeric(ok[col], errors="coerce").isna().any():
             raise RoadmapError(f"{where}: column {col!r} has empty or non-numeric values in finished runs")
     dup = ok[ok.duplicated(["run", "seed"], keep=False)]
@@ -102,12 +102,34 @@ def _position(order, variant, run):
     return (math.inf if math.isnan(o) else o, kind, int(kernel.group(1)) if kernel else 0, variant, str(run))
 
 
-def step_table(table: pd.DataFrame) -> pd.DataFrame:
-    """One row per run in roadmap order: mean/sd over finished seeds and the paper's numbers."""
+def bad_top1(table: pd.DataFrame) -> List[str]:
+    """Runs marked finished whose top-1 is NaN, inf or missing: reported as failed runs."""
+    ok = table[table["status"] == "ok"]
+    bad = ok[~np.isfinite(pd.to_numeric(ok["top1"], errors="coerce"))]
+    return [f"{r['run']} seed {r['seed']}" for _, r in bad.iterrows()]
+
+
+def step_table(table: pd.DataFrame, ok: Optional[pd.DataFrame] = None) -> pd.DataFrame:
+    """One row per run in roadmap order: mean/sd over finished seeds and the paper's numbers.
+
+    Runs of one model under two labels (`large_kernel/k7`, `large_kernel`) pool their seeds.
+    """
     table = _complete(table)
-    steps = summarize(table)
+    ok = finished(table) if ok is None else ok
+    clean = table[~(table["status"] == "ok") | table.index.isin(ok.index)].copy()
+    clean.loc[~clean.index.isin(ok.index), "status"] = clean["status"].where(
+        clean["status"] != "ok", "failed")
+    steps = summarize(clean)
     if not len(steps):
         return steps
+    model_of = _model_of(ok)
+    pooled = ok.groupby("model")["top1"]
+    for i, run in enumerate(steps["run"]):
+        m = model_of.get(run)
+        if m is not None:
+            values = pooled.get_group(m)
+            steps.loc[i, ["top1_mean", "top1_std", "seeds"]] = [
+                values.mean(), values.std(ddof=1) if len(values) > 1 else None, len(values)]
     idx = sorted(range(len(steps)), key=lambda i: _position(*steps.iloc[i][["order", "variant", "run"]]))
     steps = steps.iloc[idx].reset_index(drop=True)
     configs = table.groupby("run", sort=False)["config"].first()
@@ -137,151 +159,165 @@ def _config_distance(a: Dict, b: Dict) -> int:
     return sum(a.get(k) != b.get(k) for k in set(a) | set(b))
 
 
-# ---- intervals ---------------------------------------------------------------------------
+# ---- the model and the transitions ------------------------------------------------------
 
-def _half_width(se: float, df: float) -> float:
-    from scipy import stats  # imported late: a second of start-up every `roadmap` command would pay
-    if se == 0:
-        return 0.0
-    return float(stats.t.ppf(0.5 + LEVEL / 2, df) * se)
-
-
-def _welch(ma, sa, na, mb, sb, nb):
-    """(difference of means, half-width of its t-interval) from summary statistics."""
-    va, vb = sa ** 2 / na, sb ** 2 / nb
-    se = math.sqrt(va + vb)
-    df = (va + vb) ** 2 / (va ** 2 / (na - 1) + vb ** 2 / (nb - 1)) if se > 0 else 1.0
-    return mb - ma, _half_width(se, df)
+def model_ids(table: pd.DataFrame) -> pd.Series:
+    """Which trained model each run is: its configuration and recipe (the run label where
+    they were not recorded). `large_kernel/k7` and `large_kernel` are one model."""
+    def ident(r):
+        cfg = _config(r.get("config"))
+        if cfg is None:
+            return f"run:{r['run']}"
+        return json.dumps([cfg, _config(r.get("recipe"))], sort_keys=True)
+    return table.apply(ident, axis=1) if len(table) else pd.Series(dtype=str)
 
 
-def seed_interval(a: pd.Series, b: pd.Series) -> Dict:
-    """Change from a to b (top-1 indexed by seed): mean, interval, number of seeds, method."""
-    common = a.index.intersection(b.index)
-    if len(common) >= 2:
-        d = (b[common] - a[common]).astype(float)
-        half = _half_width(d.std(ddof=1) / math.sqrt(len(d)), len(d) - 1)
-        return _interval(d.mean(), half, len(d), "paired t")
-    if len(a) >= 2 and len(b) >= 2:
-        delta, half = _welch(a.mean(), a.std(ddof=1), len(a), b.mean(), b.std(ddof=1), len(b))
-        return _interval(delta, half, min(len(a), len(b)), "Welch t")
-    # a single seed on one side: a point change (paired if the seeds match), no interval
-    delta = (b[common] - a[common]).mean() if len(common) else b.mean() - a.mean()
-    return dict(delta_mean=float(delta), ci_low=math.nan, ci_high=math.nan, n=min(len(a), len(b)),
-                method="none")
+def finished(table: pd.DataFrame) -> pd.DataFrame:
+    """Finished runs with a finite top-1, each with its model id."""
+    ok = table[table["status"] == "ok"].copy()
+    ok["top1"] = pd.to_numeric(ok["top1"], errors="coerce")
+    ok = ok[np.isfinite(ok["top1"])]
+    ok["seed"] = pd.to_numeric(ok["seed"])
+    ok["model"] = model_ids(ok)
+    return ok
 
 
-def _interval(delta: float, half: float, n: int, method: str) -> Dict:
-    return dict(delta_mean=float(delta), ci_low=float(delta - half), ci_high=float(delta + half), n=n,
-                method=method)
+def _model_of(ok: pd.DataFrame) -> Dict[str, str]:
+    return dict(zip(ok["run"], ok["model"]))
 
 
-def _sign(delta: float, within_noise: bool) -> str:
-    if math.isnan(delta):
-        return ""
-    if within_noise or delta == 0:
-        return "0"
-    return "+" if delta > 0 else "-"
+def paper_noise() -> Tuple[float, int, float]:
+    """The pooled Table-10 seed sd, its df, and the 95% half-width of a paper change."""
+    from .registry import ROADMAP
+    sd, df = S.pooled_sd([s.paper_top1_sd for s in ROADMAP])
+    return sd, df, S.paper_half_width(sd, df)
 
-
-def paper_change(a: pd.Series, b: pd.Series) -> Dict:
-    """The paper's change between two steps and whether its 95% Welch interval excludes zero."""
-    ma, mb = _num(a["paper_top1"]), _num(b["paper_top1"])
-    sa, sb = _num(a["paper_top1_sd"]), _num(b["paper_top1_sd"])
-    if math.isnan(ma) or math.isnan(mb):
-        return dict(paper_delta=math.nan, paper_sign="")
-    delta = mb - ma
-    if math.isnan(sa) or math.isnan(sb):
-        # no sd (the kernel sweep): only a change that rounds to 0.00 is a tie
-        return dict(paper_delta=delta, paper_sign=_sign(delta, abs(delta) < 0.005))
-    _, half = _welch(ma, sa, PAPER_SEEDS, mb, sb, PAPER_SEEDS)
-    return dict(paper_delta=delta, paper_sign=_sign(delta, abs(delta) <= half))
-
-
-def _sign_match(ours: str, paper: str, judged: bool) -> str:
-    if not ours or not paper:
-        return ""
-    if not judged:
-        return "unjudged"  # ours has no interval (one seed): only the raw sign can be compared
-    if "0" in (ours, paper):
-        return "tie"
-    return "match" if ours == paper else "mismatch"
-
-
-# ---- transitions -------------------------------------------------------------------------
 
 TRANSITION_COLUMNS = [
-    "from", "to", "order_from", "order_to", "phase", "delta_mean", "ci_low", "ci_high", "n", "method",
-    "significant", "ours_sign", "top1_from", "top1_to", "paper_from", "paper_to", "paper_delta",
-    "paper_sign", "sign_match", "same_sign", "d_params_m", "d_gflops", "d_gflops_224",
-    "d_train_img_s", "d_infer_img_s",
+    "from", "to", "order_from", "order_to", "phase", "delta", "ci_low", "ci_high", "se", "p",
+    "p_holm", "resolved", "ours_sign", "n_from", "n_to", "same_model", "top1_from", "top1_to",
+    "paper_from", "paper_to", "paper_delta", "paper_sign", "verdict", "d_params_m", "d_gflops",
+    "d_gflops_224", "d_train_img_s", "d_infer_img_s",
 ]
 
 
-def transitions(table: pd.DataFrame) -> pd.DataFrame:
-    """One row per roadmap change: top-1 change with its interval, the paper's, and the costs.
-
-    `to` is the later run's label; `delta_mean` and `significant` are what the figure marks.
-    """
+def analyse(table: pd.DataFrame) -> Tuple[pd.DataFrame, pd.DataFrame, Optional[S.Fit]]:
+    """The step table, the transitions and the fitted model of a results table."""
     missing = [c for c in REQUIRED if c not in table.columns]
     if missing:
         raise RoadmapError(f"the results lack the columns {missing}; they were not written by roadmap")
     table = _complete(table)
-    steps = step_table(table)
-    ok = table[table["status"] == "ok"].copy()
-    ok["top1"] = pd.to_numeric(ok["top1"], errors="coerce")
-    top1 = {run: g.groupby("seed")["top1"].mean().dropna() for run, g in ok.groupby("run")}
+    ok = finished(table)
+    steps = step_table(table, ok)
+    f = S.fit(ok) if len(ok) else None
+    model_of = _model_of(ok)
+    _, _, paper_half = paper_noise()
     rows = []
     for i in range(1, len(steps)):
         a, b = steps.iloc[_predecessor(steps, i)], steps.iloc[i]
-        ours = seed_interval(top1.get(a["run"], pd.Series(dtype=float)),
-                             top1.get(b["run"], pd.Series(dtype=float)))
-        judged = ours["method"] != "none"
-        significant = judged and (ours["ci_low"] > 0 or ours["ci_high"] < 0)
+        ma, mb = model_of.get(a["run"]), model_of.get(b["run"])
+        ours = dict(delta=math.nan, se=math.nan, ci_low=math.nan, ci_high=math.nan, p=math.nan)
+        if f is not None and ma is not None and mb is not None:
+            ours = S.contrast(f, ma, mb)
+        paper_delta = _num(b["paper_top1"]) - _num(a["paper_top1"])
         row = {"from": a["run"], "to": b["run"], "order_from": a["order"], "order_to": b["order"],
-               "phase": b["phase"], **ours, "significant": bool(significant),
-               "ours_sign": _sign(ours["delta_mean"], judged and not significant),
+               "phase": b["phase"], **ours, "n_from": int(a["seeds"]), "n_to": int(b["seeds"]),
+               "same_model": ma is not None and ma == mb,
                "top1_from": a["top1_mean"], "top1_to": b["top1_mean"],
                "paper_from": _num(a["paper_top1"]), "paper_to": _num(b["paper_top1"]),
-               **paper_change(a, b)}
-        row["sign_match"] = _sign_match(row["ours_sign"], row["paper_sign"], judged)
-        comparable = not (math.isnan(row["delta_mean"]) or math.isnan(row["paper_delta"]))
-        row["same_sign"] = bool(np.sign(row["delta_mean"]) == np.sign(row["paper_delta"])) if comparable else None
+               "paper_delta": paper_delta,
+               "paper_sign": S.sign(paper_delta, abs(paper_delta) > paper_half)}
         for col in ("params_m", "gflops", "gflops_224"):
             row[f"d_{col}"] = _num(b[col]) - _num(a[col])
         for col in ("train_img_s", "infer_img_s"):
             row[f"d_{col}"] = _num(b[f"{col}_mean"]) - _num(a[f"{col}_mean"])
         rows.append(row)
-    return pd.DataFrame(rows, columns=TRANSITION_COLUMNS)
+    trans = pd.DataFrame(rows, columns=TRANSITION_COLUMNS)
+    if len(trans):
+        # The same model twice (k7 and large_kernel) is no test: left out of Holm's family.
+        p = trans["p"].where(~trans["same_model"].astype(bool))
+        trans["p_holm"] = S.holm(p.to_numpy(dtype=float))
+        trans["resolved"] = (trans["p_holm"] < S.ALPHA).fillna(False).astype(bool)
+        judged = trans["p"].notna()
+        trans["ours_sign"] = [S.sign(d, r) if j else "" for d, r, j
+                              in zip(trans["delta"], trans["resolved"], judged)]
+        trans["verdict"] = [_verdict(o, p) for o, p in zip(trans["ours_sign"], trans["paper_sign"])]
+    return steps, trans, f
+
+
+def _verdict(ours: str, paper: str) -> str:
+    """How our change reads against the paper's: replicates, flips, below our noise, ..."""
+    if not ours or not paper:
+        return ""
+    if ours == "0":
+        return "below our noise" if paper != "0" else "both within noise"
+    if paper == "0":
+        return "ours only (paper: within its noise)"
+    return "replicates" if ours == paper else "flips"
+
+
+def reference_band(table: pd.DataFrame) -> Optional[pd.DataFrame]:
+    """Per run of a reference: its mean top-1 and the 95% half-width of that mean from the
+    pooled model (for drawing a user's run against it); None without a noise estimate."""
+    ok = finished(_complete(table))
+    if not len(ok):
+        return None
+    f = S.fit(ok)
+    if not f.usable:
+        return None
+    from scipy import stats
+    t = stats.t.ppf(0.5 + S.LEVEL / 2, f.df)
+    return pd.DataFrame([dict(run=run, mean=f.means[m], half=t * f.sigma / math.sqrt(f.counts[m]))
+                         for run, m in _model_of(ok).items()])
+
+
+def transitions(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per roadmap change: Δ top-1 with its interval and Holm-adjusted p, the paper's
+    change and sign, and the costs. `to` is the later run's label."""
+    return analyse(table)[1]
 
 
 def plot_deltas(table: pd.DataFrame) -> Optional[pd.DataFrame]:
-    """The transitions that have an interval (two or more seeds), for the figure; None if none."""
+    """The transitions that have an interval, for the figures; None if none."""
     deltas = transitions(table)
     deltas = deltas[deltas["ci_low"].notna()]
     return deltas if len(deltas) else None
 
 
-# ---- agreement with the paper ------------------------------------------------------------
+# ---- agreement with the paper and noise ----------------------------------------------------
 
-def agreement(steps: pd.DataFrame, trans: pd.DataFrame) -> Dict:
-    """Sign agreement per transition and rank correlation of per-step top-1 with the paper's."""
-    from scipy import stats
-    signs, same = trans["sign_match"], trans["same_sign"].dropna()
-    count = {k: int((signs == k).sum()) for k in ("match", "mismatch", "tie", "unjudged")}
-    out = {"sign": dict(**count, not_comparable=int((signs == "").sum()),
-                        raw_match=int(same.astype(bool).sum()), raw_total=len(same),
-                        mismatches=[f"{r['from']} -> {r['to']}" for _, r in trans.iterrows()
-                                    if r["sign_match"] == "mismatch"])}
-    ours = pd.to_numeric(steps["top1_mean"], errors="coerce")
-    paper = pd.to_numeric(steps["paper_top1"], errors="coerce")
-    keep = ours.notna() & paper.notna()
-    n = int(keep.sum())
-    out["spearman"], out["kendall"] = dict(n=n), dict(n=n)
-    if n >= 3 and ours[keep].nunique() > 1 and paper[keep].nunique() > 1:
-        rho, p_rho = stats.spearmanr(ours[keep], paper[keep])
-        tau, p_tau = stats.kendalltau(ours[keep], paper[keep])
-        out["spearman"].update(rho=float(rho), p=float(p_rho))
-        out["kendall"].update(tau=float(tau), p=float(p_tau))
+def agreement(trans: pd.DataFrame) -> Dict:
+    """Our sign against the paper's (3x3, Fisher) and rank correlation of the per-transition Δs."""
+    real = trans[~trans["same_model"].astype(bool)] if len(trans) else trans
+    signs = S.sign_table(list(real["ours_sign"]), list(real["paper_sign"]))
+    corr = S.delta_correlations(real["delta"].to_numpy(dtype=float),
+                                real["paper_delta"].to_numpy(dtype=float))
+    return dict(sign_table=signs, sign_fisher_p=signs["fisher_p"],
+                delta_spearman=corr["spearman"], delta_kendall=corr["kendall"],
+                verdicts={v: [f"{r['from']} -> {r['to']}" for _, r in real.iterrows() if r["verdict"] == v]
+                          for v in ("replicates", "flips", "below our noise", "both within noise",
+                                    "ours only (paper: within its noise)")})
+
+
+def noise(f: Optional[S.Fit], trans: pd.DataFrame) -> Dict:
+    """The pooled seed sd and what it would take: seeds for 0.3 / 0.5 / 1.0 points at 80% power."""
+    paper_sd, paper_df, paper_half = paper_noise()
+    out = dict(seed_sd=None, df=0, method=None, seeds_needed={}, seeds_needed_holm={},
+               power_now={}, paper_seed_sd=paper_sd, paper_df=paper_df, paper_half_width=paper_half)
+    if f is None or not f.usable:
+        return out
+    models = len(f.names)
+    family = int(trans["p"].notna().sum() - trans["same_model"].astype(bool).sum()) if len(trans) else 0
+    seeds = sorted(set(f.counts.values()))
+    halves = (trans["ci_high"] - trans["ci_low"]) / 2 if len(trans) else pd.Series(dtype=float)
+    out.update(seed_sd=f.sigma, df=f.df, method=f.method, models=models, family=family,
+               median_half_width=float(halves.median()) if halves.notna().any() else None)
+    for e in S.EFFECTS:
+        key = f"{e:.1f}"
+        out["seeds_needed"][key] = S.seeds_needed(e, f.sigma, models)
+        out["seeds_needed_holm"][key] = S.seeds_needed(e, f.sigma, models, alpha=S.ALPHA / max(family, 1))
+        if len(seeds) == 1 and seeds[0] > 1:
+            out["power_now"][key] = S.power(e, f.sigma, seeds[0], models)
     return out
 
 
@@ -296,33 +332,42 @@ def _seed_counts(steps: pd.DataFrame) -> List[int]:
     return sorted(set(int(s) for s in steps["seeds"] if s > 0))
 
 
-def warnings_for(steps: pd.DataFrame) -> List[str]:
-    seeds = _seed_counts(steps)
-    single = [r for r, s in zip(steps["run"], steps["seeds"]) if s == 1]
-    if seeds == [1]:
-        return ["Only one seed per step: no confidence interval can be given, so no change can be "
-                "told apart from seed noise. Rerun with `--seeds 3` (finished runs are skipped)."]
-    if single:
-        return [f"Only one seed for {', '.join(single)}: the changes into and out of "
-                f"{'it' if len(single) == 1 else 'them'} have no interval. Rerun with `--seeds 3`."]
-    return []
-
-
 def _n(count: int, word: str) -> str:
     return f"{count} {word}{'' if count == 1 else 's'}"
 
 
+def warnings_for(table: pd.DataFrame, steps: pd.DataFrame, f: Optional[S.Fit]) -> List[str]:
+    out = []
+    bad = bad_top1(_complete(table))
+    if bad:
+        out.append(f"{', '.join(bad)}: marked finished but top-1 is not a number; counted as failed.")
+    seeds = _seed_counts(steps)
+    if seeds == [1]:
+        out.append("Only one seed per step: the model has no residual degrees of freedom, so no "
+                   "change can be told apart from seed noise. Rerun with `--seeds 3` (finished "
+                   "runs are skipped).")
+    elif f is not None and f.df > 0 and f.sigma == 0:
+        out.append("Every step gave the same top-1 on every seed: the seed changed nothing, so "
+                   "there is no noise estimate and no interval (check that seeds reach the run).")
+    if f is not None and f.usable:
+        for m, sd, others, p in S.sd_outliers(f):
+            runs = [r for r, mm in _model_of(finished(_complete(table))).items() if mm == m] or [m]
+            out.append(f"{', '.join(runs)}: seed sd {sd:.2f} is far above the other steps' pooled "
+                       f"{others:.2f} (F-test, Holm p = {p:.3g}); intervals around it assume the "
+                       "pooled noise and may be too narrow.")
+    return out
+
+
 def _change_list(rows: pd.DataFrame) -> str:
-    return ", ".join(f"{r['to']} ({r['delta_mean']:+.2f})" for _, r in rows.iterrows())
+    return ", ".join(f"{r['to']} ({r['delta']:+.2f}, p_holm {r['p_holm']:.2g})" for _, r in rows.iterrows())
 
 
-def findings(steps: pd.DataFrame, trans: pd.DataFrame, agree: Dict, data: str, preset: str) -> str:
+def findings(steps: pd.DataFrame, trans: pd.DataFrame, agree: Dict, noise_: Dict,
+             data: str, preset: str) -> str:
     """One paragraph of plain-language findings, every number from the tables."""
     done = steps[pd.to_numeric(steps["top1_mean"], errors="coerce").notna()]
-    measured = trans[trans["delta_mean"].notna()]
-    judged = measured[measured["method"] != "none"]
-    out = _overview(steps, done, data, preset) + _change_sentences(measured, judged)
-    out += _paper_sentences(agree, bool(len(judged))) + _cost_sentences(done)
+    out = _overview(steps, done, data, preset) + _change_sentences(trans, noise_)
+    out += _paper_sentences(trans, agree) + _cost_sentences(done)
     return " ".join(out)
 
 
@@ -342,28 +387,32 @@ def _overview(steps, done, data, preset) -> List[str]:
     return out
 
 
-def _change_sentences(measured, judged) -> List[str]:
+def _change_sentences(trans, noise_) -> List[str]:
+    real = trans[~trans["same_model"].astype(bool)] if len(trans) else trans
+    measured = real[real["delta"].notna()]
+    judged = measured[measured["p"].notna()]
     if not len(measured):
         return ["There is no pair of finished steps, so no change can be measured."]
     if not len(judged):
-        return ["With one seed per step no confidence interval can be given, so none of the "
+        return ["Without seed replication there is no noise estimate, so none of the "
                 f"{_n(len(measured), 'change')} can be told apart from seed noise; rerun with `--seeds 3`."]
-    sig = judged[judged["significant"]]
-    up, down = sig[sig["delta_mean"] > 0], sig[sig["delta_mean"] < 0]
-    parts = ([f"{_change_list(up)} helped"] if len(up) else []) + \
-            ([f"{_change_list(down)} hurt"] if len(down) else [])
-    rest = len(judged) - len(sig)
-    text = (f"{len(sig)} of {_n(len(judged), 'change')} {'is' if len(sig) == 1 else 'are'} distinguishable "
-            f"from zero ({LEVEL:.0%} interval)" + (": " + "; ".join(parts) if parts else "")
-            + (f"; the other {rest} {'is' if rest == 1 else 'are'} within seed noise." if rest else "."))
+    res = judged[judged["resolved"]]
+    up, down = res[res["delta"] > 0], res[res["delta"] < 0]
+    text = (f"{len(res)} of {_n(len(judged), 'change')} {'is' if len(res) == 1 else 'are'} resolved "
+            "(Holm-adjusted p < 0.05 over the changes)")
+    parts = ([f"gains: {_change_list(up)}"] if len(up) else []) + \
+            ([f"losses: {_change_list(down)}"] if len(down) else [])
+    text += (": " + "; ".join(parts) + "." if parts else ".")
+    rest = len(judged) - len(res)
+    if rest:
+        text += f" The other {rest} {'is' if rest == 1 else 'are'} below this experiment's noise floor."
     out = [text]
-    if len(measured) > len(judged):
-        out.append(f"{_n(len(measured) - len(judged), 'change')} with a single-seed step cannot be judged.")
-    best, worst = measured.loc[measured["delta_mean"].idxmax()], measured.loc[measured["delta_mean"].idxmin()]
-    if len(measured) >= 2 and best["delta_mean"] > 0:
-        out.append(f"The largest gain is {best['to']} ({best['delta_mean']:+.2f})"
-                   + (f", the largest loss {worst['to']} ({worst['delta_mean']:+.2f})."
-                      if worst["delta_mean"] < 0 else "."))
+    if noise_.get("seed_sd") is not None:
+        need = noise_["seeds_needed"]
+        out.append(f"Pooled seed sd {noise_['seed_sd']:.3f} points ({noise_['df']} df); median 95% "
+                   f"half-width {_f(noise_.get('median_half_width'), '{:.2f}')} points; resolving a "
+                   f"0.3 / 0.5 / 1.0-point change with 80% power takes "
+                   f"{' / '.join(str(need.get(k) or '>10000') for k in ('0.3', '0.5', '1.0'))} seeds per step.")
     return out
 
 
@@ -377,26 +426,31 @@ def _cost_sentences(done) -> List[str]:
             f"{_f(last['train_img_s_mean'], '{:.0f}')} img/s."]
 
 
-def _paper_sentences(agree: Dict, judged: bool) -> List[str]:
-    s = agree["sign"]
-    if not s["raw_total"]:
+def _names(items: List[str]) -> str:
+    return ", ".join(i.split(" -> ")[1] for i in items)
+
+
+def _paper_sentences(trans, agree: Dict) -> List[str]:
+    if not len(trans) or trans["paper_delta"].isna().all():
         return ["These runs carry no paper numbers (a custom roadmap?), so there is no comparison "
                 "with the paper."]
-    out = []
-    if judged:
-        text = (f"Against the paper's Table 10, the sign of the change matches on {s['match']} of "
-                f"{_n(s['match'] + s['mismatch'], 'change')} outside the noise on both sides")
-        text += f" (not on {', '.join(s['mismatches'])})" if s["mismatches"] else ""
-        text += f"; {_n(s['tie'], 'tie')} within noise on one side or both"
-        text += f"; {s['unjudged']} without an interval not counted." if s["unjudged"] else "."
-        out.append(text)
-    else:
-        out.append(f"Ignoring noise, the sign of the change matches the paper's on {s['raw_match']} "
-                   f"of {s['raw_total']} changes.")
-    if "rho" in agree["spearman"]:
-        out.append(f"Per-step top-1 ranks like the paper's with Spearman ρ = {agree['spearman']['rho']:.2f} "
-                   f"and Kendall τ = {agree['kendall']['tau']:.2f} over {agree['spearman']['n']} steps "
-                   "(the paper's numbers are ImageNet-1K at 224 px: compare shapes, not levels).")
+    v = agree["verdicts"]
+    if not any(trans["ours_sign"].astype(str) != ""):
+        return []
+    out = [f"Against the paper's Table 10 (its changes judged with the pooled Table-10 sd): "
+           f"{len(v['replicates'])} replicate" + (f" ({_names(v['replicates'])})" if v["replicates"] else "")
+           + f", {len(v['flips'])} flip" + (f" ({_names(v['flips'])})" if v["flips"] else "")
+           + f", {len(v['below our noise'])} of the paper's resolved changes stay below our noise floor"
+           + (f", {len(v['ours only (paper: within its noise)'])} resolved here but within the paper's noise"
+              if v["ours only (paper: within its noise)"] else "") + "."]
+    p = agree["sign_fisher_p"]
+    sp, kt = agree["delta_spearman"], agree["delta_kendall"]
+    if p is not None:
+        out.append(f"Sign agreement beyond chance (Fisher's exact test on the 3x3 sign table): p = {p:.3g}.")
+    if "rho" in sp:
+        out.append(f"Per-change Δs rank like the paper's with Spearman ρ = {sp['rho']:.2f} (p = {sp['p']:.3g}) "
+                   f"and Kendall τ = {kt['tau']:.2f} (p = {kt['p']:.3g}) over {sp['n']} changes "
+                   "(the paper's numbers are ImageNet-1K at 224 px: compare directions, not sizes).")
     return out
 
 
@@ -404,24 +458,21 @@ def _ci(r) -> str:
     return "–" if math.isnan(_num(r["ci_low"])) else f"[{r['ci_low']:+.2f}, {r['ci_high']:+.2f}]"
 
 
-def _noise(r) -> str:
-    if r["method"] == "none":
+def _resolved_cell(r) -> str:
+    if r["same_model"]:
+        return "same model"
+    if math.isnan(_num(r["p"])):
         return "–"
-    return "**yes**" if r["significant"] else "no (noise)"
-
-
-def _agree_cell(r) -> str:
-    if r["sign_match"] == "unjudged":
-        return f"{'same' if r['same_sign'] else 'opposite'} sign (no CI)"
-    return r["sign_match"] or "–"
+    return "**yes**" if r["resolved"] else "no"
 
 
 def transitions_markdown(trans: pd.DataFrame) -> str:
-    head = ("| change | Δ top-1 | 95% CI | seeds | method | outside noise | paper Δ | sign vs paper "
+    head = ("| change | Δ top-1 | 95% CI | p | p (Holm) | resolved | paper Δ | ours / paper | reading "
             "| Δ params (M) | Δ GFLOPs@224 | Δ train img/s | Δ infer img/s |\n"
-            "|---|---:|---|---:|---|---|---:|---|---:|---:|---:|---:|\n")
-    lines = [f"| {r['from']} → {r['to']} | {_f(r['delta_mean'], '{:+.2f}')} | {_ci(r)} | {r['n']} "
-             f"| {r['method']} | {_noise(r)} | {_f(r['paper_delta'], '{:+.2f}')} | {_agree_cell(r)} "
+            "|---|---:|---|---:|---:|---|---:|---|---|---:|---:|---:|---:|\n")
+    lines = [f"| {r['from']} → {r['to']} | {_f(r['delta'], '{:+.2f}')} | {_ci(r)} | {_f(r['p'], '{:.2g}')} "
+             f"| {_f(r['p_holm'], '{:.2g}')} | {_resolved_cell(r)} | {_f(r['paper_delta'], '{:+.2f}')} "
+             f"| {r['ours_sign'] or '–'} / {r['paper_sign'] or '–'} | {r['verdict'] or '–'} "
              f"| {_f(r['d_params_m'], '{:+.2f}')} | {_f(r['d_gflops_224'], '{:+.3f}')} "
              f"| {_f(r['d_train_img_s'], '{:+.0f}')} | {_f(r['d_infer_img_s'], '{:+.0f}')} |"
              for _, r in trans.iterrows()]
@@ -444,16 +495,35 @@ def steps_markdown(steps: pd.DataFrame) -> str:
 
 
 def _agreement_markdown(agree: Dict) -> str:
-    s = agree["sign"]
-    lines = [f"- Sign of the change vs Table 10: {s['match']} match, {s['mismatch']} mismatch, "
-             f"{s['tie']} tie (within noise on one side or both), {s['unjudged']} without our interval, "
-             f"{s['not_comparable']} without a paper number; "
-             f"ignoring noise, {s['raw_match']} of {s['raw_total']} signs agree."]
-    for name, sym, key in (("Spearman", "ρ", "rho"), ("Kendall", "τ-b", "tau")):
-        c = agree[name.lower()]
-        lines.append(f"- {name} {sym} = {c[key]:.3f} (p = {c['p']:.3g}, {c['n']} steps)" if key in c
-                     else f"- {name} {sym}: needs at least 3 steps with both numbers and some spread "
-                          f"({c['n']} here)")
+    t = agree["sign_table"]
+    rows = ["| ours \\ paper | − | 0 | + |", "|---|---:|---:|---:|"]
+    for sign, counts in zip(("−", "0", "+"), t["counts"]):
+        rows.append(f"| {sign} | " + " | ".join(str(c) for c in counts) + " |")
+    p = agree["sign_fisher_p"]
+    lines = ["\n".join(rows), "",
+             f"- Fisher's exact test on the sign table: "
+             + (f"p = {p:.3g}" if p is not None else "not testable (one sign only on a side)")]
+    for name, sym, key in (("delta_spearman", "Spearman ρ", "rho"), ("delta_kendall", "Kendall τ-b", "tau")):
+        c = agree[name]
+        lines.append(f"- {sym} of the per-change Δs = {c[key]:.3f} (p = {c['p']:.3g}, {c['p_method']}, "
+                     f"{c['n']} changes)" if key in c else
+                     f"- {sym}: needs at least 3 changes with both Δs and some spread ({c['n']} here)")
+    return "\n".join(lines) + "\n"
+
+
+def _noise_markdown(n: Dict) -> str:
+    lines = [f"- The paper's noise: pooled Table-10 sd {n['paper_seed_sd']:.3f} ({n['paper_df']} df), so a "
+             f"paper change within ±{n['paper_half_width']:.3f} points is a tie (0)."]
+    if n["seed_sd"] is None:
+        return "\n".join(lines + ["- Ours: no noise estimate (no seed replication, or every seed identical)."]) + "\n"
+    need = lambda d: " / ".join(str(d.get(k) or ">10000") for k in ("0.3", "0.5", "1.0"))
+    lines += [f"- Ours: pooled seed sd {n['seed_sd']:.3f} points ({n['df']} df, {n['models']} models); "
+              f"median 95% half-width of a change {_f(n.get('median_half_width'), '{:.3f}')} points.",
+              f"- Seeds per step to resolve a 0.3 / 0.5 / 1.0-point change with 80% power: {need(n['seeds_needed'])} "
+              f"(two-sided 5%), {need(n['seeds_needed_holm'])} at Holm's strictest level (5% / {n['family']})."]
+    if n["power_now"]:
+        lines.append("- Power now, per change of 0.3 / 0.5 / 1.0 points: "
+                     + " / ".join(f"{n['power_now'][k]:.0%}" for k in ("0.3", "0.5", "1.0")) + ".")
     return "\n".join(lines) + "\n"
 
 
@@ -464,31 +534,32 @@ def _first(table: pd.DataFrame, col: str) -> str:
 
 def build(table: pd.DataFrame) -> Dict:
     """Everything in the report, as plain data."""
-    steps, trans = step_table(table), transitions(table)
-    agree = agreement(steps, trans)
+    steps, trans, f = analyse(table)
+    agree, noise_ = agreement(trans), noise(f, trans)
     data, preset = _first(table, "data") or "the data", _first(table, "preset")
-    return dict(data=data, preset=preset, method=METHOD, level=LEVEL, warnings=warnings_for(steps),
-                findings=findings(steps, trans, agree, data, preset), agreement=agree,
-                steps=steps.drop(columns=["config"]), transitions=trans)
+    method = f.method if f is not None else "no finished runs"
+    return dict(data=data, preset=preset, method=method, level=S.LEVEL,
+                warnings=warnings_for(table, steps, f),
+                findings=findings(steps, trans, agree, noise_, data, preset), agreement=agree,
+                noise=noise_, steps=steps.drop(columns=["config"]), transitions=trans)
 
 
-def markdown(report: Dict, figure: Optional[str]) -> str:
+def markdown(report: Dict, figures: Sequence[str]) -> str:
     title = f"# Roadmap report: {report['data']}" + (f", preset {report['preset']}" if report["preset"] else "")
     parts = [title, ""]
     parts += [f"> **Warning:** {w}\n" for w in report["warnings"]]
-    if figure:
-        parts += [f"![trajectory]({figure})", ""]
+    for fig in figures:
+        parts += [f"![{Path(fig).stem}]({fig})", ""]
     parts += ["## Findings", "", report["findings"], "", "## Changes", "",
               transitions_markdown(report["transitions"]),
               "Each run is compared with the earlier run it differs from in the fewest toggles "
-              "(the step before, on a cumulative roadmap). "
-              f"Method: {report['method']}. *Outside noise* means the interval excludes 0. "
-              "The paper's change is judged from Table 10 (mean ± sd over 3 seeds, Welch); "
-              "kernel-sweep numbers carry no sd, so only a change of 0.00 counts as a tie there. "
-              "Δ img/s are differences of measured means, no interval.", "",
+              "(the step before, on a cumulative roadmap). Δ is the difference of the two mean top-1s. "
+              f"Method: {report['method']}. p is per change, unadjusted, and belongs to the 95% "
+              "interval; *resolved* uses the Holm-adjusted p. Signs: + / − for a resolved change, "
+              "0 for one below the noise. The paper's change is 0 when it is within the paper's own "
+              "noise (below). Δ img/s are differences of measured means, no interval.", "",
+              "## Noise and power", "", _noise_markdown(report["noise"]),
               "## Agreement with the paper", "", _agreement_markdown(report["agreement"]),
-              "Rank correlations: scipy's Spearman ρ and Kendall τ-b between our mean top-1 and the "
-              "paper's top-1 over the steps that have both.", "",
               "## Steps", "", steps_markdown(report["steps"])]
     return "\n".join(parts)
 
@@ -506,9 +577,10 @@ def _clean(v):
     return v
 
 
-def to_json(report: Dict, figure: Optional[str], sources: Sequence) -> str:
+def to_json(report: Dict, figures: Sequence[str], sources: Sequence) -> str:
     out = {k: v for k, v in report.items() if k not in ("steps", "transitions")}
-    out.update(sources=[str(s) for s in sources], figure=figure,
+    out.update(sources=[str(s) for s in sources], figure=figures[0] if figures else None,
+               figures=list(figures),
                steps=report["steps"].to_dict("records"), transitions=report["transitions"].to_dict("records"))
     return json.dumps(_clean(out), indent=1, default=str)
 
@@ -538,18 +610,31 @@ def write_report(dirs: Sequence, out=None, plot: bool = True) -> Dict:
         merge_into(out, table)
         table = gather([out])
     report = build(table)
-    figure = None
+    figures = []
     lacking = [c for c in RESULT_COLUMNS if c not in table.columns]
     if plot and lacking:
         # a hand-made table: the numbers can be reported, the figure needs every column
         report["warnings"].append(f"No figure: the results lack the columns {lacking}.")
     elif plot:
-        from .plot import plot_trajectory
-        figure = plot_trajectory(out, deltas=plot_deltas(table))[0].name
-    atomic_write_text(out / "report.md", markdown(report, figure))
-    atomic_write_text(out / "report.json", to_json(report, figure, dirs))
-    report.update(paths=[out / "report.md", out / "report.json"], figure=figure)
+        from .plot import plot_forest, plot_trajectory
+        deltas = report["transitions"]
+        deltas = deltas[deltas["ci_low"].notna()]
+        figures.append(plot_trajectory(out, deltas=deltas if len(deltas) else None)[0].name)
+        if len(deltas):
+            figures.append(plot_forest(report["transitions"], out, subtitle=_subtitle(report))[0].name)
+    atomic_write_text(out / "report.md", markdown(report, figures))
+    atomic_write_text(out / "report.json", to_json(report, figures, dirs))
+    report.update(paths=[out / "report.md", out / "report.json"], figure=figures[0] if figures else None,
+                  figures=figures)
     return report
+
+
+def _subtitle(report: Dict) -> str:
+    n = report["noise"]
+    real = report["transitions"][~report["transitions"]["same_model"].astype(bool)]
+    k = int(real["resolved"].sum())
+    return (f"{report['data']}, preset {report['preset']}: {k} of {int(real['p'].notna().sum())} changes "
+            f"resolved (Holm), pooled seed sd {n['seed_sd']:.2f} ({n['df']} df)")
 
 
 def cmd_report(args):

@@ -5,12 +5,16 @@ rebuilt from those files, also atomically. A run killed at any moment therefore
 leaves either no row or one whole row, never a duplicate, and several processes (or
 cluster jobs) can fill one folder.
 """
+import contextlib
+import errno
 import hashlib
 import json
+import math
 import os
-import tempfile
+import secrets
+import time
 from pathlib import Path
-from typing import Dict, Iterable, List
+from typing import Dict, Iterable, List, Optional, Sequence
 
 import pandas as pd
 
@@ -35,19 +39,44 @@ def run_key(config: Dict, recipe: Dict, data: Dict, seed: int) -> str:
 
 
 def atomic_write_text(path: Path, text: str):
+    """Write `path` whole or not at all (0644 under the usual umask, like the figures).
+
+    The temporary file `.<name>.tmp<pid>-<random>` goes on any failure; a full disk is one
+    RoadmapError, "no space left on <folder>".
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}-{secrets.token_hex(4)}")
     try:
+        # os.open with 0o666 lets the umask decide, as open() does (mkstemp would give 0600)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as e:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise RoadmapError(f"no space left on {path.parent} (writing {path.name})") from None
         raise
+
+
+def stale_temp_files(folders: Iterable[Path], older_than_s: float = 600) -> List[Path]:
+    """Temporary files (`*.tmp*`) a killed process left behind in `folders`.
+
+    One is stale when nothing has written to it for `older_than_s`: a live write touches its
+    file continuously and renames it the moment it is done, so several processes (or cluster
+    jobs) can share a folder and never lose each other's files.
+    """
+    now, out = time.time(), []
+    for folder in map(Path, folders):
+        for p in sorted(folder.glob("*.tmp*")) if folder.is_dir() else ():  # hidden ones too
+            with contextlib.suppress(OSError):  # gone meanwhile: renamed by its writer
+                if p.is_file() and now - p.stat().st_mtime > older_than_s:
+                    out.append(p)
+    return out
 
 
 class ResultsDir:
@@ -64,22 +93,42 @@ class ResultsDir:
         return self.checkpoints / f"{key}.pt"
 
     def is_done(self, key: str) -> bool:
+        """Whether the run has a record, finished or failed (see `status`)."""
         return self.run_file(key).is_file()
 
+    def status(self, key: str) -> Optional[str]:
+        """"ok", "failed", or None where the run has no record yet."""
+        return self.load(key).get("status", "ok") if self.is_done(key) else None
+
     def load(self, key: str) -> Dict:
-        return json.loads(self.run_file(key).read_text())
+        return _read_run(self.run_file(key))
 
     def record(self, row: Dict):
         atomic_write_text(self.run_file(row["key"]), json.dumps(row, indent=1, default=str))
 
     def rows(self) -> List[Dict]:
-        rows = []
-        for f in sorted(self.runs.glob("*.json")) if self.runs.is_dir() else []:
-            try:
-                rows.append(json.loads(f.read_text()))
-            except json.JSONDecodeError:
-                raise RoadmapError(f"{f} is not valid JSON; delete it to rerun that run") from None
-        return rows
+        return [_read_run(f) for f in (sorted(self.runs.glob("*.json")) if self.runs.is_dir() else [])]
+
+    def check_writable(self, flag: str = "--out"):
+        """Create the folder (and its parents) and prove a file can be written there."""
+        if self.root.exists() and not self.root.is_dir():
+            raise RoadmapError(f"{flag} {self.root}: is a file, not a folder; give a folder for the results")
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            probe = self.root / f".write-test.tmp{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as e:
+            raise RoadmapError(f"{flag} {self.root}: cannot write results there "
+                               f"({e.strerror or e}{': ' + str(e.filename) if e.filename else ''})") from None
+
+    def sweep_temp_files(self, older_than_s: float = 600) -> List[Path]:
+        """Remove stale temporary files of killed processes; return them."""
+        stale = stale_temp_files([self.root, self.runs, self.checkpoints], older_than_s)
+        for p in stale:
+            with contextlib.suppress(OSError):
+                p.unlink()
+        return stale
 
     def write_tables(self) -> pd.DataFrame:
         """Rebuild results.csv and summary.csv from runs/*.json; return the results table."""
@@ -87,6 +136,19 @@ class ResultsDir:
         atomic_write_text(self.root / "results.csv", table.to_csv(index=False))
         atomic_write_text(self.root / "summary.csv", summarize(table).to_csv(index=False))
         return table
+
+
+def _read_run(f: Path) -> Dict:
+    try:
+        row = json.loads(f.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise RoadmapError(f"{f} is not valid JSON; delete it to rerun that run") from None
+    except OSError as e:
+        raise RoadmapError(f"{f}: cannot read it ({e.strerror})") from None
+    if not isinstance(row, dict) or "key" not in row:
+        raise RoadmapError(f"{f} is not a run record (a JSON object with a key); delete it to "
+                           "rerun that run")
+    return row
 
 
 def results_frame(rows: Iterable[Dict]) -> pd.DataFrame:
@@ -142,8 +204,71 @@ def read_results(folder) -> pd.DataFrame:
     if not csv.is_file():
         raise RoadmapError(f"{folder} holds no results.csv and no runs/*.json; is it the --out "
                            "folder of a `roadmap run`?")
-    table = pd.read_csv(csv)
+    try:
+        table = pd.read_csv(csv)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError, ValueError) as e:
+        reason = " ".join(str(e).split())[:200]
+        raise RoadmapError(f"{csv} is not a readable table ({type(e).__name__}: {reason}); "
+                           f"delete it, and rerun `roadmap run --out {folder}` to rebuild it "
+                           "from runs/*.json") from None
     missing = [c for c in ("run", "step", "seed", "status", "top1") if c not in table.columns]
     if missing:
         raise RoadmapError(f"{csv} lacks the columns {missing}; it was not written by roadmap")
     return table
+
+
+# Numbers a run's key determines: two records of one key that differ here are not the same run.
+COMPARED = ("status", "top1", "top5", "top1_ema", "train_loss", "updates")
+
+
+def _same(a, b) -> bool:
+    a_missing, b_missing = pd.isna(a), pd.isna(b)
+    if a_missing or b_missing:
+        return a_missing and b_missing
+    if isinstance(a, str) or isinstance(b, str):
+        return str(a) == str(b)
+    return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)  # CSV round trips
+
+
+def merge_warnings(tables: Sequence) -> List[str]:
+    """Warnings about results from several places (`(source, table)` pairs) merged into one:
+    a run key recorded with different numbers (the merge keeps one of them), and finished CPU
+    runs made with different thread counts (threads are recorded, not part of the key)."""
+    frames = [t.assign(_source=str(src)) for src, t in tables if len(t) and "key" in t.columns]
+    if not frames:
+        return []
+    table = pd.concat(frames, ignore_index=True)
+    table = table[table["key"].notna()]
+    warnings, clashes = [], []
+    for key, group in table.groupby("key", sort=False):
+        first = group.iloc[0]
+        for _, other in group.iloc[1:].iterrows():
+            diff = [c for c in COMPARED if c in group.columns and not _same(first[c], other[c])]
+            if diff:
+                clashes.append(f"{first.get('run')} seed {first.get('seed')} (key {key}): "
+                               + ", ".join(f"{c} {first[c]} in {first['_source']} vs {other[c]} in "
+                                           f"{other['_source']}" for c in diff[:2]))
+                break
+    if clashes:
+        warnings.append(f"{len(clashes)} run key(s) recorded with different numbers, the merge "
+                        f"keeps the first: {'; '.join(clashes[:3])}"
+                        + (f"; and {len(clashes) - 3} more" if len(clashes) > 3 else ""))
+    mix = thread_mix(table)
+    if mix:
+        warnings.append(mix)
+    return warnings
+
+
+def thread_mix(table: pd.DataFrame) -> Optional[str]:
+    """A warning when finished CPU runs in `table` were made with different thread counts."""
+    if not len(table) or "threads" not in table.columns:
+        return None
+    device = table["device"].astype(str) if "device" in table.columns else pd.Series("cpu", index=table.index)
+    status = table["status"] if "status" in table.columns else pd.Series("ok", index=table.index)
+    ok = table[(status == "ok") & device.str.startswith("cpu")]
+    threads = sorted({int(t) for t in pd.to_numeric(ok["threads"], errors="coerce").dropna()})
+    if len(threads) < 2:
+        return None
+    return (f"the results mix CPU runs made with {', '.join(map(str, threads))} threads; CPU "
+            "numbers depend on the thread count (it is recorded per run in the threads column, "
+            "and is not part of a run's key)")

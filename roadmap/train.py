@@ -4,10 +4,13 @@ data -> model -> optimizer/schedule/mixup/EMA (timm) -> updates (checkpointed) -
 Every update's randomness is seeded from (seed, update), so a run resumed from a
 checkpoint takes exactly the path an uninterrupted one would.
 """
+import contextlib
+import errno
 import math
 import os
 import random
 import resource
+import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -74,9 +77,18 @@ def scale_config(cfg: ArchConfig, recipe: Recipe, num_classes: int) -> ArchConfi
 def resolve_device(device: str = "auto") -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RoadmapError("--device cuda: no CUDA device is visible; use --device cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise RoadmapError(f"--device {device}: not a device; use auto, cpu, cuda or cuda:N") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise RoadmapError(f"--device {device}: roadmap trains on cpu or cuda; use auto, cpu, cuda or cuda:N")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RoadmapError(f"--device {device}: no CUDA device is visible; use --device cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise RoadmapError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) are "
+                           "visible (cuda:0 ...)")
+    return dev
 
 
 def seed_update(seed: int, update: int):
@@ -88,9 +100,43 @@ def seed_update(seed: int, update: int):
 
 
 def atomic_torch_save(obj, path: str):
+    """Write `path` whole or not at all; the temporary file goes on any failure.
+
+    Saving into a Python file object makes a full disk an OSError (ENOSPC), not a C++
+    `inline_container.cc` message; it becomes "no space left on <path>".
+    """
     tmp = f"{path}.tmp{os.getpid()}"
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+        os.replace(tmp, path)
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise RoadmapError(f"no space left on {os.path.dirname(os.path.abspath(path))} "
+                               f"(writing the checkpoint {os.path.basename(path)})") from None
+        raise
+
+
+class BadCheckpoint(Exception):
+    """A checkpoint that cannot be loaded or applied; it is moved aside and the run restarts."""
+
+
+def set_aside(path: str, reason, dist: "Dist"):
+    """Move a bad checkpoint to `<path>.bad` (rank 0) and say so; every rank then starts over."""
+    bad = f"{path}.bad"
+    if dist.is_main:
+        os.replace(path, bad)
+        print(f"roadmap: warning: checkpoint {path} could not be loaded ({_one_line(reason)}); moved "
+              f"it to {bad} and starting this run from scratch", file=sys.stderr, flush=True)
+    if dist.world_size > 1:
+        torch.distributed.barrier()
+
+
+def _one_line(e) -> str:
+    text = " ".join(str(e).split())
+    return (f"{type(e).__name__}: {text}" if isinstance(e, BaseException) else text)[:300]
 
 
 def configure_cuda(recipe: Recipe):
@@ -117,13 +163,31 @@ def make_optimizer(model, recipe: Recipe, lr: float):
 
 
 def load_checkpoint(path: Optional[str], device: torch.device, dist: Dist) -> Optional[Dict]:
-    """The run's checkpoint, loaded by every rank or by none (ranks must not diverge)."""
+    """The run's checkpoint, loaded by every rank or by none (ranks must not diverge).
+
+    `weights_only=True`: a checkpoint holds only tensors and plain numbers, and torch's
+    restricted unpickler refuses anything else, so a crafted file cannot run code. One that
+    does not load is moved aside (`<path>.bad`) and the run starts from scratch.
+    """
     seen = dist.gather(bool(path) and os.path.exists(path))
     if any(seen) and not all(seen):
         raise RoadmapError(
             f"checkpoint {path} is visible to ranks {[r for r, s in enumerate(seen) if s]} but not "
             f"to {[r for r, s in enumerate(seen) if not s]}: put --out on a filesystem every node shares")
-    return torch.load(path, map_location=device, weights_only=False) if all(seen) else None
+    if not all(seen):
+        return None
+    ckpt, error = None, None
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+        if not isinstance(ckpt, dict) or not {"model", "optimizer", "state"} <= set(ckpt):
+            raise BadCheckpoint("not a roadmap checkpoint (no model, optimizer and state)")
+    except Exception as e:  # a truncated zip, a foreign pickle, a refused global alike
+        error = e
+    failed = dist.gather(error is not None)
+    if any(failed):
+        set_aside(path, error if error is not None else "another rank could not load it", dist)
+        return None
+    return ckpt
 
 
 @torch.no_grad()
@@ -168,7 +232,7 @@ def train_run(name: str, cfg: ArchConfig, recipe: Recipe, ds: D.Dataset, seed: i
               progress: bool = True, on_update: Optional[Callable[[Dict], None]] = None) -> Dict:
     """Train `cfg` with `recipe` on `ds`; return the run's measurements (raises NonFiniteLoss)."""
     wall0 = time.time()
-    cfg = scale_config(cfg, recipe, ds.num_classes)
+    unscaled, cfg = cfg, scale_config(cfg, recipe, ds.num_classes)
     torch.manual_seed(seed)
     model = RoadmapNet(cfg).to(device)
     params, gflops = count_params(model), count_gflops(model, recipe.img_size)
@@ -216,25 +280,39 @@ def train_run(name: str, cfg: ArchConfig, recipe: Recipe, ds: D.Dataset, seed: i
         train_model, eval_model = torch.compile(train_model), torch.compile(model)
     ema = ModelEmaV3(model, decay=recipe.ema_decay) if recipe.ema_decay else None
 
+    # wall_s: seconds of every process this run has had (a resumed run adds up its parts).
     state = dict(update=0, epoch=0, batch=0, train_s=0.0, images=0, loss_sum=0.0, loss_n=0,
-                 resumed=0)
+                 resumed=0, wall_s=0.0)
     ckpt = load_checkpoint(ckpt_path, device, dist)
     if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        if ckpt.get("scaler"):
-            scaler.load_state_dict(ckpt["scaler"])
-        if ema is not None and ckpt.get("ema") is not None:
-            ema.load_state_dict(ckpt["ema"])
-        state.update(ckpt["state"])
+        try:
+            model.load_state_dict(ckpt["model"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            if ckpt.get("scaler"):
+                scaler.load_state_dict(ckpt["scaler"])
+            if ema is not None and ckpt.get("ema") is not None:
+                ema.load_state_dict(ckpt["ema"])
+            state.update(ckpt["state"])
+        except Exception as e:  # it loaded, but is not this run's: the model is half-written now
+            set_aside(ckpt_path, e, dist)
+            return train_run(name, unscaled, recipe, ds, seed, device, ckpt_path, dist, progress,
+                             on_update)
         state["resumed"] += 1
         scheduler.step_update(state["update"])
+        threads = ckpt.get("threads")
+        if device.type == "cpu" and threads and threads != torch.get_num_threads() and dist.is_main:
+            print(f"roadmap: warning: {name}: its checkpoint was made with {threads} CPU thread(s), "
+                  f"this process has {torch.get_num_threads()}; CPU results depend on the thread "
+                  "count, so the resumed run may differ slightly from an uninterrupted one "
+                  f"(--threads {threads} to match)", file=sys.stderr, flush=True)
+    wall_before = state["wall_s"]
 
     def save():
         if ckpt_path and dist.is_main:
+            state["wall_s"] = wall_before + time.time() - wall0
             atomic_torch_save(dict(model=model.state_dict(), optimizer=optimizer.state_dict(),
                                    ema=ema.state_dict() if ema is not None else None,
-                                   scaler=scaler.state_dict(),
+                                   scaler=scaler.state_dict(), threads=torch.get_num_threads(),
                                    state=dict(state)), ckpt_path)
 
     bar = None
@@ -322,5 +400,5 @@ def train_run(name: str, cfg: ArchConfig, recipe: Recipe, ds: D.Dataset, seed: i
         infer_img_s=metrics["infer_img_s"], peak_mem_mb=peak_memory_mb(device),
         updates=state["update"], epochs=state["update"] / per_epoch, lr=lr,
         global_batch=global_batch, resumed=state["resumed"],
-        wall_s=time.time() - wall0, config=cfg,
+        wall_s=wall_before + time.time() - wall0, config=cfg,
     )

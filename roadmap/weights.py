@@ -61,9 +61,12 @@ def remap_timm(state_dict: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor
     return out
 
 
-def load_timm(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> nn.Module:
-    """Load a timm `resnet50`/`convnext_tiny`-family state_dict into a roadmap model, strictly.
+def checkpoint_filter_fn(state_dict: Mapping[str, torch.Tensor], model: nn.Module) -> Dict[str, torch.Tensor]:
+    """A timm `resnet50`/`convnext_tiny`-family state_dict in the roadmap model's names.
 
+    timm's hook for `build_model_with_cfg(pretrained_filter_fn=...)`. Every key must find
+    its place in `model`; shapes are checked later (by `load_timm`, or by timm after it has
+    adapted the stem to `in_chans` and dropped a classifier of another size).
     ConvNeXt's MLP is nn.Linear in timm and a 1x1 conv here: same weights, reshaped.
     """
     mapped = remap_timm(state_dict)
@@ -79,7 +82,15 @@ def load_timm(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> nn.Mo
     for key, value in mapped.items():
         if value.dim() == 2 and own[key].dim() == 4:
             mapped[key] = value[:, :, None, None]
-        if mapped[key].shape != own[key].shape:
+    return mapped
+
+
+def load_timm(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> nn.Module:
+    """Load a timm `resnet50`/`convnext_tiny`-family state_dict into a roadmap model, strictly."""
+    mapped = checkpoint_filter_fn(state_dict, model)
+    own = model.state_dict()
+    for key, value in mapped.items():
+        if value.shape != own[key].shape:
             raise RoadmapError(f"shape mismatch at {key}: checkpoint {tuple(value.shape)} vs "
                                f"model {tuple(own[key].shape)}; check num_classes and widths")
     model.load_state_dict(mapped, strict=True)

@@ -1,0 +1,145 @@
+"""Every roadmap step as a timm model: `timm.create_model("roadmap_large_kernel")`.
+
+`import roadmap` registers `roadmap_<step>` for the 13 steps of `steps/paper.py` and
+`roadmap_large_kernel_k<k>` for the paper's kernel sweep; a custom roadmap registers its
+rows with `Roadmap.register()`. Every entry point builds through timm's
+`build_model_with_cfg`, so timm's toolbox applies: `features_only` / `out_indices`,
+`pretrained_cfg` (for `timm.data.resolve_data_config`), `checkpoint_path`, `drop_path_rate`,
+`in_chans`, `num_classes`, and any ArchConfig toggle as a keyword (`kernel_size=5`).
+
+Nothing is downloaded: no pretrained_cfg holds a url or hub id. The two endpoints are
+timm's `resnet50` and `convnext_tiny`, so they take `pretrained=True` with a local timm
+checkpoint, mapped by `roadmap.weights.checkpoint_filter_fn` (the mapping of `load_timm`):
+
+    timm.create_model("roadmap_resnet50", pretrained=True,
+                      pretrained_cfg_overlay=dict(file="resnet50.pth"))
+"""
+import re
+import sys
+from typing import Dict, List, Sequence, Tuple
+
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.models import build_model_with_cfg, generate_default_cfgs, is_model, register_model
+
+from .config import ArchConfig
+from .errors import RoadmapError
+from .model import RoadmapNet, stem_stride
+from .registry import config_for, configs, get_step, kernel_sweep, step_names
+from .weights import checkpoint_filter_fn
+
+__all__ = ["PREFIX", "model_name", "register", "register_paper_models", "register_rows"]
+
+PREFIX = "roadmap_"
+# The steps that are timm models exactly, so that timm's checkpoints load into them.
+TIMM_TWINS = {"resnet50": "resnet50", "separate_downsampling": "convnext_tiny"}
+# Chosen per use (data, recipe), not part of the architecture a checkpoint must match.
+_RUNTIME_FIELDS = ("num_classes", "in_chans", "drop_path_rate")
+
+default_cfgs = {}  # timm's register_model reads each model's pretrained_cfg from here
+_registered: Dict[str, ArchConfig] = {}
+
+
+def _pretrained_cfg(cfg: ArchConfig, description: str) -> dict:
+    """ImageNet at 224 px as the paper evaluates (bicubic, crop 0.875); no weights."""
+    reduction = stem_stride(cfg) * 2 ** (len(cfg.depths) - 1)
+    return dict(
+        num_classes=1000, input_size=(3, 224, 224), pool_size=(224 // reduction,) * 2,
+        crop_pct=0.875, interpolation="bicubic", mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD,
+        first_conv="stem.conv", classifier="head.fc", description=description,
+        paper_name="A ConvNet for the 2020s", paper_ids="arXiv:2201.03545",
+    )
+
+
+def _architecture(cfg: ArchConfig) -> ArchConfig:
+    return cfg.replace(**{k: getattr(ArchConfig(), k) for k in _RUNTIME_FIELDS})
+
+
+def _timm_twin(cfg: ArchConfig):
+    """The timm model whose checkpoints fit `cfg` (up to classes, channels, drop path), if any."""
+    return next((timm_name for step, timm_name in TIMM_TWINS.items()
+                 if _architecture(configs()[step]) == _architecture(cfg)), None)
+
+
+def _build(cfg: ArchConfig, drop_rate: float = 0.0, device=None, dtype=None, **toggles) -> RoadmapNet:
+    """`build_model_with_cfg`'s model class: timm's keywords are ArchConfig toggles here."""
+    model = RoadmapNet(cfg.replace(**toggles), drop_rate=drop_rate)
+    return model.to(device=device, dtype=dtype) if device is not None or dtype is not None else model
+
+
+def _create(variant: str, cfg: ArchConfig, pretrained: bool = False, **kwargs) -> RoadmapNet:
+    if pretrained:
+        toggles = {k: v for k, v in kwargs.items() if k in ArchConfig.__dataclass_fields__}
+        twin = _timm_twin(cfg.replace(**toggles))
+        if twin is None:
+            raise RoadmapError(
+                f"{variant}: pretrained=True loads a timm checkpoint, and only the endpoints are timm "
+                f"models: {PREFIX}resnet50 (timm resnet50) and {PREFIX}separate_downsampling "
+                f"(timm convnext_tiny), without architecture overrides. Weights saved from this "
+                f"model load with timm.create_model({variant!r}, checkpoint_path=PATH).")
+        source = dict(kwargs.get("pretrained_cfg") if isinstance(kwargs.get("pretrained_cfg"), dict) else {},
+                      **(kwargs.get("pretrained_cfg_overlay") or {}))
+        if not (source.get("file") or source.get("state_dict")):
+            raise RoadmapError(
+                f"{variant}: pretrained=True loads a local timm {twin} checkpoint and downloads "
+                f"nothing; give the file: timm.create_model({variant!r}, pretrained=True, "
+                f"pretrained_cfg_overlay=dict(file=PATH))")
+    return build_model_with_cfg(
+        _build, variant, pretrained, model_cfg=cfg,
+        pretrained_filter_fn=checkpoint_filter_fn,
+        feature_cfg=dict(out_indices=tuple(range(len(cfg.depths))), flatten_sequential=True),
+        **kwargs)
+
+
+def register(name: str, cfg: ArchConfig, description: str = "") -> str:
+    """Register `cfg` as timm model `name`. The same name and configuration again is a no-op;
+    a name timm already knows for something else is an error."""
+    if not name.isidentifier():
+        raise RoadmapError(f"{name!r} is not a valid timm model name (a Python identifier)")
+    if name in _registered and _registered[name] == cfg:
+        return name
+    if name in _registered or is_model(name):
+        raise RoadmapError(f"timm model {name!r} already exists with another architecture; "
+                           "give the roadmap or the row another name")
+
+    def entrypoint(pretrained: bool = False, **kwargs) -> RoadmapNet:
+        return _create(name, cfg, pretrained, **kwargs)
+
+    entrypoint.__name__ = entrypoint.__qualname__ = name
+    entrypoint.__module__ = __name__
+    entrypoint.__doc__ = description
+    default_cfgs.update(generate_default_cfgs({name: _pretrained_cfg(cfg, description)}))
+    setattr(sys.modules[__name__], name, entrypoint)
+    register_model(entrypoint)
+    _registered[name] = cfg
+    return name
+
+
+def model_name(*parts: str) -> str:
+    """`roadmap_` + the parts, lower case, every run of other characters turned into `_`."""
+    slugs = (re.sub(r"[^0-9a-z]+", "_", p.lower()).strip("_") for p in parts)
+    return PREFIX + "_".join(filter(None, slugs))
+
+
+def register_rows(rows: Sequence[Tuple[str, ArchConfig, str]], prefix: str = "") -> List[str]:
+    """Register (row name, config, description) rows as `roadmap_<prefix>_<row>`, all or none."""
+    names = [model_name(prefix, row) for row, _, _ in rows]
+    for (row, cfg, _), name in zip(rows, names):
+        same = [r for (r, _, _), n in zip(rows, names) if n == name]
+        if len(same) > 1:
+            raise RoadmapError(f"rows {' and '.join(map(repr, same))} both become timm model "
+                               f"{name!r}; rename one")
+        if (name in _registered and _registered[name] != cfg) or (name not in _registered and is_model(name)):
+            raise RoadmapError(f"row {row!r} would be timm model {name!r}, which already exists "
+                               "with another architecture; give the roadmap or the row another name")
+    return [register(name, cfg, description) for name, (_, cfg, description) in zip(names, rows)]
+
+
+def register_paper_models() -> List[str]:
+    """The 13 steps as `roadmap_<step>`, the kernel sweep as `roadmap_large_kernel_k<k>`."""
+    steps = [get_step(name) for name in step_names()]
+    rows = [(s.name, config_for(s.name), f"ConvNeXt roadmap step {i} ({s.phase}): {s.title}")
+            for i, s in enumerate(steps)]
+    rows += [(f"large_kernel_k{k}", config_for("large_kernel", kernel_size=k),
+              f"ConvNeXt roadmap kernel sweep: large_kernel with a {k}x{k} depthwise conv")
+             for k in kernel_sweep()]
+    return register_rows(rows)

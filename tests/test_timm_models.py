@@ -1,0 +1,393 @@
+"""Every step is a timm model: tested through timm's public API only.
+
+`timm.create_model`, `timm.list_models`, `features_only`, `timm.data.resolve_data_config`,
+`timm.optim.create_optimizer_v2`, `pretrained=True` with a checkpoint file written here.
+All-steps loops run at 32 px; the endpoints are checked against timm at 224 px.
+"""
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import timm
+import timm.data
+import timm.optim
+import timm.scheduler
+import torch
+from PIL import Image
+from torch import nn
+
+import roadmap
+from roadmap.custom import Roadmap, load_roadmap
+from roadmap.errors import RoadmapError
+from roadmap.model import RoadmapNet
+from roadmap.registry import config_for, kernel_sweep, step_names
+from roadmap.weights import remap_timm
+
+STEPS = {f"roadmap_{s}": config_for(s) for s in step_names()}
+SWEEP = {f"roadmap_large_kernel_k{k}": config_for("large_kernel", kernel_size=k) for k in kernel_sweep()}
+MODELS = {**STEPS, **SWEEP}
+ENDPOINTS = [("roadmap_resnet50", "resnet50"), ("roadmap_separate_downsampling", "convnext_tiny")]
+# Each step's own structure at a fraction of its width: all-steps loops stay quick on a busy CPU.
+SMALL = dict(widths=(8, 16, 32, 64))
+
+
+def _randomize(model):
+    """Non-trivial BN statistics, norm affines and layer scales: equal outputs mean equal wiring."""
+    with torch.no_grad():
+        for name, buf in model.named_buffers():
+            if name.endswith("running_mean"):
+                buf.normal_(0, 0.2)
+            elif name.endswith("running_var"):
+                buf.uniform_(0.5, 2.0)
+        for name, p in model.named_parameters():
+            if p.dim() == 1:
+                p.uniform_(0.5, 1.5) if name.endswith(("weight", "gamma")) else p.normal_(0, 0.1)
+    return model
+
+
+@pytest.fixture(scope="module")
+def timm_checkpoints(tmp_path_factory):
+    """timm's resnet50 and convnext_tiny (randomized) and their state_dicts written to files."""
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("ckpt")
+    out = {}
+    for _, timm_name in ENDPOINTS:
+        ref = _randomize(timm.create_model(timm_name)).eval()
+        path = folder / f"{timm_name}.pth"
+        torch.save(ref.state_dict(), path)
+        out[timm_name] = (ref, str(path))
+    return out
+
+
+@pytest.fixture
+def no_download(monkeypatch):
+    """Any attempt by timm to fetch weights fails the test."""
+    import timm.models._builder as builder
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("timm tried to download weights")
+    for name in ("load_state_dict_from_url", "load_state_dict_from_hf", "download_cached_file"):
+        monkeypatch.setattr(builder, name, refuse)
+
+
+# ---- registration --------------------------------------------------------------------
+
+def test_import_registers_every_step_once_and_imports_nothing_slow():
+    code = textwrap.dedent("""
+        import sys, warnings
+        import timm
+        assert not timm.list_models("roadmap_*"), "registered before import roadmap"
+        before = set(sys.modules)
+        import roadmap
+        new = sorted({m.split(".")[0] for m in set(sys.modules) - before})
+        print(",".join(new))
+        print(",".join(timm.list_models("roadmap_*")))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # timm warns when a name is registered twice
+            import roadmap.timm_models
+            again = roadmap.timm_models.register_paper_models()
+        print(",".join(sorted(again)))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env=dict(os.environ, PYTHONWARNINGS="ignore::FutureWarning"))
+    assert out.returncode == 0, out.stderr
+    new_packages, listed, again = out.stdout.strip().splitlines()
+    assert new_packages.split(",") == ["roadmap", "steps"]
+    assert sorted(listed.split(",")) == sorted(MODELS)
+    assert again.split(",") == sorted(MODELS)
+
+
+def test_list_models_and_names():
+    listed = timm.list_models("roadmap_*")
+    assert set(MODELS) <= set(listed)
+    assert len(STEPS) == 13 and {"roadmap_resnet50", "roadmap_separate_downsampling",
+                                  "roadmap_large_kernel_k5", "roadmap_large_kernel_k11"} <= set(listed)
+    assert all(n.isidentifier() for n in listed)
+    assert not timm.list_models("roadmap_*", pretrained=True)  # no registered weights: nothing to download
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_create_model_with_timm_arguments(name):
+    m = timm.create_model(name, num_classes=10, drop_path_rate=0.1, in_chans=1, **SMALL)
+    assert isinstance(m, RoadmapNet)
+    assert m.cfg == MODELS[name].replace(num_classes=10, in_chans=1, drop_path_rate=0.1, **SMALL)
+    assert m.stem.conv.in_channels == 1
+    assert m.stages[-1].blocks[-1].drop_path.drop_prob == pytest.approx(0.1)
+    with torch.no_grad():
+        assert m.eval()(torch.randn(2, 1, 32, 32)).shape == (2, 10)
+    cfg = m.pretrained_cfg
+    assert cfg["architecture"] == name and not cfg.get("url") and not cfg.get("hf_hub_id")
+    assert isinstance(m.get_submodule(cfg["first_conv"]), nn.Conv2d)
+    assert m.get_submodule(cfg["classifier"]) is m.get_classifier()
+    assert m.get_classifier().out_features == 10
+    # data config: timm's legacy resolver reads the pretrained_cfg (ImageNet, 224 px, as timm's
+    # own models do), timm's input resolver also the model's channels
+    assert timm.data.resolve_data_config({}, model=m) == dict(
+        input_size=(3, 224, 224), interpolation="bicubic", mean=timm.data.IMAGENET_DEFAULT_MEAN,
+        std=timm.data.IMAGENET_DEFAULT_STD, crop_pct=0.875, crop_mode="center")
+    data_cfg = timm.data.resolve_input_data_config(m)
+    assert data_cfg["input_size"] == (1, 224, 224)
+    image = Image.new("L", (300, 260), color=128)
+    assert timm.data.create_transform(**data_cfg)(image).shape == (1, 224, 224)
+
+
+def test_kernel_sweep_variants_have_their_kernel():
+    for k in kernel_sweep():
+        m = timm.create_model(f"roadmap_large_kernel_k{k}", num_classes=10, **SMALL)
+        assert m.stages[0].blocks[0].conv1.kernel_size == (k, k)
+
+
+def test_toggles_pass_through_and_unknown_keywords_fail():
+    m = timm.create_model("roadmap_gelu", num_classes=10, kernel_size=5, small_input_stem=True)
+    assert m.cfg == config_for("gelu", num_classes=10, kernel_size=5, small_input_stem=True)
+    with pytest.raises(RoadmapError, match="unknown toggle.*kernel_sise"):
+        timm.create_model("roadmap_gelu", kernel_sise=5)
+
+
+@pytest.mark.parametrize("name", ["roadmap_resnet50", "roadmap_separate_downsampling"])
+def test_data_config_and_transforms_at_224(name):
+    m = timm.create_model(name)
+    cfg = timm.data.resolve_data_config({}, model=m)
+    image = Image.new("RGB", (320, 256), color=(200, 30, 90))
+    for training in (False, True):
+        x = timm.data.create_transform(**cfg, is_training=training)(image)
+        assert x.shape == (3, 224, 224)
+    with torch.no_grad():
+        assert m.eval()(x[None]).shape == (1, 1000)
+
+
+# ---- features_only and forward_intermediates ------------------------------------------
+
+@pytest.mark.parametrize("name", STEPS)
+def test_features_only_stage_maps(name):
+    cfg = MODELS[name]  # full size: the channels are the step's own
+    feats = timm.create_model(name, features_only=True, out_indices=(1, 2, 3)).eval()
+    assert feats.feature_info.channels() == list(cfg.residual_widths[1:])
+    assert feats.feature_info.reduction() == [8, 16, 32]
+    with torch.no_grad():
+        maps = feats(torch.randn(2, 3, 32, 32))
+    assert [tuple(f.shape) for f in maps] == [(2, c, 32 // r, 32 // r) for c, r in
+                                              zip(cfg.residual_widths[1:], (8, 16, 32))]
+
+
+def test_features_only_default_indices_and_small_input_stem():
+    feats = timm.create_model("roadmap_separate_downsampling", features_only=True, small_input_stem=True)
+    assert feats.feature_info.reduction() == [2, 4, 8, 16]
+    assert [f.shape[-1] for f in feats(torch.randn(1, 3, 32, 32))] == [16, 8, 4, 2]
+    feats = timm.create_model("roadmap_resnet50", features_only=True, small_input_stem=True)
+    assert feats.feature_info.channels() == [256, 512, 1024, 2048]
+    assert feats.feature_info.reduction() == [2, 4, 8, 16]
+
+
+@pytest.mark.parametrize("name", STEPS)
+def test_forward_intermediates_features_only_and_pruning(name):
+    x = torch.randn(2, 3, 32, 32)
+    torch.manual_seed(1)
+    feats = timm.create_model(name, num_classes=10, features_only=True, out_indices=(1, 2, 3), **SMALL).eval()
+    torch.manual_seed(1)
+    m = timm.create_model(name, num_classes=10, **SMALL).eval()  # same seed and sizes: same weights
+    with torch.no_grad():
+        final, inter = m.forward_intermediates(x)
+        assert all(torch.equal(a, b) for a, b in zip(feats(x), inter[1:]))
+        assert torch.equal(final, m.forward_features(x))
+        assert torch.equal(m.forward_head(final), m(x))
+        assert [t.shape[1:] for t in inter] == [(i["num_chs"], 32 // i["reduction"], 32 // i["reduction"])
+                                               for i in m.feature_info]
+        last_two = m.forward_intermediates(x, indices=2, intermediates_only=True)
+        assert all(torch.equal(a, b) for a, b in zip(last_two, inter[2:]))
+        early = m.forward_intermediates(x, indices=[1], stop_early=True, intermediates_only=True)
+        assert len(early) == 1 and torch.equal(early[0], inter[1])
+        assert m.prune_intermediate_layers(indices=(0, 1)) == [0, 1]
+        assert len(m.stages) == 2 and m.num_features == m.feature_info[1]["num_chs"]
+        assert torch.equal(m(x), inter[1])  # head pruned: the last kept stage's map
+
+
+# ---- pretrained endpoints --------------------------------------------------------------
+
+@pytest.mark.parametrize("name,timm_name", ENDPOINTS)
+def test_pretrained_endpoint_matches_timm_at_224(name, timm_name, timm_checkpoints, no_download):
+    ref, path = timm_checkpoints[timm_name]
+    ours = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=path)).eval()
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        expected, got = ref(x), ours(x)
+        assert (got - expected).abs().max().item() <= 1e-4
+        # and the check can fail: the same model without the checkpoint differs
+        assert (timm.create_model(name).eval()(x) - expected).abs().max().item() > 1e-2
+
+
+@pytest.mark.parametrize("name,timm_name", ENDPOINTS)
+def test_pretrained_adapts_like_timm(name, timm_name, timm_checkpoints, no_download):
+    """A new head and 1 input channel: timm adapts its own model and ours the same way."""
+    _, path = timm_checkpoints[timm_name]
+    kw = dict(pretrained=True, pretrained_cfg_overlay=dict(file=path), num_classes=10, in_chans=1)
+    ours, ref = timm.create_model(name, **kw).eval(), timm.create_model(timm_name, **kw).eval()
+    assert ours.get_classifier().out_features == 10
+    x = torch.randn(2, 1, 64, 64)
+    with torch.no_grad():
+        assert (ours.forward_features(x) - ref.forward_features(x)).abs().max().item() <= 1e-4
+
+
+@pytest.mark.parametrize("name,timm_name", ENDPOINTS)
+def test_pretrained_features_only_match_timm_at_224(name, timm_name, timm_checkpoints, no_download):
+    _, path = timm_checkpoints[timm_name]
+    ours = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=path),
+                             features_only=True, out_indices=(1, 2, 3)).eval()
+    # timm's resnet50 counts its stem as feature 0; its stages are 1-4
+    timm_indices = (2, 3, 4) if timm_name == "resnet50" else (1, 2, 3)
+    ref = timm.create_model(timm_name, pretrained=True, pretrained_cfg_overlay=dict(file=path),
+                            features_only=True, out_indices=timm_indices).eval()
+    assert ours.feature_info.channels() == ref.feature_info.channels()
+    assert ours.feature_info.reduction() == ref.feature_info.reduction()
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        for a, b in zip(ours(x), ref(x)):
+            assert (a - b).abs().max().item() <= 1e-4
+
+
+def test_pretrained_errors(timm_checkpoints, no_download):
+    _, resnet_file = timm_checkpoints["resnet50"]
+    with pytest.raises(RoadmapError, match="only the endpoints.*checkpoint_path"):
+        timm.create_model("roadmap_gelu", pretrained=True, pretrained_cfg_overlay=dict(file=resnet_file))
+    with pytest.raises(RoadmapError, match="only the endpoints"):  # no longer resnet50's architecture
+        timm.create_model("roadmap_resnet50", pretrained=True, kernel_size=5,
+                          pretrained_cfg_overlay=dict(file=resnet_file))
+    with pytest.raises(RoadmapError, match=r"downloads nothing.*pretrained_cfg_overlay=dict\(file=PATH\)"):
+        timm.create_model("roadmap_resnet50", pretrained=True)
+    with pytest.raises(RoadmapError, match="does not fit"):
+        timm.create_model("roadmap_separate_downsampling", pretrained=True,
+                          pretrained_cfg_overlay=dict(file=resnet_file))
+
+
+def test_checkpoint_path_loads_any_step(tmp_path):
+    saved = timm.create_model("roadmap_gelu", num_classes=10, **SMALL).eval()
+    torch.save(saved.state_dict(), tmp_path / "gelu.pth")
+    loaded = timm.create_model("roadmap_gelu", num_classes=10, checkpoint_path=str(tmp_path / "gelu.pth"),
+                               **SMALL).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(saved(x), loaded(x))
+
+
+# ---- training tools ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", STEPS)
+def test_layer_decay_gives_per_block_learning_rates(name):
+    cfg, m = MODELS[name], timm.create_model(name, num_classes=10, **SMALL)
+    opt = timm.optim.create_optimizer_v2(m, "adamw", lr=1e-3, weight_decay=0.05, layer_decay=0.7)
+    scale = {id(p): g["lr_scale"] for g in opt.param_groups for p in g["params"]}
+    by_name = {n: scale[id(p)] for n, p in m.named_parameters()}
+    layers = 1 + sum(cfg.depths) + 1  # stem, one per block, head
+    assert len(set(by_name.values())) == layers
+    assert by_name["stem.conv.weight"] == pytest.approx(0.7 ** (layers - 1))
+    assert by_name["head.fc.weight"] == 1.0
+    blocks = [(s, b) for s, d in enumerate(cfg.depths) for b in range(d)]
+    for k, (s, b) in enumerate(blocks):
+        assert by_name[f"stages.{s}.blocks.{b}.conv1.weight"] == pytest.approx(0.7 ** (layers - 2 - k))
+    if cfg.downsample == "separate":  # the downsampling layer learns at its stage's first block's rate
+        assert by_name["stages.1.downsample.conv.weight"] == by_name["stages.1.blocks.0.conv1.weight"]
+    # timm's scheduler turns the scales into learning rates
+    sched = timm.scheduler.CosineLRScheduler(opt, t_initial=10)
+    sched.step(0)
+    lrs = {g["lr_scale"]: g["lr"] for g in opt.param_groups}
+    assert all(lr == pytest.approx(1e-3 * s) for s, lr in lrs.items())
+
+
+@pytest.mark.parametrize("name,timm_name", ENDPOINTS)
+def test_layer_decay_matches_timm_for_the_endpoints(name, timm_name, timm_checkpoints):
+    ref, _ = timm_checkpoints[timm_name]
+    ours = timm.create_model(name)
+
+    def scales(model):
+        opt = timm.optim.create_optimizer_v2(model, "adamw", lr=1e-3, layer_decay=0.7)
+        scale = {id(p): g["lr_scale"] for g in opt.param_groups for p in g["params"]}
+        return {n: scale[id(p)] for n, p in model.named_parameters()}
+    # remap_timm renames key by key, in order: timm name -> roadmap name
+    to_ours = dict(zip(ref.state_dict(), remap_timm(ref.state_dict())))
+    theirs = {to_ours[n]: s for n, s in scales(ref).items()}
+    assert scales(ours) == theirs
+
+
+@pytest.mark.parametrize("name", STEPS)
+def test_grad_checkpointing_trains_with_the_same_loss(name):
+    x, y = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))
+    runs = []
+    for checkpointing in (False, True):
+        torch.manual_seed(2)
+        m = timm.create_model(name, num_classes=10, drop_path_rate=0.1, **SMALL).train()
+        m.set_grad_checkpointing(checkpointing)
+        calls = []  # a pre-hook: recomputation stops once the saved tensors are back
+        m.stages[0].blocks[0].register_forward_pre_hook(lambda *_: calls.append(1))
+        opt = timm.optim.create_optimizer_v2(m, "adamw", lr=1e-3)
+        losses = []
+        for _ in range(2):
+            loss = nn.functional.cross_entropy(m(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        runs.append((losses, len(calls), dict(m.named_parameters())))
+    (plain, plain_calls, plain_params), (ckpt, ckpt_calls, ckpt_params) = runs
+    assert (plain_calls, ckpt_calls) == (2, 4)  # checkpointing recomputes the block in backward
+    assert ckpt == pytest.approx(plain, rel=1e-5)
+    # the same weights after two updates (BN running statistics, not compared, are updated
+    # again by the recomputation, as in any checkpointed BN network)
+    assert all(torch.allclose(plain_params[k], ckpt_params[k], atol=1e-5) for k in plain_params)
+
+
+# ---- custom roadmaps ---------------------------------------------------------------------
+
+ROADMAP_FILE = """
+name = "{name}"
+start = "large_kernel"
+
+[[step]]
+paper_step = "gelu"
+
+[[step]]
+name = "k5 (gelu)"
+changes = {{ kernel_size = 5 }}
+"""
+
+
+def test_custom_roadmap_registers_its_rows(tmp_path, timm_checkpoints, no_download):
+    path = tmp_path / "mine.toml"
+    path.write_text(ROADMAP_FILE.format(name="Timm Test: mine"))
+    road = load_roadmap(path)
+    names = road.register()
+    assert names == ["roadmap_timm_test_mine_large_kernel", "roadmap_timm_test_mine_gelu",
+                     "roadmap_timm_test_mine_k5_gelu"]
+    assert all(n.isidentifier() for n in names)
+    assert timm.list_models("roadmap_timm_test_mine_*") == sorted(names)
+    for name, row in zip(names, road.rows):
+        m = timm.create_model(name, num_classes=10, **SMALL)
+        assert m.cfg == row.cfg.replace(num_classes=10, **SMALL)
+    assert load_roadmap(path).register() == names  # the same rows again: nothing to do
+    # a custom row that is resnet50 takes resnet50's checkpoint
+    start = Roadmap("timm test start", start="resnet50", steps=[dict(paper_step="stage_ratio")]).register()
+    ref, file = timm_checkpoints["resnet50"]
+    ours = timm.create_model(start[0], pretrained=True, pretrained_cfg_overlay=dict(file=file)).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert (ours(x) - ref(x)).abs().max().item() <= 1e-4
+
+
+def test_custom_roadmap_name_clashes(tmp_path):
+    path = tmp_path / "clash.toml"
+    path.write_text(ROADMAP_FILE.format(name="timm test clash"))
+    load_roadmap(path).register()
+    other = Roadmap("timm test clash", start="widen", steps=[dict(paper_step="gelu")])
+    with pytest.raises(RoadmapError, match="roadmap_timm_test_clash_gelu.*already exists"):
+        other.register()
+    # two rows with one model name: an error, and none of the rows registered
+    twins = Roadmap("timm test twins", start="gelu",
+                    steps=[dict(name="K 7", changes=dict(kernel_size=9)), dict(name="k-7", changes=dict(kernel_size=5))])
+    with pytest.raises(RoadmapError, match="'K 7' and 'k-7' both become timm model 'roadmap_timm_test_twins_k_7'"):
+        twins.register()
+    assert not timm.list_models("roadmap_timm_test_twins_*")
+    # a paper step's name is taken too
+    paper = Roadmap(".", start="gelu", steps=[dict(name="large_kernel", changes=dict(kernel_size=9))])
+    with pytest.raises(RoadmapError, match="'roadmap_large_kernel', which already exists"):
+        paper.register()
