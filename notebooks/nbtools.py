@@ -88,3 +88,26 @@ def flops_by_module(model: torch.nn.Module, resolution: int = 224) -> dict:
         fca = FlopCountAnalysis(model, torch.zeros(1, model.cfg.in_chans, resolution, resolution))
         fca.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
         return {name: flops / 1e9 for name, flops in fca.by_module().items()}
+
+
+def reference_report():
+    """`roadmap report`'s reading of the committed reference (results/reference-fashion-mnist:
+    13 steps x 3 seeds, 4 epochs, full Fashion-MNIST): (steps, transitions, noise), or None
+    when the reference is not in this checkout."""
+    from roadmap.report import build
+    from roadmap.runner import REFERENCE_ROOT
+    folder = REFERENCE_ROOT / "reference-fashion-mnist"
+    if not (folder / "runs").is_dir():
+        print(f"no committed reference at {folder}")
+        return None
+    report = build(read_results(folder))
+    cols = ["from", "to", "delta", "ci_low", "ci_high", "p_holm", "resolved", "paper_delta", "verdict"]
+    return report["steps"].set_index("run"), report["transitions"][cols], report["noise"]
+
+
+def show_reference_changes(width: int = 760):
+    """The committed reference's per-change chart (our Δ with 95% intervals, the paper's Δ)."""
+    from roadmap.runner import REFERENCE_ROOT
+    path = REFERENCE_ROOT / "reference-fashion-mnist" / "changes.png"
+    if path.is_file():
+        display(Image(filename=str(path), width=width))

@@ -250,8 +250,8 @@ def merge_warnings(tables: Sequence) -> List[str]:
                                            f"{other['_source']}" for c in diff[:2]))
                 break
     if clashes:
-        warnings.append(f"{len(clashes)} run key(s) recorded with different numbers, the merge "
-                        f"keeps the first: {'; '.join(clashes[:3])}"
+        warnings.append(f"{len(clashes)} run key(s) recorded with different numbers (the merge "
+                        f"keeps one record of each): {'; '.join(clashes[:3])}"
                         + (f"; and {len(clashes) - 3} more" if len(clashes) > 3 else ""))
     mix = thread_mix(table)
     if mix:

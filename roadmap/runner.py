@@ -15,7 +15,7 @@ from .errors import RoadmapError
 from .model import stem_stride
 from .plan import RunSpec
 from .recipe import Recipe
-from .results import ResultsDir, read_results, run_key, thread_mix
+from .results import ResultsDir, run_key, thread_mix
 from .train import Dist, NonFiniteLoss, configure_cuda, resolve_device, scale_config, train_run
 
 

@@ -21,7 +21,7 @@ from typing import Dict, List, Sequence, Tuple
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, generate_default_cfgs, is_model, register_model
 
-from .config import ArchConfig
+from .config import ArchConfig, field_names
 from .errors import RoadmapError
 from .model import RoadmapNet, stem_stride
 from .registry import config_for, configs, get_step, kernel_sweep, step_names
@@ -68,16 +68,15 @@ def _build(cfg: ArchConfig, drop_rate: float = 0.0, device=None, dtype=None, **t
 
 def _create(variant: str, cfg: ArchConfig, pretrained: bool = False, **kwargs) -> RoadmapNet:
     if pretrained:
-        toggles = {k: v for k, v in kwargs.items() if k in ArchConfig.__dataclass_fields__}
-        twin = _timm_twin(cfg.replace(**toggles))
+        twin = _timm_twin(cfg.replace(**{k: v for k, v in kwargs.items() if k in field_names()}))
         if twin is None:
             raise RoadmapError(
                 f"{variant}: pretrained=True loads a timm checkpoint, and only the endpoints are timm "
                 f"models: {PREFIX}resnet50 (timm resnet50) and {PREFIX}separate_downsampling "
                 f"(timm convnext_tiny), without architecture overrides. Weights saved from this "
                 f"model load with timm.create_model({variant!r}, checkpoint_path=PATH).")
-        source = dict(kwargs.get("pretrained_cfg") if isinstance(kwargs.get("pretrained_cfg"), dict) else {},
-                      **(kwargs.get("pretrained_cfg_overlay") or {}))
+        given = kwargs.get("pretrained_cfg")
+        source = {**(given if isinstance(given, dict) else {}), **(kwargs.get("pretrained_cfg_overlay") or {})}
         if not (source.get("file") or source.get("state_dict")):
             raise RoadmapError(
                 f"{variant}: pretrained=True loads a local timm {twin} checkpoint and downloads "
@@ -90,16 +89,23 @@ def _create(variant: str, cfg: ArchConfig, pretrained: bool = False, **kwargs) -
         **kwargs)
 
 
+def _check_free(name: str, cfg: ArchConfig, what: str) -> bool:
+    """False if `name` is already this configuration; an error if timm has it as another model."""
+    if not name.isidentifier():
+        raise RoadmapError(f"{what} timm model {name!r}, which is not a Python identifier")
+    if name in _registered and _registered[name] == cfg:
+        return False
+    if name in _registered or is_model(name):
+        raise RoadmapError(f"{what} timm model {name!r}, which already exists with another "
+                           "architecture; give the roadmap or the row another name")
+    return True
+
+
 def register(name: str, cfg: ArchConfig, description: str = "") -> str:
     """Register `cfg` as timm model `name`. The same name and configuration again is a no-op;
-    a name timm already knows for something else is an error."""
-    if not name.isidentifier():
-        raise RoadmapError(f"{name!r} is not a valid timm model name (a Python identifier)")
-    if name in _registered and _registered[name] == cfg:
+    a name timm already has for another model is an error."""
+    if not _check_free(name, cfg, "cannot register"):
         return name
-    if name in _registered or is_model(name):
-        raise RoadmapError(f"timm model {name!r} already exists with another architecture; "
-                           "give the roadmap or the row another name")
 
     def entrypoint(pretrained: bool = False, **kwargs) -> RoadmapNet:
         return _create(name, cfg, pretrained, **kwargs)
@@ -128,9 +134,7 @@ def register_rows(rows: Sequence[Tuple[str, ArchConfig, str]], prefix: str = "")
         if len(same) > 1:
             raise RoadmapError(f"rows {' and '.join(map(repr, same))} both become timm model "
                                f"{name!r}; rename one")
-        if (name in _registered and _registered[name] != cfg) or (name not in _registered and is_model(name)):
-            raise RoadmapError(f"row {row!r} would be timm model {name!r}, which already exists "
-                               "with another architecture; give the roadmap or the row another name")
+        _check_free(name, cfg, f"row {row!r} would be")
     return [register(name, cfg, description) for name, (_, cfg, description) in zip(names, rows)]
 
 

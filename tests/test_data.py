@@ -45,9 +45,13 @@ def test_fashion_mnist_is_found_and_shaped():
 
 def test_missing_fashion_mnist_says_how_to_get_it(monkeypatch, tmp_path):
     monkeypatch.setattr(D, "FASHION_MNIST_DIRS", (str(tmp_path),))
-    monkeypatch.setenv("ROADMAP_FASHION_MNIST", str(tmp_path))
+    monkeypatch.delenv("ROADMAP_FASHION_MNIST", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
     with pytest.raises(RoadmapError, match="apt-get install dataset-fashion-mnist"):
+        D.load_dataset("fashion-mnist")
+    # a folder named by ROADMAP_FASHION_MNIST is an error when wrong, never a silent fallback
+    monkeypatch.setenv("ROADMAP_FASHION_MNIST", str(tmp_path))
+    with pytest.raises(RoadmapError, match="ROADMAP_FASHION_MNIST=.*lacks train-images-idx3-ubyte"):
         D.load_dataset("fashion-mnist")
 
 

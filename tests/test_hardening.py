@@ -33,7 +33,7 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers import ROOT, roadmap_cmd
+from helpers import roadmap_cmd
 
 ENTRY = os.environ.get("ROADMAP_TEST_ENTRY", "fork")
 # The demo preset, shrunk: tiny runs of 2 updates on the 64-image data below.
@@ -223,8 +223,7 @@ def inputs(tmp_path_factory):
 def finished(tmp_path_factory, inputs):
     """A results folder holding one finished run (resnet50, seed 0) on the tiny data."""
     work = tmp_path_factory.mktemp("finished")
-    res = cli("run", "--only", "resnet50", "--out", work / "out", *QUICK, "--set", "hflip=False",
-              "--set", "amp=no", cwd=work, env=_env(inputs, work))
+    res = cli(*FINISHED, "--out", work / "out", cwd=work, env=_env(inputs, work))
     assert res.returncode == 0, res.stderr
     return work / "out"
 
@@ -262,6 +261,7 @@ def _not_pwned(inputs: Path):
 
 
 RUN = ("run", "--only", "resnet50", *QUICK)
+FINISHED = (*RUN, "--set", "hflip=False", "--set", "amp=no")  # the run in `finished`
 CASES = [
     # --set: converted by the field's type and range-checked before any data is loaded
     Case("set-epochs-abc", (*RUN, "--set", "epochs=abc"), ["--set epochs=abc", "a number > 0"]),
@@ -442,7 +442,8 @@ def test_a_truncated_image_names_the_file(tmp_path, inputs):
     bad.write_bytes(bad.read_bytes()[:300])
     cwd, env = _box(tmp_path, inputs)
     res = cli("run", "--only", "resnet50,gelu", "--data", data, "--preset", "imagenette", "--set", "img_size=32",
-              "--set", "workers=0", "--set", "width_scale=0.25", "--out", tmp_path / "out", *QUICK,
+              "--set", "workers=0", "--set", "width_scale=0.25", "--set", "warmup_epochs=0",
+              "--out", tmp_path / "out", *QUICK,
               cwd=cwd, env=env)
     assert_one_clear_line(res, "2 of 2 run(s) failed", str(bad), code=1)
     table = pd.read_csv(tmp_path / "out" / "results.csv")
@@ -466,7 +467,7 @@ def _tiny_key(inputs, monkeypatch, *sets):
     return key, recipe, spec, ds
 
 
-@pytest.mark.parametrize("kind", ["garbage", "crafted"])
+@pytest.mark.parametrize("kind", ["garbage", "crafted", "foreign"])
 def test_a_bad_checkpoint_is_moved_aside_and_the_run_restarts(kind, tmp_path, inputs, monkeypatch):
     key, *_ = _tiny_key(inputs, monkeypatch)
     out = tmp_path / "out"
@@ -474,8 +475,10 @@ def test_a_bad_checkpoint_is_moved_aside_and_the_run_restarts(kind, tmp_path, in
     ckpt.parent.mkdir(parents=True)
     if kind == "garbage":
         ckpt.write_bytes(b"PK\x03\x04 half a zip file")
-    else:
+    elif kind == "crafted":
         torch.save({"model": Evil(inputs / "PWNED"), "optimizer": {}, "state": {}}, ckpt)
+    else:  # loads fine, but is another model's: applying it fails half-way
+        torch.save({"model": {"fc.weight": torch.zeros(3, 3)}, "optimizer": {}, "state": {}}, ckpt)
     cwd, env = _box(tmp_path, inputs)
     res = cli("run", "--only", "resnet50", "--out", out, *QUICK, cwd=cwd, env=env)
     assert res.returncode == 0, res.stderr
@@ -518,6 +521,21 @@ def test_resume_adds_up_wall_time_and_warns_about_threads(tmp_path, inputs, monk
     assert 1000 < row["wall_s"] < 1000 + 300
 
 
+def test_an_error_in_a_data_worker_comes_back_as_one_line(tmp_path):
+    from roadmap import data as D
+    from roadmap.runner import error_line
+    folder = make_images(tmp_path / "imgs", per_class=2)
+    bad = folder / "val" / "cat" / "1.png"
+    bad.write_bytes(bad.read_bytes()[:300])
+    ds = D.load_dataset(str(folder))
+    with pytest.raises(Exception) as caught:
+        for _ in D.folder_loader(ds, 32, 4, train=False, workers=1):
+            pass
+    assert "Original Traceback" in str(caught.value)  # the worker's traceback rides along
+    line = error_line(caught.value)
+    assert line.startswith(f"{bad}: cannot read this image") and "\n" not in line
+
+
 def test_stale_temp_files_are_swept_and_fresh_ones_kept(tmp_path, inputs, finished):
     out = tmp_path / "out"
     shutil.copytree(finished, out)
@@ -530,7 +548,7 @@ def test_stale_temp_files_are_swept_and_fresh_ones_kept(tmp_path, inputs, finish
     fresh = out / "runs" / ".def.json.tmp456-f00d"  # another live process may be writing it
     fresh.write_text("half")
     cwd, env = _box(tmp_path, inputs)
-    res = cli("run", "--only", "resnet50", "--out", out, *QUICK, cwd=cwd, env=env)
+    res = cli(*FINISHED, "--out", out, cwd=cwd, env=env)
     assert res.returncode == 0, res.stderr
     assert "removed 3 stale temporary file(s)" in res.stdout and "done earlier, skipped" in res.stdout
     assert not any(p.exists() for p in old) and fresh.exists()
@@ -542,7 +560,7 @@ def test_a_corrupt_run_record_is_named_and_kept(tmp_path, inputs, finished):
     record = next((out / "runs").glob("*.json"))
     record.write_text('{"key": "trunc')
     cwd, env = _box(tmp_path, inputs)
-    res = cli("run", "--only", "resnet50", "--out", out, *QUICK, cwd=cwd, env=env)
+    res = cli(*FINISHED, "--out", out, cwd=cwd, env=env)
     assert_one_clear_line(res, f"{record} is not valid JSON", "delete it")
     assert record.read_text() == '{"key": "trunc'
 

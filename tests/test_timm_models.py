@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-import roadmap
+import roadmap  # noqa: F401  (registers the models)
 from roadmap.custom import Roadmap, load_roadmap
 from roadmap.errors import RoadmapError
 from roadmap.model import RoadmapNet
@@ -45,6 +45,15 @@ def _randomize(model):
             if p.dim() == 1:
                 p.uniform_(0.5, 1.5) if name.endswith(("weight", "gamma")) else p.normal_(0, 0.1)
     return model
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Small models on a shared 2-core CPU: one thread is faster than two contending."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -158,6 +167,16 @@ def test_data_config_and_transforms_at_224(name):
         assert m.eval()(x[None]).shape == (1, 1000)
 
 
+@pytest.mark.parametrize("name,timm_name", ENDPOINTS)
+def test_data_config_with_one_channel_like_timm(name, timm_name):
+    """in_chans=1: both of timm's resolvers answer for ours as for timm's own model."""
+    ours, ref = timm.create_model(name, in_chans=1), timm.create_model(timm_name, in_chans=1)
+    keys = ("input_size", "mean", "std", "interpolation")
+    for resolve in (lambda m: timm.data.resolve_data_config({}, model=m), timm.data.resolve_input_data_config):
+        got, expected = resolve(ours), resolve(ref)
+        assert {k: got[k] for k in keys} == {k: expected[k] for k in keys}
+
+
 # ---- features_only and forward_intermediates ------------------------------------------
 
 @pytest.mark.parametrize("name", STEPS)
@@ -190,13 +209,14 @@ def test_forward_intermediates_features_only_and_pruning(name):
     m = timm.create_model(name, num_classes=10, **SMALL).eval()  # same seed and sizes: same weights
     with torch.no_grad():
         final, inter = m.forward_intermediates(x)
-        assert all(torch.equal(a, b) for a, b in zip(feats(x), inter[1:]))
+        maps = feats(x)
+        assert len(maps) == 3 and all(torch.equal(a, b) for a, b in zip(maps, inter[1:]))
         assert torch.equal(final, m.forward_features(x))
         assert torch.equal(m.forward_head(final), m(x))
         assert [t.shape[1:] for t in inter] == [(i["num_chs"], 32 // i["reduction"], 32 // i["reduction"])
                                                for i in m.feature_info]
         last_two = m.forward_intermediates(x, indices=2, intermediates_only=True)
-        assert all(torch.equal(a, b) for a, b in zip(last_two, inter[2:]))
+        assert len(last_two) == 2 and all(torch.equal(a, b) for a, b in zip(last_two, inter[2:]))
         early = m.forward_intermediates(x, indices=[1], stop_early=True, intermediates_only=True)
         assert len(early) == 1 and torch.equal(early[0], inter[1])
         assert m.prune_intermediate_layers(indices=(0, 1)) == [0, 1]
@@ -211,9 +231,16 @@ def test_pretrained_endpoint_matches_timm_at_224(name, timm_name, timm_checkpoin
     ref, path = timm_checkpoints[timm_name]
     ours = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=path)).eval()
     x = torch.randn(1, 3, 224, 224)
+    # timm's resnet50 counts its stem as intermediate 0; its stages are 1-4
+    timm_stages = [1, 2, 3, 4] if timm_name == "resnet50" else [0, 1, 2, 3]
     with torch.no_grad():
-        expected, got = ref(x), ours(x)
+        final, inter = ours.forward_intermediates(x)
+        ref_final, ref_inter = ref.forward_intermediates(x, indices=timm_stages)
+        got, expected = ours.forward_head(final), ref.forward_head(ref_final)
+        assert len(inter) == len(ref_inter) == 4
+        assert got.shape == (1, 1000)
         assert (got - expected).abs().max().item() <= 1e-4
+        assert all((a - b).abs().max().item() <= 1e-4 for a, b in zip(inter, ref_inter))
         # and the check can fail: the same model without the checkpoint differs
         assert (timm.create_model(name).eval()(x) - expected).abs().max().item() > 1e-2
 

@@ -1,0 +1,108 @@
+"""The committed reference: reused by key, kept apart from a user's runs, drawn behind them;
+run keys follow the data's content; the small-input stem departure."""
+import json
+import shutil
+
+import pandas as pd
+import pytest
+import torch
+
+from roadmap import data as D
+from roadmap import runner
+from roadmap.config import ArchConfig
+from roadmap.model import RoadmapNet
+from roadmap.plan import paper_plan
+from roadmap.recipe import get_preset
+from roadmap.registry import config_for
+
+TINY = ["train_subset=256", "val_subset=100", "batch_size=32", "max_updates=2", "eval_batch_size=100"]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """A tiny 'committed reference' (2 steps x 2 seeds) in a fake repository results/ folder."""
+    root = tmp_path_factory.mktemp("repo") / "results"
+    recipe = get_preset("demo").with_overrides(TINY)
+    runner.run_plan(paper_plan(only=["resnet50", "separate_downsampling"]), recipe, "demo",
+                    seeds=(0, 1), out=str(root / "demo-fashion-mnist"), progress=False, plot=False)
+    return root, recipe
+
+
+def test_a_new_run_reuses_the_reference_and_writes_apart_from_it(reference, tmp_path, monkeypatch, capsys):
+    root, recipe = reference
+    ref = root / "demo-fashion-mnist"
+    before = sorted(p.name for p in (ref / "runs").iterdir())
+    monkeypatch.setattr(runner, "REFERENCE_ROOT", root)
+    monkeypatch.chdir(tmp_path)                       # the user's default out: runs/<preset>-<data>
+    folder = runner.run_plan(paper_plan(only=["resnet50", "separate_downsampling"]), recipe, "demo",
+                             seeds=(0, 1), progress=False)
+    assert folder == runner.Path("runs") / "demo-fashion-mnist"
+    out = capsys.readouterr().out
+    assert out.count("in the committed reference, skipped") == 4
+    mine = pd.read_csv(tmp_path / folder / "results.csv")
+    theirs = pd.read_csv(ref / "results.csv")
+    assert sorted(mine["key"]) == sorted(theirs["key"]) and sorted(mine["top1"]) == sorted(theirs["top1"])
+    assert sorted(p.name for p in (ref / "runs").iterdir()) == before   # the reference is untouched
+    assert (tmp_path / folder / "trajectory.png").stat().st_size > 5000
+
+
+def test_reference_band_is_the_pooled_interval_of_each_mean(reference):
+    from scipy import stats
+    from roadmap.report import reference_band
+    from roadmap.results import read_results
+    root, _ = reference
+    table = read_results(root / "demo-fashion-mnist")
+    band = reference_band(table).set_index("run")
+    y = table.pivot(index="run", columns="seed", values="top1").to_numpy()
+    resid = y - y.mean(1, keepdims=True) - y.mean(0, keepdims=True) + y.mean()
+    sigma = (resid ** 2).sum() ** 0.5          # 2 models x 2 seeds: 1 residual df
+    for run, row in zip(["resnet50", "separate_downsampling"], y):
+        assert band.loc[run, "mean"] == pytest.approx(row.mean())
+        assert band.loc[run, "half"] == pytest.approx(stats.t.ppf(0.975, 1) * sigma / 2 ** 0.5)
+
+
+def test_run_key_changes_with_the_data_content_not_only_its_name():
+    ds = D.load_dataset("fashion-mnist").subset(train=256, val=100)
+    other = D.Dataset(ds.name, ds.source, ds.num_classes, ds.mean, ds.std, ds.train_images.clone(),
+                      ds.train_labels.clone(), ds.val_images.clone(), ds.val_labels.clone())
+    assert runner.data_identity(other) == runner.data_identity(ds)
+    other.train_images[0, 0, 0, 0] ^= 1                 # one pixel of one image
+    assert runner.data_identity(other) != runner.data_identity(ds)
+    cfg, recipe = config_for("resnet50"), get_preset("demo")
+    assert (runner.key_for(cfg, recipe, runner.data_identity(other), 0)
+            != runner.key_for(cfg, recipe, runner.data_identity(ds), 0))
+
+
+def test_folder_fingerprint_sees_a_changed_image(tmp_path):
+    from PIL import Image
+    for split in ("train", "val"):
+        for c in ("a", "b"):
+            (tmp_path / split / c).mkdir(parents=True)
+            Image.new("RGB", (8, 8), (10, 20, 30)).save(tmp_path / split / c / "x.png")
+    first = D.load_dataset(str(tmp_path)).fingerprint()
+    Image.new("RGB", (8, 8), (99, 20, 30)).save(tmp_path / "train" / "a" / "x.png")
+    assert D.load_dataset(str(tmp_path)).fingerprint() != first
+
+
+@pytest.mark.parametrize("step", ["resnet50", "separate_downsampling"])
+def test_small_input_stem_halves_the_stem_stride_only(step):
+    cfg = config_for(step).replace(widths=(16, 32, 64, 128), num_classes=10)
+    small = cfg.replace(small_input_stem=True)
+    x = torch.randn(2, 3, 32, 32)
+    big_map = RoadmapNet(cfg).eval().forward_features(x)
+    small_net = RoadmapNet(small).eval()
+    assert big_map.shape[-1] == 1 and small_net.forward_features(x).shape[-1] == 2
+    assert [f["reduction"] for f in small_net.feature_info] == [2, 4, 8, 16]
+    assert [f["reduction"] for f in RoadmapNet(cfg).feature_info] == [4, 8, 16, 32]
+    # same blocks, same parameters except none: the max-pool has none, the patchify conv shrinks
+    if step == "resnet50":
+        assert sum(p.numel() for p in small_net.parameters()) == sum(
+            p.numel() for p in RoadmapNet(cfg).parameters())
+
+
+def test_cifar_preset_applies_the_departure_to_every_step():
+    from roadmap.train import scale_config
+    recipe = get_preset("cifar")
+    assert recipe.small_input_stem and not get_preset("imagenet").small_input_stem
+    assert all(scale_config(s.cfg, recipe, 10).small_input_stem for s in paper_plan())
+    assert not ArchConfig().small_input_stem
