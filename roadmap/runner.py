@@ -15,7 +15,7 @@ from .errors import RoadmapError
 from .model import stem_stride
 from .plan import RunSpec
 from .recipe import Recipe
-from .results import ResultsDir, run_key, thread_mix
+from .results import ResultsDir, read_results, run_key, thread_mix
 from .train import Dist, NonFiniteLoss, configure_cuda, resolve_device, scale_config, train_run
 
 
@@ -219,8 +219,10 @@ def run_plan(specs: Sequence[RunSpec], recipe: Recipe, preset: str, data: str = 
             warn(f"{folder}: {mix}", dist)
         if plot and len(table):
             from .plot import plot_trajectory
-            from .report import plot_deltas
-            paths = plot_trajectory(folder, deltas=plot_deltas(table))  # deltas only with >= 2 seeds
+            from .report import plot_deltas, reference_band
+            # a run drawn against the committed reference: its means and 95% intervals
+            band = reference_band(read_results(reference.root)) if reference is not None else None
+            paths = plot_trajectory(folder, deltas=plot_deltas(table), reference=band)
             log(f"results: {folder / 'results.csv'}, {folder / 'summary.csv'}; figure: {paths[0]}", dist)
     if failed:
         more = f" (and {len(failed) - 1} more, see {folder / 'results.csv'})" if len(failed) > 1 else ""

@@ -216,4 +216,4 @@ def test_readme_example_loads(tmp_path):
     path.write_text(section[section.index("```toml\n") + 8:section.index("```\n", section.index("```toml"))])
     rm = load_roadmap(path)
     assert rm.names() == ["large_kernel", "gelu", "k5", "no_stage_ratio"]
-    assert str(rm.default_out("demo", "fashion-mnist")) == "results/demo-fashion-mnist-my_roadmap"
+    assert str(rm.default_out("demo", "fashion-mnist")) == "runs/demo-fashion-mnist-my_roadmap"

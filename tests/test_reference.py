@@ -29,10 +29,18 @@ def reference(tmp_path_factory):
 
 
 def test_a_new_run_reuses_the_reference_and_writes_apart_from_it(reference, tmp_path, monkeypatch, capsys):
+    import roadmap.plot
     root, recipe = reference
     ref = root / "demo-fashion-mnist"
     before = sorted(p.name for p in (ref / "runs").iterdir())
     monkeypatch.setattr(runner, "REFERENCE_ROOT", root)
+    drawn = {}
+    real = roadmap.plot.plot_trajectory
+
+    def spy(folder, **kw):
+        drawn.update(kw)
+        return real(folder, **kw)
+    monkeypatch.setattr(roadmap.plot, "plot_trajectory", spy)
     monkeypatch.chdir(tmp_path)                       # the user's default out: runs/<preset>-<data>
     folder = runner.run_plan(paper_plan(only=["resnet50", "separate_downsampling"]), recipe, "demo",
                              seeds=(0, 1), progress=False)
@@ -44,6 +52,8 @@ def test_a_new_run_reuses_the_reference_and_writes_apart_from_it(reference, tmp_
     assert sorted(mine["key"]) == sorted(theirs["key"]) and sorted(mine["top1"]) == sorted(theirs["top1"])
     assert sorted(p.name for p in (ref / "runs").iterdir()) == before   # the reference is untouched
     assert (tmp_path / folder / "trajectory.png").stat().st_size > 5000
+    # the user's figure carries the reference's means and intervals
+    assert sorted(drawn["reference"]["run"]) == ["resnet50", "separate_downsampling"]
 
 
 def test_reference_band_is_the_pooled_interval_of_each_mean(reference):
