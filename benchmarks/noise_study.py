@@ -95,14 +95,14 @@ def main():
     ap.add_argument("--steps", default="resnet50,separate_downsampling")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--settings", default=None, help="comma-separated subset of the settings")
+    ap.add_argument("--settings", default=None, help="semicolon-separated subset of the settings")
     ap.add_argument("--out", default="results/noise-study")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     steps = args.steps.split(",")
     specs = paper_plan(only=steps)
-    chosen = args.settings.split(",") if args.settings else list(SETTINGS)
+    chosen = args.settings.split(";") if args.settings else list(SETTINGS)
     out = Path(args.out)
     rows = []
     for label in chosen:

@@ -149,7 +149,7 @@ def bench_recipe(batch_size: int, resolution: int, overrides=None):
     recipe = replace(get_preset("imagenet"), description="roadmap bench", img_size=resolution,
                      batch_size=batch_size, epochs=1, warmup_epochs=0, randaug=None, mixup=0.0,
                      cutmix=0.0, reprob=0.0, drop_path=0.0, max_shift=0, hflip=False,
-                     eval_batch_size=batch_size, workers=0, ckpt_every_s=float("inf"))
+                     eval_batch_size=batch_size, workers=0, ckpt_every_s=1e9)  # never: only epoch ends
     return recipe.with_overrides(overrides)
 
 

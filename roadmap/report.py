@@ -17,7 +17,6 @@ recorded configurations, consecutive runs are compared.
 import json
 import math
 import re
-import warnings
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -501,7 +500,7 @@ def _agreement_markdown(agree: Dict) -> str:
         rows.append(f"| {sign} | " + " | ".join(str(c) for c in counts) + " |")
     p = agree["sign_fisher_p"]
     lines = ["\n".join(rows), "",
-             f"- Fisher's exact test on the sign table: "
+             "- Fisher's exact test on the sign table: "
              + (f"p = {p:.3g}" if p is not None else "not testable (one sign only on a side)")]
     for name, sym, key in (("delta_spearman", "Spearman ρ", "rho"), ("delta_kendall", "Kendall τ-b", "tau")):
         c = agree[name]

@@ -1,6 +1,5 @@
 """`roadmap run`: train and measure every planned run, skip finished ones, resume killed ones."""
 import datetime
-import os
 import platform
 import sys
 from pathlib import Path

@@ -18,7 +18,6 @@ from typing import Callable, Dict, Optional
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from timm.data import Mixup
 from timm.data.random_erasing import RandomErasing
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy

@@ -1,7 +1,5 @@
 """The committed reference: reused by key, kept apart from a user's runs, drawn behind them;
 run keys follow the data's content; the small-input stem departure."""
-import json
-import shutil
 
 import pandas as pd
 import pytest

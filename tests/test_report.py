@@ -51,19 +51,6 @@ def write_csv(folder, rows):
     return folder
 
 
-def paired(a, b):
-    d = np.array(b) - np.array(a)
-    half = T975[len(d) - 1] * d.std(ddof=1) / math.sqrt(len(d))
-    return d.mean(), d.mean() - half, d.mean() + half
-
-
-def welch_half(sa, na, sb, nb):
-    from scipy.stats import t
-    va, vb = sa ** 2 / na, sb ** 2 / nb
-    df = (va + vb) ** 2 / (va ** 2 / (na - 1) + vb ** 2 / (nb - 1))
-    return t.ppf(0.975, df) * math.sqrt(va + vb)
-
-
 def hand_ranks(x):
     return np.argsort(np.argsort(x)) + 1.0  # no ties in these tables
 
