@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+from scipy import stats
 
 from roadmap import stats as S
 from roadmap.plan import paper_plan
@@ -50,9 +51,11 @@ def summarize_setting(label, table):
         row[f"{run}_sd"] = g["top1"].std(ddof=1)
         ema = pd.to_numeric(g["top1_ema"], errors="coerce").dropna()
         row[f"{run}_ema_sd"] = ema.std(ddof=1) if len(ema) > 1 else math.nan
-    from scipy import stats
     row["pooled_sd"] = f.sigma
     row["df"] = f.df
+    # 95% interval of the pooled sd (chi-square): with few seeds an sd is itself very uncertain
+    row["pooled_sd_low"] = f.sigma * math.sqrt(f.df / stats.chi2.ppf(0.975, f.df))
+    row["pooled_sd_high"] = f.sigma * math.sqrt(f.df / stats.chi2.ppf(0.025, f.df))
     # the half-width of one transition with 3 seeds per step, under the 13-step design
     row["half_width_3_seeds"] = stats.t.ppf(0.975, 12 * 2) * f.sigma * math.sqrt(2 / 3)
     row["cpu_s_per_run"] = pd.to_numeric(ok["wall_s"], errors="coerce").mean() * ok["threads"].fillna(1).mean()
@@ -72,13 +75,20 @@ def plot(table: pd.DataFrame, path: Path, steps):
     for s in steps:
         ax1.plot(by_epochs["epochs"], by_epochs[f"{s}_sd"], "o-", label=f"{s} (raw)")
         ax1.plot(by_epochs["epochs"], by_epochs[f"{s}_ema_sd"], "x--", label=f"{s} (EMA)")
-    ax1.plot(by_epochs["epochs"], by_epochs["pooled_sd"], "k-", lw=2, label="pooled")
+    ax1.errorbar(by_epochs["epochs"], by_epochs["pooled_sd"],
+                 yerr=[by_epochs["pooled_sd"] - by_epochs["pooled_sd_low"],
+                       by_epochs["pooled_sd_high"] - by_epochs["pooled_sd"]],
+                 fmt="k-", lw=2, capsize=3, label="pooled (95% CI)")
+    ax1.set_ylim(0, 1.2)  # EMA of a BatchNorm net can collapse (sd of several points): off the chart
     ax1.set_xlabel("epochs")
     ax1.set_ylabel("seed sd of top-1 (points)")
     ax1.legend(fontsize=7)
     ax1.grid(alpha=0.3)
     y = range(len(table))
-    ax2.barh(list(y), table["half_x_sqrt_cpu_min"], color="#4c72b0")
+    merit = table["half_x_sqrt_cpu_min"]
+    err = [merit * (1 - table["pooled_sd_low"] / table["pooled_sd"]),
+           merit * (table["pooled_sd_high"] / table["pooled_sd"] - 1)]   # from the sd's 95% CI
+    ax2.barh(list(y), merit, color="#4c72b0", xerr=err, error_kw=dict(lw=1, capsize=3))
     ax2.set_yticks(list(y), table["setting"], fontsize=8)
     ax2.invert_yaxis()
     ax2.set_xlabel("95% half-width x sqrt(CPU-min per run)  (lower is better)")
@@ -104,19 +114,21 @@ def main():
     specs = paper_plan(only=steps)
     chosen = args.settings.split(";") if args.settings else list(SETTINGS)
     out = Path(args.out)
-    rows = []
+    folder = {label: out / label.replace(" ", "_").replace(",", "").replace("(", "").replace(")", "")
+              for label in SETTINGS}
     for label in chosen:
         overrides = SETTINGS[label]
         recipe = get_preset("reference").with_overrides(overrides)
-        folder = out / label.replace(" ", "_").replace(",", "").replace("(", "").replace(")", "")
         print(f"== {label}: {' '.join(overrides) or 'the reference preset'}", flush=True)
-        run_plan(specs, recipe, "reference", seeds=range(args.seeds), out=str(folder),
+        run_plan(specs, recipe, "reference", seeds=range(args.seeds), out=str(folder[label]),
                  progress=False, plot=False)
-        rows.append(summarize_setting(label, read_results(folder)))
+        # every setting measured so far (also by earlier calls), in the order of SETTINGS
+        rows = [summarize_setting(lb, read_results(folder[lb])) for lb in SETTINGS
+                if (folder[lb] / "runs").is_dir()]
         table = pd.DataFrame(rows)
         atomic_write_text(out / "noise.csv", table.to_csv(index=False, float_format="%.4f"))
         plot(table, out / "noise.png", steps)
-        print(table[["setting", "pooled_sd", "half_width_3_seeds", "cpu_s_per_run",
+        print(table[["setting", "pooled_sd", "pooled_sd_low", "pooled_sd_high", "half_width_3_seeds", "cpu_s_per_run",
                      "half_x_sqrt_cpu_min"]].to_string(index=False), flush=True)
 
 

@@ -104,10 +104,11 @@ def _collectives(rank, folder):
         nan = dist.mean(torch.tensor(float("nan") if rank == 1 else 1.0))
         assert nan != nan
         shared = folder / "shared.pt"
+        saved = dict(model={}, optimizer={}, state=dict(update=7))  # the keys a checkpoint holds
         if rank == 0:
-            torch.save(dict(update=7), shared)
+            torch.save(saved, shared)
         torch.distributed.barrier()
-        assert load_checkpoint(str(shared), torch.device("cpu"), dist) == dict(update=7)
+        assert load_checkpoint(str(shared), torch.device("cpu"), dist) == saved
         assert load_checkpoint(str(folder / "none.pt"), torch.device("cpu"), dist) is None
         # a file only rank 0 sees (an --out that is not shared): every rank raises, none hangs
         local = shared if rank == 0 else folder / "elsewhere.pt"
