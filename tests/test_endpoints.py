@@ -3,28 +3,13 @@ import pytest
 import timm
 import torch
 
+from helpers import randomize
 import roadmap
 from roadmap.errors import RoadmapError
 from roadmap.measure import count_gflops, count_params
 from roadmap.weights import load_timm
 
 ENDPOINTS = [("resnet50", "resnet50"), ("separate_downsampling", "convnext_tiny")]
-
-
-def _randomize(model):
-    """Non-trivial BN statistics and layer scales, so equal outputs mean equal wiring."""
-    with torch.no_grad():
-        for name, buf in model.named_buffers():
-            if name.endswith("running_mean"):
-                buf.normal_(0, 0.2)
-            elif name.endswith("running_var"):
-                buf.uniform_(0.5, 2.0)
-        for name, p in model.named_parameters():
-            if name.endswith("gamma") or (p.dim() == 1 and "norm" in name and name.endswith("weight")):
-                p.uniform_(0.5, 1.5)
-            elif p.dim() == 1 and name.endswith("bias"):
-                p.normal_(0, 0.1)
-    return model
 
 
 @pytest.mark.parametrize("step,timm_name", ENDPOINTS)
@@ -42,7 +27,7 @@ def test_reference_param_counts():
 
 @pytest.mark.parametrize("step,timm_name", ENDPOINTS)
 def test_timm_weights_load_and_outputs_match(step, timm_name):
-    ref = _randomize(timm.create_model(timm_name)).eval()
+    ref = randomize(timm.create_model(timm_name)).eval()
     ours = load_timm(roadmap.build(step), ref.state_dict()).eval()
     x = torch.randn(2, 3, 224, 224)
     with torch.no_grad():

@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from helpers import randomize
 import roadmap  # noqa: F401  (registers the models)
 from roadmap.custom import Roadmap, load_roadmap
 from roadmap.errors import RoadmapError
@@ -31,20 +32,6 @@ MODELS = {**STEPS, **SWEEP}
 ENDPOINTS = [("roadmap_resnet50", "resnet50"), ("roadmap_separate_downsampling", "convnext_tiny")]
 # Each step's own structure at a fraction of its width: all-steps loops stay quick on a busy CPU.
 SMALL = dict(widths=(8, 16, 32, 64))
-
-
-def _randomize(model):
-    """Non-trivial BN statistics, norm affines and layer scales: equal outputs mean equal wiring."""
-    with torch.no_grad():
-        for name, buf in model.named_buffers():
-            if name.endswith("running_mean"):
-                buf.normal_(0, 0.2)
-            elif name.endswith("running_var"):
-                buf.uniform_(0.5, 2.0)
-        for name, p in model.named_parameters():
-            if p.dim() == 1:
-                p.uniform_(0.5, 1.5) if name.endswith(("weight", "gamma")) else p.normal_(0, 0.1)
-    return model
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -63,7 +50,7 @@ def timm_checkpoints(tmp_path_factory):
     folder = tmp_path_factory.mktemp("ckpt")
     out = {}
     for _, timm_name in ENDPOINTS:
-        ref = _randomize(timm.create_model(timm_name)).eval()
+        ref = randomize(timm.create_model(timm_name)).eval()
         path = folder / f"{timm_name}.pth"
         torch.save(ref.state_dict(), path)
         out[timm_name] = (ref, str(path))
