@@ -80,7 +80,7 @@ def cmd_run(args):
         run_plan(specs, recipe, args.preset, data=args.data, seeds=seeds, out=args.out,
                  device=args.device, dist=dist, progress=not args.no_progress,
                  plot=not args.no_plot, tensorboard=(args.log == "tensorboard"),
-                 retry_failed=args.retry_failed)
+                 retry_failed=args.retry_failed, use_reference=not args.no_reference)
     finally:
         if dist.world_size > 1:
             torch.distributed.destroy_process_group()
@@ -123,6 +123,8 @@ def add_subcommands(sub):
                    help="also write training curves (tensorboard: DIR/tensorboard/<step>-seed<N>)")
     p.add_argument("--no-plot", action="store_true", help="skip the figure at the end")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--no-reference", action="store_true",
+                   help="train every run here, even those found in the committed results/<preset>-<data>")
     p.add_argument("--retry-failed", action="store_true",
                    help="run again the runs recorded as failed (by default a rerun reports them and exits 1)")
     g = p.add_argument_group("cluster", "--launcher submitit: one job per step and seed "

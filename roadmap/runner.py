@@ -98,7 +98,8 @@ def error_line(e: BaseException) -> str:
 def run_plan(specs: Sequence[RunSpec], recipe: Recipe, preset: str, data: str = "fashion-mnist",
              seeds: Sequence[int] = (0,), out: Optional[str] = None, device: str = "auto",
              dist: Dist = Dist(), progress: bool = True, plot: bool = True,
-             tensorboard: bool = False, retry_failed: bool = False) -> Path:
+             tensorboard: bool = False, retry_failed: bool = False,
+             use_reference: bool = True) -> Path:
     """Run every (spec, seed) not yet finished in `out`; return the results folder.
 
     A run that raises is recorded as failed with its error, and the next run goes on; at the
@@ -127,7 +128,7 @@ def run_plan(specs: Sequence[RunSpec], recipe: Recipe, preset: str, data: str = 
         if stale:
             log(f"removed {len(stale)} stale temporary file(s) of an earlier, killed run: "
                 + ", ".join(p.name for p in stale[:3]) + (" ..." if len(stale) > 3 else ""), dist)
-    reference = reference_dir(preset, ds, folder)
+    reference = reference_dir(preset, ds, folder) if use_reference else None
     data_id = data_identity(ds)
     todo = [(s, seed) for s in specs for seed in seeds]
     log(f"roadmap run: {len(specs)} step(s) x {len(seeds)} seed(s) on {ds.name} "

@@ -54,6 +54,15 @@ def test_a_new_run_reuses_the_reference_and_writes_apart_from_it(reference, tmp_
     assert sorted(drawn["reference"]["run"]) == ["resnet50", "separate_downsampling"]
 
 
+def test_no_reference_trains_instead_of_reusing(reference, tmp_path, monkeypatch, capsys):
+    root, recipe = reference
+    monkeypatch.setattr(runner, "REFERENCE_ROOT", root)
+    runner.run_plan(paper_plan(only=["resnet50"]), recipe, "demo", seeds=(0,), out=str(tmp_path),
+                    progress=False, plot=False, use_reference=False)
+    out = capsys.readouterr().out
+    assert "committed reference" not in out and "top-1" in out
+
+
 def test_reference_band_is_the_pooled_interval_of_each_mean(reference):
     from scipy import stats
     from roadmap.report import reference_band
