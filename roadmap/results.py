@@ -28,6 +28,8 @@ RESULT_COLUMNS = [
     "global_batch", "resumed", "preset", "data", "device", "world_size", "threads", "key", "finished_at",
     "config", "recipe", "versions",
 ]
+# Kept in runs/*.json only: a bit per validation image is no column for a table.
+RECORD_ONLY = ("val_correct",)
 SUMMARY_METRICS = ["top1", "top5", "top1_ema", "train_img_s", "infer_img_s", "peak_mem_mb", "wall_s"]
 
 
@@ -152,7 +154,7 @@ def _read_run(f: Path) -> Dict:
 
 
 def results_frame(rows: Iterable[Dict]) -> pd.DataFrame:
-    table = pd.DataFrame(list(rows))
+    table = pd.DataFrame(list(rows)).drop(columns=list(RECORD_ONLY), errors="ignore")
     for col in ("config", "recipe", "versions"):
         # nested fields as JSON text, so `json.loads(table.config[i])` gives them back
         if col in table.columns:
