@@ -5,17 +5,16 @@ bars with error bars over seeds (bottom axis), the paper's ImageNet top-1 as mar
 on a twin axis (top), GFLOPs written beside each row.
 """
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Rectangle
 
-matplotlib.use("Agg")  # files only; never needs a display
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from .errors import RoadmapError  # noqa: E402
-from .results import read_results, sort_runs, summarize  # noqa: E402
+from .errors import RoadmapError
+from .results import atomic_write, summarize
 
 PHASE_COLORS = {
     "start": "#7f7f7f", "macro design": "#4c72b0", "ResNeXt-ify": "#dd8452",
@@ -30,24 +29,24 @@ def _label(row) -> str:
     return str(row["run"])
 
 
-def plot_trajectory(folder, out_stem: Optional[str] = None, deltas: Optional[pd.DataFrame] = None,
-                    title: Optional[str] = None, reference: Optional[pd.DataFrame] = None):
-    """Draw `trajectory.png` and `trajectory.svg` in `folder` from its results; return the paths.
+def plot_trajectory(table: pd.DataFrame, folder, out_stem: Optional[str] = None,
+                    deltas: Optional[pd.DataFrame] = None, title: Optional[str] = None,
+                    reference: Optional[pd.DataFrame] = None) -> List[Path]:
+    """Draw `trajectory.png` and `trajectory.svg` of a results table into `folder`; return the paths.
 
     `deltas` (from `roadmap.report.transitions`) adds each transition's change, marked
     hollow where it is inside seed noise. `reference` (from `roadmap.report.reference_band`:
-    run, mean, half) draws the committed reference's mean and 95% interval on each row, so a
-    new run shows whether it falls inside the reference's noise.
+    model_key, mean, half) draws the committed reference's mean and 95% interval on each row
+    of the same model, so a new run shows whether it falls inside the reference's noise.
     """
     folder = Path(folder)
-    table = read_results(folder)
     if not len(table):
         raise RoadmapError(f"{folder}: no finished runs to plot yet")
-    summary = sort_runs(summarize(table)).sort_values(["order", "_variant_num"], kind="stable")
-    summary = summary.drop(columns="_variant_num").reset_index(drop=True)
+    summary = summarize(table).reset_index(drop=True)
     n = len(summary)
     y = np.arange(n)
-    fig, ax = plt.subplots(figsize=(9.5, 0.42 * n + 1.8))
+    fig = Figure(figsize=(9.5, max(3.2, 0.42 * n + 1.8)))
+    ax = fig.subplots()
     means = pd.to_numeric(summary["top1_mean"], errors="coerce")
     stds = pd.to_numeric(summary["top1_std"], errors="coerce").fillna(0)
     colors = [PHASE_COLORS.get(p, "#999999") for p in summary["phase"]]
@@ -94,20 +93,22 @@ def plot_trajectory(folder, out_stem: Optional[str] = None, deltas: Optional[pd.
     if deltas is not None and len(deltas):
         _mark_deltas(ax, summary, deltas, means)
     if reference is not None and len(reference):
-        ref = reference.set_index("run")
-        rows = [(i, ref.loc[r]) for i, r in enumerate(summary["run"]) if r in ref.index]
+        # matched by model (configuration, recipe, data), never by name: a custom row called
+        # gelu that is k=5 is not the paper's gelu
+        ref = reference.set_index("model_key")
+        rows = [(i, ref.loc[k]) for i, k in enumerate(summary["model_key"]) if k in ref.index]
         ax.errorbar([b["mean"] for _, b in rows], [i + 0.36 for i, _ in rows],
                     xerr=[b["half"] for _, b in rows], fmt="|", color="#d62728", ms=8, capsize=2,
                     lw=1.2, zorder=6)
 
-    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for p, c in PHASE_COLORS.items()
+    handles = [Rectangle((0, 0), 1, 1, color=c) for p, c in PHASE_COLORS.items()
                if p in set(summary["phase"])]
     names = [p for p in PHASE_COLORS if p in set(summary["phase"])]
     if paper.notna().any():
-        handles.append(plt.Line2D([], [], marker="D", color="black", ls=""))
+        handles.append(Line2D([], [], marker="D", color="black", ls=""))
         names.append("paper (ImageNet)")
     if reference is not None and len(reference):
-        handles.append(plt.Line2D([], [], marker="|", color="#d62728", ls="-"))
+        handles.append(Line2D([], [], marker="|", color="#d62728", ls="-"))
         names.append("committed reference (mean, 95% CI)")
     ax.legend(handles, names, loc="lower right", fontsize=7, framealpha=0.9)
     seeds = int(summary["seeds"].max()) if len(summary) else 0
@@ -146,7 +147,8 @@ def plot_forest(trans: pd.DataFrame, folder, out_stem: str = "changes", subtitle
         raise RoadmapError(f"{folder}: no change with a measured Δ to draw")
     n = len(rows)
     y = np.arange(n)
-    fig, ax = plt.subplots(figsize=(8.5, 0.38 * n + 1.9))
+    fig = Figure(figsize=(8.5, max(3.0, 0.38 * n + 1.9)))
+    ax = fig.subplots()
     ax.axvline(0, color="#444444", lw=0.8)
     for i, r in rows.iterrows():
         color = PHASE_COLORS.get(r["phase"], "#999999")
@@ -160,9 +162,9 @@ def plot_forest(trans: pd.DataFrame, folder, out_stem: str = "changes", subtitle
     ax.set_yticks(y, [f"{r['from']} → {r['to']}" for _, r in rows.iterrows()], fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel("Δ top-1 (points): ours with 95% interval; ◆ the paper's (ImageNet-1K, Table 10)")
-    handles = [plt.Line2D([], [], marker="o", color="#555555", mfc="#555555", ls="-"),
-               plt.Line2D([], [], marker="o", color="#555555", mfc="white", ls="-"),
-               plt.Line2D([], [], marker="D", color="black", ls="")]
+    handles = [Line2D([], [], marker="o", color="#555555", mfc="#555555", ls="-"),
+               Line2D([], [], marker="o", color="#555555", mfc="white", ls="-"),
+               Line2D([], [], marker="D", color="black", ls="")]
     ax.legend(handles, ["ours, resolved (Holm)", "ours, below the noise", "paper"], fontsize=7,
               loc="best", framealpha=0.9)
     ax.set_title("What each change was worth" + (f"\n{subtitle}" if subtitle else ""), fontsize=9)
@@ -171,11 +173,8 @@ def plot_forest(trans: pd.DataFrame, folder, out_stem: str = "changes", subtitle
     return _save(fig, folder / out_stem)
 
 
-def _save(fig, stem: Path):
+def _save(fig: Figure, stem: Path) -> List[Path]:
     paths = [stem.with_suffix(".png"), stem.with_suffix(".svg")]
     for p in paths:
-        tmp = p.with_name(f".{p.name}.tmp{p.suffix}")
-        fig.savefig(tmp, dpi=130)
-        tmp.replace(p)
-    plt.close(fig)
+        atomic_write(p, lambda f, fmt=p.suffix[1:]: fig.savefig(f, format=fmt, dpi=130))
     return paths

@@ -584,48 +584,12 @@ def to_json(report: Dict, figures: Sequence[str], sources: Sequence) -> str:
     return json.dumps(_clean(out), indent=1, default=str)
 
 
-def merge_into(out: Path, table: pd.DataFrame):
-    """Copy every run into `out/runs/` so the merged folder is itself a results folder."""
-    results = ResultsDir(out)
-    for row in table.to_dict("records"):
-        if pd.isna(row.get("key")):
-            raise RoadmapError(f"run {row['run']} seed {row['seed']} has no key; only folders written "
-                               "by `roadmap run` can be merged")
-        if not results.is_done(row["key"]):
-            row = {k: (_config(v) if k in ("config", "recipe", "versions") and isinstance(v, str) else v)
-                   for k, v in row.items()}
-            results.record(_clean(row))
-    results.write_tables()
-
-
-def write_report(dirs: Sequence, out=None, plot: bool = True) -> Dict:
-    """Write report.md and report.json (and the figure) for the results in `dirs`; return the report."""
-    dirs = [Path(d) for d in dirs]
-    if out is None and len(dirs) > 1:
-        raise RoadmapError("several results folders: name the merged folder with --out DIR")
-    out = Path(out) if out is not None else dirs[0]
-    table = gather(dirs)
-    if [out] != dirs:
-        merge_into(out, table)
-        table = gather([out])
-    report = build(table)
-    figures = []
-    lacking = [c for c in RESULT_COLUMNS if c not in table.columns]
-    if plot and lacking:
-        # a hand-made table: the numbers can be reported, the figure needs every column
-        report["warnings"].append(f"No figure: the results lack the columns {lacking}.")
-    elif plot:
-        from .plot import plot_forest, plot_trajectory
-        deltas = report["transitions"]
-        deltas = deltas[deltas["ci_low"].notna()]
-        figures.append(plot_trajectory(out, deltas=deltas if len(deltas) else None)[0].name)
-        if len(deltas):
-            figures.append(plot_forest(report["transitions"], out, subtitle=_subtitle(report))[0].name)
-    atomic_write_text(out / "report.md", markdown(report, figures))
-    atomic_write_text(out / "report.json", to_json(report, figures, dirs))
-    report.update(paths=[out / "report.md", out / "report.json"], figure=figures[0] if figures else None,
-                  figures=figures)
-    return report
+def write_files(report: Dict, out: Path, figures: Sequence[str], sources: Sequence) -> List[Path]:
+    """Write report.md and report.json of a built report into `out`; return their paths."""
+    paths = [Path(out) / "report.md", Path(out) / "report.json"]
+    atomic_write_text(paths[0], markdown(report, figures))
+    atomic_write_text(paths[1], to_json(report, figures, sources))
+    return paths
 
 
 def _subtitle(report: Dict) -> str:
@@ -637,11 +601,13 @@ def _subtitle(report: Dict) -> str:
 
 
 def cmd_report(args):
-    report = write_report(args.dirs, out=args.out, plot=not args.no_plot)
+    from .outputs import write_report
+    written = write_report(args.dirs, out=args.out, plot=not args.no_plot)
+    report = written["built"]
     for w in report["warnings"]:
         print(f"warning: {w}")
     print(report["findings"])
-    for p in report["paths"]:
+    for p in written["report"]:
         print(p)
 
 

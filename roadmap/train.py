@@ -68,10 +68,8 @@ class Dist:
 
 
 def scale_config(cfg: ArchConfig, recipe: Recipe, num_classes: int) -> ArchConfig:
-    """The step's configuration at the preset's width (multiples of 8), classes and drop path."""
-    widths = tuple(max(8, int(round(w * recipe.width_scale / 8)) * 8) for w in cfg.widths)
-    return cfg.replace(widths=widths, num_classes=num_classes, drop_path_rate=recipe.drop_path,
-                       small_input_stem=recipe.small_input_stem)
+    """The step's final configuration (see `Recipe.apply`)."""
+    return recipe.apply(cfg, num_classes)
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -139,9 +137,9 @@ def _one_line(e) -> str:
     return (f"{type(e).__name__}: {text}" if isinstance(e, BaseException) else text)[:300]
 
 
-def configure_cuda(recipe: Recipe):
+def configure_cuda(ex):
     """cuDNN autotuning (a recipe switch) and TF32 matmuls and convolutions."""
-    torch.backends.cudnn.benchmark = recipe.cudnn_benchmark
+    torch.backends.cudnn.benchmark = ex.cudnn_benchmark
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
 
@@ -191,14 +189,14 @@ def load_checkpoint(path: Optional[str], device: torch.device, dist: Dist) -> Op
 
 
 @torch.no_grad()
-def evaluate(model, ds: D.Dataset, recipe: Recipe, device: torch.device) -> Dict[str, float]:
+def evaluate(model, ds: D.Dataset, recipe: Recipe, ex, device: torch.device) -> Dict[str, float]:
     """Top-1/top-5 on the validation split and inference img/s (timed over the whole pass)."""
     model.eval()
-    fmt = torch.channels_last if recipe.channels_last else torch.contiguous_format
+    fmt = torch.channels_last if ex.channels_last else torch.contiguous_format
     if ds.in_memory:
-        batches = D.memory_eval_batches(ds, recipe.img_size, recipe.eval_batch_size, str(device))
+        batches = D.memory_eval_batches(ds, recipe.img_size, ex.eval_batch_size, str(device))
     else:
-        batches = D.folder_loader(ds, recipe.img_size, recipe.eval_batch_size, False, recipe.workers)
+        batches = D.folder_loader(ds, recipe.img_size, ex.eval_batch_size, False, ex.workers)
     correct1 = correct5 = seen = 0
     compute_s = 0.0
     hits = []  # per-image top-1 correctness, in the validation set's order
@@ -242,17 +240,17 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def train_run(name: str, cfg: ArchConfig, recipe: Recipe, ds: D.Dataset, seed: int,
+def train_run(name: str, cfg: ArchConfig, recipe: Recipe, ex, ds: D.Dataset, seed: int,
               device: torch.device, ckpt_path: Optional[str] = None, dist: Dist = Dist(),
               progress: bool = True, on_update: Optional[Callable[[Dict], None]] = None) -> Dict:
-    """Train `cfg` with `recipe` on `ds`; return the run's measurements (raises NonFiniteLoss)."""
+    """Train the final configuration `cfg` with `recipe` on `ds`, executed as `ex` says;
+    return the run's measurements (raises NonFiniteLoss)."""
     wall0 = time.time()
-    unscaled, cfg = cfg, scale_config(cfg, recipe, ds.num_classes)
     torch.manual_seed(seed)
     model = RoadmapNet(cfg).to(device)
     params, gflops = count_params(model), count_gflops(model, recipe.img_size)
     gflops_224 = count_gflops(model, 224) if recipe.img_size != 224 else gflops
-    fmt = torch.channels_last if recipe.channels_last else torch.contiguous_format
+    fmt = torch.channels_last if ex.channels_last else torch.contiguous_format
     model = model.to(memory_format=fmt)
 
     global_batch = recipe.batch_size * dist.world_size
@@ -291,7 +289,7 @@ def train_run(name: str, cfg: ArchConfig, recipe: Recipe, ds: D.Dataset, seed: i
         train_model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
     eval_model = model
-    if recipe.compile:
+    if ex.compile:
         train_model, eval_model = torch.compile(train_model), torch.compile(model)
     ema = ModelEmaV3(model, decay=recipe.ema_decay) if recipe.ema_decay else None
 
@@ -310,7 +308,7 @@ def train_run(name: str, cfg: ArchConfig, recipe: Recipe, ds: D.Dataset, seed: i
             state.update(ckpt["state"])
         except Exception as e:  # it loaded, but is not this run's: the model is half-written now
             set_aside(ckpt_path, e, dist)
-            return train_run(name, unscaled, recipe, ds, seed, device, ckpt_path, dist, progress,
+            return train_run(name, cfg, recipe, ex, ds, seed, device, ckpt_path, dist, progress,
                              on_update)
         state["resumed"] += 1
         scheduler.step_update(state["update"])
@@ -345,7 +343,7 @@ def train_run(name: str, cfg: ArchConfig, recipe: Recipe, ds: D.Dataset, seed: i
                                              start, recipe.max_shift, recipe.hflip, str(device),
                                              dist.world_size, dist.rank)
         else:
-            batches = D.folder_loader(ds, recipe.img_size, recipe.batch_size, True, recipe.workers,
+            batches = D.folder_loader(ds, recipe.img_size, recipe.batch_size, True, ex.workers,
                                       seed, epoch, start, recipe.randaug, recipe.reprob,
                                       recipe.hflip, dist.world_size, dist.rank)
         t0 = time.perf_counter()
@@ -393,7 +391,7 @@ def train_run(name: str, cfg: ArchConfig, recipe: Recipe, ds: D.Dataset, seed: i
                 on_update(dict(update=state["update"], loss=loss_value,
                                lr=optimizer.param_groups[0]["lr"],
                                img_s=state["images"] / max(state["train_s"], 1e-9)))
-            if time.time() - last_save >= recipe.ckpt_every_s:
+            if time.time() - last_save >= ex.ckpt_every_s:
                 save()
                 last_save = time.time()
                 t0 = time.perf_counter()
@@ -404,9 +402,9 @@ def train_run(name: str, cfg: ArchConfig, recipe: Recipe, ds: D.Dataset, seed: i
     if bar is not None:
         bar.close()
 
-    metrics = evaluate(eval_model, ds, recipe, device)
+    metrics = evaluate(eval_model, ds, recipe, ex, device)
     if ema is not None:
-        metrics["top1_ema"] = evaluate(ema.module, ds, recipe, device)["top1"]
+        metrics["top1_ema"] = evaluate(ema.module, ds, recipe, ex, device)["top1"]
     return dict(
         top1=metrics["top1"], top5=metrics["top5"], top1_ema=metrics.get("top1_ema"),
         val_correct=metrics["val_correct"], val_n=ds.num_val,
@@ -416,5 +414,5 @@ def train_run(name: str, cfg: ArchConfig, recipe: Recipe, ds: D.Dataset, seed: i
         infer_img_s=metrics["infer_img_s"], peak_mem_mb=peak_memory_mb(device),
         updates=state["update"], epochs=state["update"] / per_epoch, lr=lr,
         global_batch=global_batch, resumed=state["resumed"],
-        wall_s=wall_before + time.time() - wall0, config=cfg,
+        wall_s=wall_before + time.time() - wall0,
     )
