@@ -115,6 +115,7 @@ def run_plan(specs: Sequence[RunSpec], recipe: Recipe, preset: str, data: str = 
     if out is not None and dist.is_main:
         ResultsDir(out).check_writable()  # before the data: a bad --out costs nothing
     ds = D.load_dataset(data).subset(recipe.train_subset, recipe.val_subset)
+    D.check_recipe_fits(ds, recipe)
     D.check_classes(ds, " with --set train_subset/val_subset" if recipe.train_subset or recipe.val_subset else "")
     if D.batches_per_epoch(ds, recipe.batch_size, dist.world_size) < 1:
         raise RoadmapError(f"{ds.num_train} training images cannot fill one global batch of "
