@@ -325,9 +325,10 @@ def _cifar_arrays(d: dict, where: Path, num_classes: int) -> Tuple[np.ndarray, n
         raise RoadmapError(f"{where}: its labels are not a list of integers ({e})") from None
     if y.ndim != 1 or len(y) != len(x):
         raise RoadmapError(f"{where}: {len(x)} images but {y.size} labels")
-    whole = y.dtype.kind in "iu" or (y.dtype.kind == "f" and np.array_equal(y, np.floor(y)))
-    if not whole:  # casting would truncate 2.7 to 2, or fail on text
-        bad = (y[y != np.floor(y)] if y.dtype.kind == "f" else y).tolist()[0]
+    fraction = (~np.isfinite(y) | (y != np.floor(y))) if y.dtype.kind == "f" else None
+    if y.dtype.kind not in "iu" and (fraction is None or fraction.any()):
+        # casting would truncate 2.7 to 2, or fail on text
+        bad = (y[fraction] if fraction is not None else y).tolist()[0]
         raise RoadmapError(f"{where}: label {bad!r} is not a whole number; CIFAR labels are "
                            f"integers 0..{num_classes - 1}")
     _check_labels(y, num_classes, where)

@@ -95,6 +95,8 @@ def test_cifar_whole_float_labels_and_text_labels(tmp_path):
     assert ds.train_labels.dtype == torch.int64 and ds.train_labels[:3].tolist() == [0, 1, 2]
     with pytest.raises(RoadmapError, match="label 'cat' is not a whole number"):
         D.load_dataset(str(write_batches(tmp_path / "t", labels=["cat"] * 20)))
+    with pytest.raises(RoadmapError, match="label inf is not a whole number"):
+        D.load_dataset(str(write_batches(tmp_path / "i", labels=[float("inf")] * 20)))
 
 
 def test_cifar_label_range_is_checked(tmp_path):
@@ -127,7 +129,7 @@ def test_cifar_full_set_and_a_hand_made_single_batch_load(tmp_path):
 def test_cifar_train_identical_to_test_is_refused(tmp_path):
     folder = write_batches(tmp_path / "c", batches=(1,), label_text=False)
     shutil.copy(folder / "data_batch_1", folder / "test_batch")
-    with pytest.raises(RoadmapError, match="holds the same images as .*test_batch.*train and score on one set"):
+    with pytest.raises(RoadmapError, match="the same images as .*test_batch.*train and score on one"):
         D.load_dataset(str(folder))
 
 
