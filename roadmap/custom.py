@@ -479,9 +479,11 @@ def _strict_loader(yaml):
             seen = set()
             for key_node, _ in node.value:
                 key = self.construct_object(key_node, deep=True)
-                if not isinstance(key, (str, int, float, bool)) or key is None:
-                    continue  # SafeLoader names an unhashable key itself
-                if key in seen:
+                try:
+                    twice = key in seen
+                except TypeError:  # unhashable: SafeLoader names it itself
+                    continue
+                if twice:
                     raise yaml.constructor.ConstructorError(
                         None, None, f"key {key!r} appears twice in one table (YAML would keep "
                         "the last silently); keep one", key_node.start_mark)
