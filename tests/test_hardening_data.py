@@ -133,6 +133,20 @@ def test_cifar_train_identical_to_test_is_refused(tmp_path):
         D.load_dataset(str(folder))
 
 
+def test_cifar100_is_checked_the_same_way(tmp_path):
+    folder = tmp_path / "c100"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("train", "test"):
+        hwc = rng.integers(0, 256, (20, 32, 32, 3), dtype=np.uint8)
+        (folder / name).write_bytes(pickle.dumps({"data": hwc, "fine_labels": list(range(80, 100))}))
+    ds = D.load_dataset(str(folder))
+    assert ds.name == "cifar100" and ds.num_classes == 100 and ds.train_images.shape == (20, 3, 32, 32)
+    shutil.copy(folder / "train", folder / "test")
+    with pytest.raises(RoadmapError, match="c100/train holds the same images as .*c100/test"):
+        D.load_dataset(str(folder))
+
+
 # ---- Fashion-MNIST -------------------------------------------------------------------------
 
 def test_fashion_train_files_identical_to_test_files_are_refused(tmp_path):
