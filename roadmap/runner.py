@@ -107,6 +107,7 @@ def labels(spec: RunSpec, preset: str) -> Dict:
 
 def load_data(data: str, recipe: Recipe, dist: Dist) -> D.Dataset:
     ds = D.load_dataset(data).subset(recipe.train_subset, recipe.val_subset)
+    D.check_recipe_fits(ds, recipe)
     D.check_classes(ds, " with --set train_subset/val_subset" if recipe.train_subset or recipe.val_subset else "")
     if D.batches_per_epoch(ds, recipe.batch_size, dist.world_size) < 1:
         raise RoadmapError(f"{ds.num_train} training images cannot fill one global batch of "
