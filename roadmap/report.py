@@ -129,7 +129,7 @@ def step_table(table: pd.DataFrame, ok: Optional[pd.DataFrame] = None) -> pd.Dat
     if not len(steps):
         return steps
     model_of = _model_of(ok)
-    pooled = ok.groupby("model")["top1"]
+    pooled = once(ok).groupby("model")["top1"]
     for i, run in enumerate(steps["run"]):
         m = model_of.get(run)
         if m is not None:
@@ -179,19 +179,21 @@ def model_ids(table: pd.DataFrame) -> pd.Series:
 
 
 def finished(table: pd.DataFrame) -> pd.DataFrame:
-    """Finished runs with a finite top-1, each with its model id, once per model and seed.
-
-    A model and seed is one run (its key hashes configuration, recipe, data and seed), so the
-    same run under two labels (`large_kernel/k7`, `large_kernel`) is counted once.
-    """
+    """Finished runs with a finite top-1, each with its model id (and per-image correctness)."""
     ok = table[table["status"] == "ok"].copy()
     ok["top1"] = pd.to_numeric(ok["top1"], errors="coerce")
     ok = ok[np.isfinite(ok["top1"])]
     ok["seed"] = pd.to_numeric(ok["seed"])
     ok["model"] = model_ids(ok)
-    ok = ok[~ok.duplicated(["model", "seed"])]
     ok["val"] = [_bits(r) for r in ok.to_dict("records")] if len(ok) else []
     return ok
+
+
+def once(ok: pd.DataFrame) -> pd.DataFrame:
+    """One observation per model and seed: that is one run (its key hashes configuration,
+    recipe, data and seed), so the same run under two labels (`large_kernel/k7`,
+    `large_kernel`) counts once; the labels still both show it."""
+    return ok[~ok.duplicated(["model", "seed"])]
 
 
 def _bits(row) -> Optional[np.ndarray]:
@@ -204,16 +206,13 @@ def _bits(row) -> Optional[np.ndarray]:
 
 
 def duplicate_runs(table: pd.DataFrame) -> List[str]:
-    """Finished runs that repeat a model and seed under another label (counted once)."""
-    ok = table[table["status"] == "ok"].copy()
-    ok["top1"] = pd.to_numeric(ok["top1"], errors="coerce")
-    ok = ok[np.isfinite(ok["top1"])]
-    if not len(ok):
-        return []
-    ok["model"] = model_ids(ok)
-    ok["seed"] = pd.to_numeric(ok["seed"])
+    """Runs that repeat a model and seed under another label with a different top-1 (the
+    first is kept); an identical repeat is the same record twice and needs no word."""
+    ok = finished(table)
     dup = ok[ok.duplicated(["model", "seed"])]
-    return [f"{r['run']} seed {r['seed']}" for _, r in dup.iterrows()]
+    first = once(ok).set_index(["model", "seed"])["top1"]
+    return [f"{r['run']} seed {r['seed']:g}" for _, r in dup.iterrows()
+            if r["top1"] != first[(r["model"], r["seed"])]]
 
 
 def _model_of(ok: pd.DataFrame) -> Dict[str, str]:
@@ -272,7 +271,7 @@ def analyse(table: pd.DataFrame) -> Tuple[pd.DataFrame, pd.DataFrame, Optional[S
     table = _complete(table)
     ok = finished(table)
     steps = step_table(table, ok)
-    f = S.fit(ok) if len(ok) else None
+    f = S.fit(once(ok)) if len(ok) else None
     model_of, paper = _model_of(ok), paper_noise()[:2]
     rows = [_transition(steps.iloc[_predecessor(steps, i)], steps.iloc[i], f, model_of, paper)
             for i in range(1, len(steps))]
@@ -316,7 +315,7 @@ def reference_band(table: pd.DataFrame) -> Optional[pd.DataFrame]:
     ok = finished(_complete(table))
     if not len(ok):
         return None
-    f = S.fit(ok)
+    f = S.fit(once(ok))
     if not f.usable:
         return None
     from scipy import stats
@@ -414,7 +413,8 @@ def warnings_for(table: pd.DataFrame, steps: pd.DataFrame, f: Optional[S.Fit],
         out.append(f"{', '.join(bad)}: marked finished but top-1 is not a number; counted as failed.")
     dup = duplicate_runs(full)
     if dup:
-        out.append(f"{', '.join(dup)}: the same model and seed as a run under another label; counted once.")
+        out.append(f"{', '.join(dup)}: the same model and seed as a run under another label, with "
+                   "another top-1; only the first is counted.")
     seeds = _seed_counts(steps)
     if seeds == [1]:
         out.append("Only one seed per step: the model has no residual degrees of freedom, so no "
