@@ -402,3 +402,127 @@ def test_tensorboard_curves_one_run_per_step(tiny_run):
     (top1,) = events.Scalars("val/top1")
     results = pd.read_csv(tiny_run / "results.csv").query("run == 'resnet50' and seed == 0")
     assert top1.step == updates and top1.value == pytest.approx(results["top1"].iloc[0])
+
+
+# ---- per-image correctness (val_correct), and the fixes of the second audit ------------------
+
+def records_with_bits(folder, steps=STEPS[:4], seeds=(0, 1, 2), n_img=2000, drop=()):
+    """A results folder of JSON records whose top-1 is the mean of synthetic per-image
+    correctness (packed as `roadmap run` packs it); `drop`: (run, seed) left without bits."""
+    from roadmap.train import pack_bits
+    rng = np.random.default_rng(5)
+    hard = rng.beta(3, 0.5, n_img)
+    results = ResultsDir(folder)
+    for row in synthetic_rows(steps, seeds):
+        shift = (row["top1"] - 70.0) / 100
+        correct = rng.random(n_img) < np.clip(hard + shift, 0, 1)
+        row.update(top1=100 * correct.mean(), val_n=n_img, order=row["order"])
+        if (row["run"], row["seed"]) not in drop:
+            row["val_correct"] = pack_bits(correct)
+        results.record(row)
+    results.write_tables()
+    return folder
+
+
+def test_val_correct_adds_the_test_set_part_to_every_interval(tmp_path):
+    folder = records_with_bits(tmp_path / "bits")
+    report = write_report([folder], out=tmp_path / "out", plot=False)
+    trans = report["transitions"]
+    assert trans["test_sd"].notna().all()
+    assert ((trans["ci_high"] - trans["ci_low"]) >= (trans["ci_high_seed"] - trans["ci_low_seed"])).all()
+    assert (trans["test_sd"] > 0).any()
+    # the full variance is the seed part plus the image part, computed by hand here
+    from roadmap.train import unpack_bits
+    import glob
+    recs = [json.loads(open(f).read()) for f in glob.glob(str(folder / "runs" / "*.json"))]
+    bits = {(r["run"], r["seed"]): unpack_bits(r["val_correct"], r["val_n"]).astype(float) for r in recs}
+    a, b = STEPS[0][0], STEPS[1][0]
+    ca, cb = (np.vstack([bits[(m, s)] for s in (0, 1, 2)]) for m in (a, b))
+    y = cb - ca
+    resid = y - y.mean(1, keepdims=True) - y.mean(0, keepdims=True) + y.mean()
+    inter = (resid ** 2).sum() / (2 * (y.shape[1] - 1))
+    image = 1e4 * (y.mean(0).var(ddof=1) - inter / 3) / y.shape[1]
+    r = trans.iloc[0]
+    assert r["test_sd"] ** 2 == pytest.approx(image)
+    assert r["se"] ** 2 == pytest.approx(r["se_seed"] ** 2 + image)
+    assert not any("test-set part is missing" in w for w in report["warnings"])
+    # the merged folder keeps the bits in its records (results.csv has no column for them)
+    merged = [json.loads(p.read_text()) for p in (tmp_path / "out" / "runs").glob("*.json")]
+    assert all(m.get("val_correct") for m in merged)
+    assert "val_correct" not in pd.read_csv(tmp_path / "out" / "results.csv").columns
+    saved = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert saved["noise"]["test_sd"] > 0 and "test-set" in saved["method"]
+
+
+def test_records_without_val_correct_are_reported_seed_only_with_a_line(tmp_path):
+    report = write_report([write_csv(tmp_path, synthetic_rows())], plot=False)
+    assert any("test-set part is missing" in w for w in report["warnings"])
+    assert "seed noise only" in report["findings"]
+    folder = records_with_bits(tmp_path / "some", drop={("stage_ratio", 1)})
+    part = build(gather([folder]))
+    first = part["transitions"].iloc[0]
+    assert math.isnan(first["test_sd"]) and first["ci_low"] == pytest.approx(first["ci_low_seed"])
+    assert any(w.startswith("stage_ratio, patchify_stem: a run lacks per-image") for w in part["warnings"])
+
+
+def test_a_missing_run_keeps_the_seed_block_and_says_so():
+    rows = [r for r in synthetic_rows() if not (r["run"] == "widen" and r["seed"] == 2)]
+    report = build(pd.DataFrame(rows))
+    var, df = two_way(STEPS, (0, 1))               # the block on the seeds every step has
+    assert report["noise"]["seed_sd"] == pytest.approx(math.sqrt(var)) and report["noise"]["df"] == df
+    assert any("seed block is kept on the seeds every step has (0, 1)" in w for w in report["warnings"])
+    r = report["transitions"].iloc[0]
+    assert r["delta"] == pytest.approx(np.mean(STEPS[1][4][:2]) - np.mean(STEPS[0][4][:2]))
+    assert r["n_to"] == 2
+
+
+def test_holm_family_counts_each_real_change_once():
+    cfg = lambda **k: json.dumps(dict(dict(kernel_size=3, act="relu"), **k))  # noqa: E731
+    runs = [("a", 0, "", cfg(kernel_size=3)), ("b", 1, "", cfg(kernel_size=7)),
+            ("b/k7", 1, "k7", cfg(kernel_size=7)), ("c", 2, "", cfg(kernel_size=7, act="gelu"))]
+    rows = [dict(order=o, run=r, step=r.split("/")[0], variant=v, seed=s, status="ok", config=c,
+                 top1=70.0 + o + 0.1 * s + 0.05 * (s * o % 3), key=f"{r}-{s}")
+            for r, o, v, c in runs for s in (0, 1, 2)]
+    report = build(pd.DataFrame(rows))
+    trans = report["transitions"]
+    assert int(trans["same_model"].sum()) == 1 and report["noise"]["family"] == 2
+
+
+def test_same_model_and_seed_under_two_labels_is_one_observation():
+    cfg = json.dumps(dict(kernel_size=7))
+    rows = [dict(order=7, run=label, step="large_kernel", variant=v, seed=s, status="ok",
+                 top1=80.0 + s, config=cfg) for label, v in (("large_kernel", ""), ("large_kernel/k7", "k7"))
+            for s in (0, 1, 2)]
+    rows += [dict(order=8, run="gelu", step="gelu", variant="", seed=s, status="ok", top1=81.0 + 0.5 * s,
+                  config=json.dumps(dict(kernel_size=7, act="gelu"))) for s in (0, 1, 2)]
+    steps, trans, fit = analyse(pd.DataFrame(rows))
+    assert fit.counts == {m: 3 for m in fit.names} and fit.blocked and fit.df == 2
+    assert int(steps.set_index("run").loc["large_kernel", "seeds"]) == 3
+
+
+def test_leave_one_out_text_compares_with_the_start():
+    start = dict(kernel_size=7, act="gelu", norm="layer")
+    runs = [("convnext", start, 0.0), ("no_large_kernel", dict(start, kernel_size=3), -2.0),
+            ("no_layer_norm", dict(start, norm="batch"), 3.0)]
+    rows = [dict(order=i, run=run, seed=seed, status="ok", top1=80.0 + d + 0.1 * seed * (i + 1),
+                 config=json.dumps(c)) for i, (run, c, d) in enumerate(runs) for seed in (0, 1, 2)]
+    text = build(pd.DataFrame(rows))["findings"]
+    assert "compared with convnext" in text and "went from" not in text and "gains" not in text
+
+
+def test_identical_seeds_are_not_called_unreplicated():
+    rows = synthetic_rows(STEPS[:3])
+    for r in rows:
+        r["top1"] = 70.0 + r["order"]
+    text = build(pd.DataFrame(rows))["findings"]
+    assert "Without seed replication" not in text and "identical" in text
+
+
+def test_same_direction_and_the_kernel_sweep_tie_band():
+    steps = [("resnet50", 78.82, 0.07, 1.5, [70.0, 71.0, 70.5], [1] * 3),
+             ("stage_ratio", 79.36, 0.07, 1.6, [72.0, 73.0, 72.5], [1] * 3),   # +2.0, paper +0.54
+             ("k5", 79.56, None, 1.6, [72.1, 73.0, 72.6], [1] * 3)]            # paper +0.20, one run
+    trans = transitions(pd.DataFrame(synthetic_rows(steps)))
+    assert trans.iloc[0]["verdict"] == "same direction"
+    # +0.20 is outside the 3-run band (0.161) but inside a one-run point's (0.228)
+    assert trans.iloc[1]["paper_sign"] == "0"
