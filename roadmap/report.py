@@ -578,7 +578,7 @@ def _paper_sentences(trans, agree: Dict) -> List[str]:
     v = agree["verdicts"]
     if not any(trans["ours_sign"].astype(str) != ""):
         return []
-    out = [f"Against the paper's Table 10 (its changes judged with the pooled Table-10 sd): "
+    out = ["Against the paper's Table 10 (its changes judged with the pooled Table-10 sd): "
            + _count(v, "replicates", "replicate (same sign, the paper's Δ inside our interval)") + ", "
            + _count(v, "same direction", "same direction but a different size") + ", "
            + _count(v, "flips", "flip")
@@ -588,8 +588,8 @@ def _paper_sentences(trans, agree: Dict) -> List[str]:
     p = agree["sign_agreement_p"]
     sp, kt = agree["delta_spearman"], agree["delta_kendall"]
     if p is not None:
-        out.append(f"Resolved signs match the paper's on {agree['sign_matches']} changes; that many "
-                   f"or more by chance (one-sided permutation test): p = {p:.3g}.")
+        out.append(f"Resolved signs match the paper's on {_n(agree['sign_matches'], 'change')}; that "
+                   f"many or more by chance (one-sided permutation test): p = {p:.3g}.")
     if "rho" in sp:
         out.append(f"Per-change Δs rank like the paper's with Spearman ρ = {sp['rho']:.2f} (p = {sp['p']:.3g}) "
                    f"and Kendall τ = {kt['tau']:.2f} (p = {kt['p']:.3g}) over {sp['n']} changes "

@@ -378,7 +378,7 @@ def test_report_end_to_end(tiny_run):
     md = (tiny_run / "report.md").read_text()
     assert "![trajectory](trajectory.png)" in md and (tiny_run / "trajectory.png").stat().st_size > 5000
     assert "![changes](changes.png)" in md and (tiny_run / "changes.png").stat().st_size > 5000
-    assert "| resnet50 → separate_downsampling |" in md and "one OLS model over all runs" in md
+    assert "| resnet50 → separate_downsampling |" in md and "each step's own seed variance" in md
     assert "78.82 ± 0.07" in md and "81.97 ± 0.06" in md
     report = json.loads((tiny_run / "report.json").read_text())
     (t,) = report["transitions"]
