@@ -610,6 +610,12 @@ def _resolved_cell(r) -> str:
     return "**yes**" if r["resolved"] else "no"
 
 
+def _reading(r) -> str:
+    # not resolved after Holm, yet its own 95% interval excludes 0: say so beside the verdict
+    hint = not r["resolved"] and (_num(r["ci_low"]) > 0 or _num(r["ci_high"]) < 0)
+    return (r["verdict"] or "–") + (" (unadjusted CI excludes 0)" if hint and r["verdict"] else "")
+
+
 def transitions_markdown(trans: pd.DataFrame) -> str:
     head = ("| change | Δ top-1 | 95% CI | 95% CI (seeds only) | p | p (Holm) | resolved | within ± "
             "| paper Δ | ours / paper | reading | Δ params (M) | Δ GFLOPs@224 | Δ train img/s | Δ infer img/s |\n"
@@ -617,7 +623,7 @@ def transitions_markdown(trans: pd.DataFrame) -> str:
     lines = [f"| {r['from']} → {r['to']} | {_f(r['delta'], '{:+.2f}')} | {_ci(r)} | {_ci(r, '_seed')} "
              f"| {_f(r['p'], '{:.2g}')} | {_f(r['p_holm'], '{:.2g}')} | {_resolved_cell(r)} "
              f"| {_f(r['equivalence_bound'])} | {_f(r['paper_delta'], '{:+.2f}')} "
-             f"| {r['ours_sign'] or '–'} / {r['paper_sign'] or '–'} | {r['verdict'] or '–'} "
+             f"| {r['ours_sign'] or '–'} / {r['paper_sign'] or '–'} | {_reading(r)} "
              f"| {_f(r['d_params_m'], '{:+.2f}')} | {_f(r['d_gflops_224'], '{:+.3f}')} "
              f"| {_f(r['d_train_img_s'], '{:+.0f}')} | {_f(r['d_infer_img_s'], '{:+.0f}')} |"
              for _, r in trans.iterrows()]
