@@ -79,7 +79,8 @@ def write_outputs(folder, report: bool = False, reference: Optional[Path] = None
 
 def write_report(dirs, out=None, plot: bool = True) -> Dict:
     """`roadmap report`: the results of `dirs` (merged into `out` when several) reported into
-    `out`. Every check runs before anything is written, so a refused merge changes nothing."""
+    `out`; returns the report (`report.build`) with the paths written. Every check runs
+    before anything is written, so a refused merge changes nothing."""
     dirs = [Path(d) for d in dirs]
     if out is None and len(dirs) > 1:
         raise RoadmapError("several results folders: name the merged folder with --out DIR")
@@ -88,7 +89,10 @@ def write_report(dirs, out=None, plot: bool = True) -> Dict:
     check_labels(table, ", ".join(map(str, dirs)))
     if out not in dirs or len(dirs) > 1:
         merge_into(out, [d for d in dirs if (d / "runs").is_dir()], table)
-    return write_outputs(out, report=True, figures=plot, sources=dirs)
+    written = write_outputs(out, report=True, figures=plot, sources=dirs)
+    figures = [p.name for p in written["figures"]]
+    return dict(written["built"], paths=written["report"], figures=figures,
+                figure=figures[0] if figures else None)
 
 
 def merge_into(out: Path, dirs, table: pd.DataFrame):

@@ -25,7 +25,7 @@ import pandas as pd
 
 from . import stats as S
 from .errors import RoadmapError
-from .results import RESULT_COLUMNS, ResultsDir, atomic_write_text, read_results, summarize
+from .results import RESULT_COLUMNS, ResultsDir, atomic_write_text, model_identity, read_results, summarize
 
 REQUIRED = ("order", "run", "seed", "status", "top1")
 
@@ -37,13 +37,7 @@ def _read(folder) -> pd.DataFrame:
         table = read_results(folder)
     except (pd.errors.EmptyDataError, pd.errors.ParserError) as e:
         raise RoadmapError(f"{Path(folder) / 'results.csv'} is not a readable table ({e})") from None
-    # per-image correctness lives in the JSON records only (no column of results.csv)
-    runs = ResultsDir(folder)
-    if "key" in table.columns and runs.runs.is_dir():
-        bits = {r["key"]: r["val_correct"] for r in runs.rows() if r.get("val_correct")}
-        if bits:
-            table["val_correct"] = table["key"].map(bits)
-    return table
+    return table  # per-image correctness comes from the JSON records (no column of results.csv)
 
 
 def gather(dirs: Sequence) -> pd.DataFrame:
@@ -170,12 +164,11 @@ def _config_distance(a: Dict, b: Dict) -> int:
 def model_ids(table: pd.DataFrame) -> pd.Series:
     """Which trained model each run is: its configuration and recipe (the run label where
     they were not recorded). `large_kernel/k7` and `large_kernel` are one model."""
-    def ident(r):
-        cfg = _config(r.get("config"))
-        if cfg is None:
-            return f"run:{r['run']}"
-        return json.dumps([cfg, _config(r.get("recipe"))], sort_keys=True)
-    return table.apply(ident, axis=1) if len(table) else pd.Series(dtype=str)
+    if not len(table):
+        return pd.Series(dtype=str)
+    known = table["config"].map(_config).notna()
+    # the store's identity: the keyed recipe fields, so records of every vintage compare
+    return model_identity(table).where(known, "run:" + table["run"].astype(str))
 
 
 def finished(table: pd.DataFrame) -> pd.DataFrame:
@@ -769,12 +762,11 @@ def _subtitle(report: Dict) -> str:
 
 def cmd_report(args):
     from .outputs import write_report
-    written = write_report(args.dirs, out=args.out, plot=not args.no_plot)
-    report = written["built"]
+    report = write_report(args.dirs, out=args.out, plot=not args.no_plot)
     for w in report["warnings"]:
         print(f"warning: {w}")
     print(report["findings"])
-    for p in written["report"]:
+    for p in report["paths"]:
         print(p)
 
 

@@ -29,7 +29,8 @@ RESULT_COLUMNS = [
     "finished_at",
     "config", "recipe", "versions",
 ]
-# Kept in runs/*.json only: a bit per validation image is no column for a table.
+# Kept in runs/*.json (and tables read from them) only: a bit per validation image is no
+# column for results.csv.
 RECORD_ONLY = ("val_correct",)
 SUMMARY_METRICS = ["top1", "top5", "top1_ema", "train_img_s", "infer_img_s", "peak_mem_mb", "wall_s"]
 
@@ -138,7 +139,8 @@ class ResultsDir:
         """Rebuild results.csv and summary.csv (from runs/*.json unless `table` is given);
         return the results table."""
         table = results_frame(self.rows()) if table is None else table
-        atomic_write_text(self.root / "results.csv", table.to_csv(index=False))
+        atomic_write_text(self.root / "results.csv",
+                          table.drop(columns=list(RECORD_ONLY), errors="ignore").to_csv(index=False))
         atomic_write_text(self.root / "summary.csv", summarize(table).to_csv(index=False))
         return table
 
@@ -158,7 +160,7 @@ def _read_run(f: Path) -> Dict:
 
 def results_frame(rows: Iterable[Dict]) -> pd.DataFrame:
     """The one table shape: RESULT_COLUMNS first (missing ones empty), runs in roadmap order."""
-    table = pd.DataFrame(list(rows)).drop(columns=list(RECORD_ONLY), errors="ignore")
+    table = pd.DataFrame(list(rows))
     for col in ("config", "recipe", "versions", "execution", "data_id"):
         # nested fields as JSON text, so `json.loads(table.config[i])` gives them back
         if col in table.columns:
@@ -302,7 +304,7 @@ def read_results(folder) -> pd.DataFrame:
         raise RoadmapError(f"{csv} is not a readable table ({type(e).__name__}: {reason}); "
                            f"delete it, and rerun `roadmap run --out {folder}` to rebuild it "
                            "from runs/*.json") from None
-    missing = [c for c in ("run", "step", "seed", "status", "top1") if c not in table.columns]
+    missing = [c for c in ("order", "run", "step", "seed", "status", "top1") if c not in table.columns]
     if missing:
         raise RoadmapError(f"{csv} lacks the columns {missing}; it was not written by roadmap")
     return results_frame(table.to_dict("records"))

@@ -16,7 +16,8 @@ from scipy.stats import t as t_dist
 from helpers import ROOT, TINY, run_roadmap
 from roadmap.cli import main
 from roadmap.errors import RoadmapError
-from roadmap.report import analyse, build, gather, plot_deltas, transitions, write_report
+from roadmap.outputs import write_report
+from roadmap.report import analyse, build, gather, plot_deltas, transitions
 from roadmap.results import ResultsDir
 
 # Five paper steps, three seeds each; our top-1 is made up so that the changes are
@@ -296,7 +297,7 @@ def test_one_seed_says_plainly_no_interval(tmp_path, capsys):
     (lambda d: (d / "results.csv").write_text(""), "not a readable table"),
     (lambda d: (d / "results.csv").write_text("run,seed\nresnet50,0\n"), "lacks the columns"),
     (lambda d: write_csv(d, [{k: v for k, v in r.items() if k != "order"} for r in synthetic_rows()]),
-     "lack the columns ['order']"),
+     "lacks the columns ['order']"),
     (lambda d: write_csv(d, synthetic_rows(status="failed")), "no finished runs"),
 ])
 def test_malformed_folder_is_one_clear_error(tmp_path, capsys, make, message):
