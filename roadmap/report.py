@@ -16,7 +16,6 @@ recorded configurations, consecutive runs are compared.
 """
 import json
 import math
-import re
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -25,7 +24,8 @@ import pandas as pd
 
 from . import stats as S
 from .errors import RoadmapError
-from .results import RESULT_COLUMNS, ResultsDir, atomic_write_text, model_identity, read_results, summarize
+from .results import (RESULT_COLUMNS, atomic_write_text, model_identity, order_key, read_results,
+                      summarize)
 
 REQUIRED = ("order", "run", "seed", "status", "top1")
 
@@ -94,14 +94,6 @@ def _num(v) -> float:
 
 # ---- per step ----------------------------------------------------------------------------
 
-def _position(order, variant, run):
-    # the plain step first, then kernel variants by size (k3 < k5 < k11), then others by name
-    o, variant = _num(order), _text(variant)
-    kernel = re.fullmatch(r"k(\d+)", variant)
-    kind = 0 if not variant else 1 if kernel else 2
-    return (math.inf if math.isnan(o) else o, kind, int(kernel.group(1)) if kernel else 0, variant, str(run))
-
-
 def bad_top1(table: pd.DataFrame) -> List[str]:
     """Runs marked finished whose top-1 is NaN, inf or missing: reported as failed runs."""
     ok = table[table["status"] == "ok"]
@@ -130,7 +122,7 @@ def step_table(table: pd.DataFrame, ok: Optional[pd.DataFrame] = None) -> pd.Dat
             values = pooled.get_group(m)
             steps.loc[i, ["top1_mean", "top1_std", "seeds"]] = [
                 values.mean(), values.std(ddof=1) if len(values) > 1 else None, len(values)]
-    idx = sorted(range(len(steps)), key=lambda i: _position(*steps.iloc[i][["order", "variant", "run"]]))
+    idx = sorted(range(len(steps)), key=lambda i: order_key(*steps.iloc[i][["order", "variant", "run"]]))
     steps = steps.iloc[idx].reset_index(drop=True)
     configs = table.groupby("run", sort=False)["config"].first()
     steps["config"] = [_config(configs.get(r)) for r in steps["run"]]
