@@ -87,9 +87,9 @@ def check_threads(threads):
 def use_threads(threads) -> int:
     """Set torch's CPU threads: --threads, at most the cores this process may use (more
     threads than cores only wait on each other), or torch's default."""
+    check_threads(threads)
     import torch
 
-    check_threads(threads)
     cores = available_cores()
     if threads is not None and threads > cores:
         print(f"roadmap: note: --threads {threads}: only {cores} core(s) available here; "
