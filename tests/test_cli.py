@@ -122,7 +122,8 @@ def test_threads_beyond_the_cores_are_capped_with_a_note(tmp_path):
 
 def test_sigterm_is_an_interrupt_with_the_resume_message(tmp_path):
     proc = subprocess.Popen(roadmap_cmd("run", "--only", "resnet50", "--no-reference", "--out", tmp_path,
-                                        "--threads", "1", *TINY, "--set", "max_updates=100000", "--set", "epochs=1000"),
+                                        "--threads", "1", *TINY, "--set", "max_updates=100000",
+                                        "--set", "epochs=1000"),
                             cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     for line in proc.stdout:  # the run has started training once it has printed its plan
         if line.startswith("roadmap run:"):

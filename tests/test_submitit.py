@@ -77,3 +77,11 @@ def test_a_failed_run_is_reported_and_resubmitted_only_with_retry_failed(tmp_pat
     assert len(argvs) == 2 and sum("--retry-failed" in a for a in argvs) == 1
     logs = "".join(p.read_text() for p in (out / "submitit").glob("*/*_log.out"))
     assert "trying again (--retry-failed)" in logs
+
+
+def test_a_preempted_job_requeues_itself():
+    from roadmap.launch import RunJob
+
+    job = RunJob(["run", "--only", "gelu", "--seeds", "1", "--seed-offset=1", "--out", "/x"])
+    again = job.checkpoint()
+    assert again.function is job  # the same argv (step, seed, folder): it resumes from its checkpoint
