@@ -316,23 +316,3 @@ def cmd_bench(args):
         overhead = [runner_overhead(step, recipe, device, warmup, iters, repeats) for step in steps]
         print("\nrunner (train_run) vs a bare loop: same model, optimizer and batches")
         print(format_runner_table(overhead))
-
-
-def add_parser(sub):
-    p = sub.add_parser("bench", help="img/s and memory of our models vs timm's, and of our runner")
-    p.add_argument("--steps", default="resnet50,separate_downsampling",
-                   help="steps to measure (default: the two endpoints, compared with timm)")
-    p.add_argument("--batch-size", type=int, help="images per step (default 64 on CUDA, 8 on CPU)")
-    p.add_argument("--resolution", type=int, default=224, help="image size (default 224)")
-    p.add_argument("--iters", type=int, help="timed iterations (default 20 on CUDA, 2 on CPU)")
-    p.add_argument("--warmup", type=int, help="untimed iterations first (default 5 on CUDA, 1 on CPU)")
-    p.add_argument("--repeats", type=int,
-                   help="measurements, alternating, the best kept (default 3 on CUDA, 5 on CPU)")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--threads", type=int, help="CPU threads (default: torch's)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="recipe switches, e.g. --set compile=true, --set amp=false, "
-                        "--set channels_last=false")
-    p.add_argument("--no-runner", action="store_true", help="skip the runner-overhead measurement")
-    p.set_defaults(func=cmd_bench)
-    return p

@@ -230,14 +230,10 @@ class Roadmap:
         return register_rows([(r.name, r.cfg, r.why or self.description) for r in self.rows],
                              prefix=self.name)
 
-    @property
-    def slug(self) -> str:
-        """The roadmap's name as a folder-name part (runs/<preset>-<data>-<slug>)."""
-        return re.sub(r"[^A-Za-z0-9_.-]+", "_", self.name).strip("_") or "custom"
-
-    def default_out(self, preset: str, data: str) -> Path:
+    def default_out(self, preset: str, data_name: str) -> Path:
         """runs/<preset>-<data>-<roadmap>: next to the paper roadmap's runs/<preset>-<data>."""
-        return Path("runs") / f"{preset}-{Path(data).name}-{self.slug}"
+        from .plan import default_out_dir
+        return default_out_dir(preset, data_name, self.name)
 
     def _spec(self, order: int, row: Row) -> RunSpec:
         p = row.paper

@@ -1,52 +1,49 @@
 """`roadmap run --launcher submitit`: one cluster job per (step, seed), all into one results folder.
 
-Every job runs the runner for its own step and seed into the shared --out folder;
-results are one JSON file per run, so concurrent jobs never clash. A job that times
-out or is preempted is requeued by submitit and resumes from its run's checkpoint.
-`roadmap plot OUT` gathers whatever has finished. A job with several GPUs per node
-runs one task per GPU, joined into one DDP process group (as under torchrun).
+Each job is `roadmap run` with the user's own flags, run in the job's process and restricted
+to its step and seed (`--only STEP --seeds 1 --seed-offset S`; a custom roadmap's row by
+`--from ROW --upto ROW`; a kernel-sweep variant by `--only large_kernel --kernel-sizes K`):
+whatever `run` does here, a job does there, and no flag can be lost on the way. Results are
+one JSON file per run, so concurrent jobs never clash. A job that times out or is preempted
+is requeued by submitit and resumes from its run's checkpoint. A job with several tasks
+joins them into one DDP process group (as under torchrun).
+
+Runs recorded as failed get a job again only with --retry-failed; otherwise they are named
+and the command exits 1, as `roadmap run` does.
 """
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import List, Sequence
 
 from .errors import RoadmapError
-from .plan import RunSpec
-from .recipe import Recipe
 
 # submitit's SLURM default is 5 minutes; 72 h is what the ConvNeXt authors' launcher asks for.
 DEFAULT_TIMEOUT_MIN = 72 * 60
+# run's flags that a job does not take as given: the launcher's own, the ones that choose the
+# step and seed (each job gets its own) and the paths (made absolute: a job may start elsewhere).
+NOT_PASSED_ON = {"command", "func", "launcher", "cluster", "partition", "nodes", "gpus_per_node",
+                 "tasks_per_node", "cpus_per_task", "mem_gb", "timeout_min", "wait", "upto", "from",
+                 "only", "kernel_sizes", "seeds", "seed_offset", "no_plot", "no_progress", "out",
+                 "data", "roadmap"}
 
 
 @dataclass
-class StepJob:
-    """What one job runs: the runner, for one step and one seed (pickled by submitit)."""
-    spec: RunSpec
-    seed: int
-    recipe: Recipe
-    preset: str
-    data: str
-    out: str
-    device: str = "auto"
-    threads: Optional[int] = None
-    ex: object = None
+class RunJob:
+    """One job: `roadmap ARGV` in the job's process (pickled by submitit)."""
+    argv: List[str]
 
-    def __call__(self) -> str:
-        import torch
+    def __call__(self) -> int:
+        import submitit
 
-        from .distributed import init_from_submitit, shutdown
-        from .runner import run_plan
+        from .cli import run_command
 
-        if self.threads:
-            torch.set_num_threads(self.threads)
-        dist = init_from_submitit(self.device)
-        try:
-            run_plan([self.spec], self.recipe, self.preset, dist, ex=self.ex, data=self.data,
-                     seeds=[self.seed], out=self.out, device=self.device, progress=False, plot=False)
-        finally:
-            shutdown(dist)
-        return self.out
+        if submitit.JobEnvironment().num_tasks > 1:
+            # RANK, WORLD_SIZE, ...: `roadmap run` then joins the tasks as it joins torchrun's
+            # processes. Every task sees every GPU of its node and takes cuda:local_rank.
+            submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False,
+                                                                  overwrite=True)
+        return run_command(self.argv)  # an error fails the job, with its traceback in the log
 
     def checkpoint(self, *args, **kwargs):
         # Called by submitit on timeout/preemption: requeue the same job; it resumes from
@@ -55,10 +52,38 @@ class StepJob:
         return submitit.helpers.DelayedSubmission(self)
 
 
-def absolute_data(data: str) -> str:
-    # Jobs may start in another directory: a relative data path must not change meaning.
-    path = Path(os.path.expanduser(data))
-    return str(path.resolve()) if path.exists() else data
+def absolute_path(value: str) -> str:
+    # Jobs may start in another directory: a relative path must not change meaning.
+    path = Path(os.path.expanduser(value))
+    return str(path.resolve()) if path.exists() else value
+
+
+def passed_on(args) -> List[str]:
+    """The user's `run` flags that every job takes as they are: all but NOT_PASSED_ON, as given."""
+    from .cli import run_defaults
+
+    defaults, flags = run_defaults(), []
+    for dest, value in vars(args).items():
+        if dest in NOT_PASSED_ON or value is None or value is False or value == defaults.get(dest):
+            continue
+        flag = "--" + dest.replace("_", "-")
+        if value is True:
+            flags.append(flag)
+        else:  # --flag=VALUE: a value may start with "-"
+            flags += [f"{flag}={v}" for v in (value if isinstance(value, list) else [value])]
+    return flags
+
+
+def job_argv(args, spec, seed: int, data: str, out: Path) -> List[str]:
+    """`roadmap run` of one (spec, seed): the user's flags, then this job's step and seed."""
+    if args.roadmap:
+        which = ["--roadmap", absolute_path(args.roadmap), "--from", spec.name, "--upto", spec.name]
+    elif spec.variant:  # the kernel sweep: large_kernel/k<K>
+        which = ["--only", spec.step, "--kernel-sizes", str(spec.cfg.kernel_size)]
+    else:
+        which = ["--only", spec.step]
+    return ["run", *passed_on(args), *which, "--seeds", "1", f"--seed-offset={seed}",
+            "--data", data, "--out", str(out), "--launcher", "local", "--no-plot", "--no-progress"]
 
 
 def check_cluster(args):
@@ -66,6 +91,8 @@ def check_cluster(args):
         import submitit
     except ImportError:
         raise RoadmapError("--launcher submitit needs submitit: pip install -e '.[cluster]'") from None
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise RoadmapError("--launcher submitit starts its own processes; run it without torchrun")
     if args.cluster == "slurm" and submitit.SlurmExecutor.affinity() <= 0:
         raise RoadmapError("--launcher submitit: no SLURM here (srun not found); use "
                            "--cluster local to run the jobs on this machine")
@@ -73,82 +100,108 @@ def check_cluster(args):
         raise RoadmapError("--cluster local runs on this machine only; drop --nodes")
 
 
-def make_executor(args, folder: Path):
+def loader_workers(ex) -> int:
+    """The data loader's worker processes per task.
+    PLACEHOLDER: the function that gives the loader's real worker count goes here."""
+    return min(ex.workers, max((os.cpu_count() or 1) - 1, 0))
+
+
+def make_executor(args, ex, folder: Path):
+    """submitit's executor for the flags, and the processes each job will run."""
     import submitit
 
-    """submitit's executor for the flags, and the processes each job will run."""
     gpus = args.gpus_per_node or 0
     tasks = args.tasks_per_node or max(gpus, 1)  # one process per GPU; on CPUs, as asked (gloo)
+    cpus = args.cpus_per_task
+    if cpus is None and args.cluster == "slurm":
+        cpus = loader_workers(ex) + 1  # the workers, and the training loop itself
     executor = submitit.AutoExecutor(folder=str(folder / "%j"), cluster=args.cluster)
     executor.update_parameters(
         timeout_min=args.timeout_min or DEFAULT_TIMEOUT_MIN, nodes=args.nodes,
-        gpus_per_node=gpus or None, tasks_per_node=tasks, cpus_per_task=args.cpus_per_task,
+        gpus_per_node=gpus or None, tasks_per_node=tasks, cpus_per_task=cpus,
         mem_gb=args.mem_gb, slurm_partition=args.partition)
     return executor, (args.nodes or 1) * tasks
 
 
-def pending_runs(specs, seeds, recipe: Recipe, ds, out: Path, world_size: int):
-    """The (spec, seed) pairs not finished in `out` yet: done ones get no job."""
+def sort_runs(specs, seeds, recipe, ds, out: Path, world_size: int, retry_failed: bool):
+    """(done, failed earlier, to submit) of the (spec, seed) pairs: a job only for a run with
+    no record yet, or recorded as failed under --retry-failed. Keys from `plan_runs`, as the
+    jobs' own runner makes them."""
     from .plan import data_identity, plan_runs
     from .results import ResultsDir
 
     results = ResultsDir(out)
-    return [(r.spec, r.seed) for r in plan_runs(specs, recipe, data_identity(ds), seeds, world_size)
-            if not results.is_done(r.key)]
+    done, failed, todo = 0, [], []
+    for run in plan_runs(specs, recipe, data_identity(ds), seeds, world_size):
+        status = results.status(run.key)
+        if status == "ok":
+            done += 1
+        elif status == "failed" and not retry_failed:
+            error = results.load(run.key).get("error") or "no message"
+            print(f"{run.spec.name} seed {run.seed}: failed earlier: {error}; --retry-failed to try "
+                  "again", flush=True)
+            failed.append(f"{run.spec.name} seed {run.seed} (earlier): {error}")
+        else:
+            todo.append((run.spec, run.seed, run.key))
+    return done, failed, todo
 
 
-def submit_plan(specs: Sequence[RunSpec], seeds: Sequence[int], recipe: Recipe, ex, args) -> int:
-    """Submit one job per (step, seed); with --wait (always on --cluster local) gather them."""
+def submit_plan(specs: Sequence, seeds: Sequence[int], recipe, ex, args, roadmap_name=None) -> int:
+    """Submit one job per (step, seed) left to run; with --wait (always on --cluster local) wait
+    for them and write the tables and figure. Failed runs end it with RunsFailed (exit 1)."""
     from . import data as D
-    from .runner import default_out_dir
+    from .plan import default_out_dir
+    from .runner import RunsFailed
 
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise RoadmapError("--launcher submitit starts its own processes; run it without torchrun")
     check_cluster(args)
-    data = absolute_data(args.data)
+    data = absolute_path(args.data)
     ds = D.load_dataset(data).subset(recipe.train_subset, recipe.val_subset)
-    out = Path(args.out or default_out_dir(args.preset, ds.name)).resolve()
-    executor, world_size = make_executor(args, out / "submitit")
-    todo = pending_runs(specs, seeds, recipe, ds, out, world_size)
-    print(f"{len(specs) * len(seeds) - len(todo)} run(s) done earlier in {out}; "
+    D.check_recipe_fits(ds, recipe)
+    out = Path(args.out or default_out_dir(args.preset, ds.name, roadmap_name)).resolve()
+    executor, world_size = make_executor(args, ex, out / "submitit")
+    done, failed, todo = sort_runs(specs, seeds, recipe, ds, out, world_size, args.retry_failed)
+    print(f"{done} run(s) done earlier in {out}; "
           f"submitting {len(todo)}", flush=True)
     jobs = []
-    for spec, seed in todo:
+    for spec, seed, key in todo:
         executor.update_parameters(name=f"roadmap-{spec.name.replace('/', '-')}-s{seed}")
-        job = executor.submit(StepJob(spec, seed, recipe, args.preset, data, str(out),
-                                      args.device, args.threads, ex))
-        jobs.append((spec.name, seed, job))
+        job = executor.submit(RunJob(job_argv(args, spec, seed, data, out)))
+        jobs.append((f"{spec.name} seed {seed}", key, job))
         print(f"submitted {spec.name} seed {seed}: job {job.job_id}", flush=True)
     if jobs:
         print(f"{len(jobs)} job(s) -> {out} (logs: {out / 'submitit'})", flush=True)
-    if not (args.wait or args.cluster == "local"):
+    if args.wait or args.cluster == "local":
+        failed += wait_for(jobs, out)
+        write_results(out, plot=not args.no_plot)
+    elif jobs:
         print(f"when they finish: roadmap plot {out}")
-        return 0
-    failed = wait_for(jobs)
-    gather(out, plot=not args.no_plot)
     if failed:
-        raise RoadmapError(f"{len(failed)} of {len(jobs)} job(s) failed: " + "; ".join(failed))
+        raise RunsFailed(f"{len(failed)} of {len(specs) * len(seeds)} run(s) failed: {failed[0]}"
+                         + (f" (and {len(failed) - 1} more above)" if len(failed) > 1 else "")
+                         + "; fix the cause, then rerun with --retry-failed")
     return 0
 
 
-def wait_for(jobs) -> List[str]:
-    """Wait for every job; return a line for each that failed."""
-    failed = []
-    for name, seed, job in jobs:
+def wait_for(jobs, out: Path) -> List[str]:
+    """Wait for every job; return a line for each whose run failed or did not finish."""
+    from .results import ResultsDir
+
+    results, failed = ResultsDir(out), []
+    for name, key, job in jobs:
         try:
             job.results()  # one per task; raises what a task raised
-            print(f"job {job.job_id} ({name} seed {seed}) finished", flush=True)
+            print(f"job {job.job_id} ({name}) finished", flush=True)
         except Exception as e:  # a failed job must not hide the others' results
-            last = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
-            failed.append(f"{name} seed {seed} (job {job.job_id}: {last}; log {job.paths.stderr})")
+            if results.status(key) == "failed":  # the run failed, and says why in its record
+                error = results.load(key).get("error") or "no message"
+            else:  # the job itself failed: its last line says why
+                error = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+            failed.append(f"{name}: {error} (job {job.job_id}, log {job.paths.stderr})")
+            print(f"job {job.job_id} ({name}) FAILED: {error}", flush=True)
     return failed
 
 
-def gather(out: Path, plot: bool = True):
-    """Rebuild the tables (and figure) from every job's runs/*.json."""
+def write_results(out: Path, plot: bool = True):
+    """The tables (and figure) of every job's runs/*.json, rebuilt once all are in."""
     from .outputs import write_outputs
-
-    written = write_outputs(out, figures=plot)
-    print(f"results: {out / 'results.csv'} ({len(written['table'])} run(s))")
-    if written["figures"]:
-        print(f"figure: {written['figures'][0]}")
+    write_outputs(out, figures=plot)

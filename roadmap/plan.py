@@ -2,7 +2,9 @@
 and the Runs made of them: each (spec, seed) with its final configuration and its key."""
 import hashlib
 import json
+import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from .config import ArchConfig
@@ -64,6 +66,17 @@ def paper_plan(upto: Optional[str] = None, start: Optional[str] = None,
         raise RoadmapError("--kernel-sizes sweeps the large_kernel step; add it, e.g. "
                            "--only large_kernel --kernel-sizes 3,5,7,9,11")
     return specs
+
+
+def default_out_dir(preset: str, data_name: str, roadmap_name: Optional[str] = None) -> Path:
+    """The results folder when --out is not given: runs/<preset>-<data> for the paper's roadmap,
+    runs/<preset>-<data>-<roadmap> for a custom one (its rows would otherwise mix into the
+    paper roadmap's chart). `data_name` is the dataset's own name (fashion-mnist for any
+    alias). runs/ is git-ignored: a rerun never overwrites the committed reference."""
+    if roadmap_name is None:
+        return Path("runs") / f"{preset}-{data_name}"
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", roadmap_name).strip("_") or "custom"
+    return Path("runs") / f"{preset}-{data_name}-{slug}"
 
 
 # ---- runs and their keys: the only place a key is made ----------------------------------

@@ -760,13 +760,3 @@ def cmd_report(args):
     print(report["findings"])
     for p in report["paths"]:
         print(p)
-
-
-def add_parser(sub):
-    p = sub.add_parser("report", help="per-step changes with 95% intervals, agreement with the paper: "
-                                      "report.md, report.json")
-    p.add_argument("dirs", nargs="+", metavar="DIR", help="results folder(s); several are merged")
-    p.add_argument("--out", metavar="DIR", help="where to write (default: the one DIR; required with several)")
-    p.add_argument("--no-plot", action="store_true", help="skip the figure")
-    p.set_defaults(func=cmd_report)
-    return p

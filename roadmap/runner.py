@@ -20,16 +20,10 @@ from . import data as D
 from .config import ArchConfig
 from .errors import RoadmapError
 from .model import stem_stride
-from .plan import Run, RunSpec, data_identity, plan_runs
+from .plan import Run, RunSpec, data_identity, default_out_dir, plan_runs
 from .recipe import Execution, Recipe, get_execution
 from .results import ResultsDir, check_labels, read_results, thread_mix
 from .train import Dist, NonFiniteLoss, amp_dtype, configure_cuda, resolve_device, train_run
-
-
-def default_out_dir(preset: str, data_name: str, roadmap: Optional[str] = None) -> Path:
-    """Where a run writes without --out: runs/<preset>-<data>[-<roadmap>] (git-ignored), so a
-    rerun never overwrites the committed reference it is drawn against."""
-    return Path("runs") / (f"{preset}-{data_name}" + (f"-{roadmap}" if roadmap else ""))
 
 
 class RunsFailed(RoadmapError):

@@ -75,7 +75,7 @@ def _context():
     global _CTX
     if _CTX is None:
         _CTX = multiprocessing.get_context("forkserver")
-        _CTX.set_forkserver_preload(["roadmap", "roadmap.cli", "roadmap.commands", "roadmap.runner",
+        _CTX.set_forkserver_preload(["roadmap", "roadmap.cli", "roadmap.runner",
                                      "roadmap.custom", "roadmap.report", "roadmap.plot"])
     return _CTX
 

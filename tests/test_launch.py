@@ -39,12 +39,3 @@ def test_cluster_flags_without_submitit_are_an_error(capsys):
     assert main(["run", "--partition", "gpu", "--nodes", "2"]) == 2
     assert "--partition, --nodes need --launcher submitit" in capsys.readouterr().err
 
-
-def test_a_preempted_job_requeues_itself():
-    from roadmap.launch import StepJob
-    from roadmap.plan import paper_plan
-    from roadmap.recipe import get_preset
-
-    job = StepJob(paper_plan(only=["gelu"])[0], 1, get_preset("demo"), "demo", "fashion-mnist", "/x")
-    again = job.checkpoint()
-    assert again.function is job  # the same (step, seed, folder): it resumes from its checkpoint
