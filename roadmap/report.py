@@ -24,7 +24,7 @@ import pandas as pd
 
 from . import stats as S
 from .errors import RoadmapError
-from .results import (RESULT_COLUMNS, atomic_write_text, model_identity, order_key, read_results,
+from .results import (RESULT_COLUMNS, atomic_write_text, check_labels, model_identity, order_key, read_results,
                       summarize)
 
 REQUIRED = ("order", "run", "seed", "status", "top1")
@@ -46,6 +46,7 @@ def gather(dirs: Sequence) -> pd.DataFrame:
     if "key" in table.columns:
         keyed = table["key"].notna()
         table = pd.concat([table[keyed].drop_duplicates("key"), table[~keyed]], ignore_index=True)
+    check_labels(table, ", ".join(map(str, dirs)) or "the results")  # models, recipes, data: one each
     check(table, dirs)
     return table
 
