@@ -174,11 +174,11 @@ def run_plan(specs: Sequence[RunSpec], recipe: Recipe, preset: str, data: str = 
             if dist.is_main:
                 results.checkpoints.mkdir(parents=True, exist_ok=True)
             writer = _tensorboard_writer(folder, spec.name, seed) if tensorboard and dist.is_main else None
-            metrics = train_run(spec.name, spec.cfg, recipe, ds, seed, dev, str(ckpt), dist,
+            # cfg is final (scaled above); the recipe serves as the execution switches too
+            metrics = train_run(spec.name, cfg, recipe, recipe, ds, seed, dev, str(ckpt), dist,
                                 progress=progress, on_update=_logger(writer))
             if writer is not None:
                 writer.add_scalar("val/top1", metrics["top1"], metrics["updates"])
-            metrics.pop("config")
             row.update(metrics, status="ok", error="")
             summary = (f"{tag}: top-1 {metrics['top1']:.2f}%"
                        + (f" (EMA {metrics['top1_ema']:.2f})" if metrics.get("top1_ema") is not None else "")
