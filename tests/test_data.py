@@ -10,7 +10,7 @@ from roadmap import data as D
 from roadmap.errors import RoadmapError
 from roadmap.plan import paper_plan
 from roadmap.recipe import get_preset
-from roadmap.train import train_run
+from roadmap.train import scale_config, train_run
 
 
 def make_image_folder(root, classes=("cat", "dog"), per_class=12, size=40):
@@ -74,7 +74,8 @@ def test_image_folder_trains_through_timm_transforms(tmp_path):
         ["img_size=32", "batch_size=8", "max_updates=2", "workers=0", "width_scale=0.25",
          "eval_batch_size=8"])
     spec = paper_plan(only=["separate_downsampling"])[0]
-    m = train_run(spec.name, spec.cfg, recipe, ds, 0, torch.device("cpu"), progress=False)
+    cfg = scale_config(spec.cfg, recipe, ds.num_classes)
+    m = train_run(spec.name, cfg, recipe, recipe, ds, 0, torch.device("cpu"), progress=False)
     assert m["updates"] == 2 and 0 <= m["top1"] <= 100
 
 
@@ -84,7 +85,8 @@ def test_cifar_batches_load(tmp_path):
     recipe = get_preset("cifar").with_overrides(["batch_size=16", "max_updates=2", "workers=0",
                                                  "width_scale=0.25", "randaug=null"])
     spec = paper_plan(only=["resnet50"])[0]
-    m = train_run(spec.name, spec.cfg, recipe, ds, 0, torch.device("cpu"), progress=False)
+    cfg = scale_config(spec.cfg, recipe, ds.num_classes)
+    m = train_run(spec.name, cfg, recipe, recipe, ds, 0, torch.device("cpu"), progress=False)
     assert m["updates"] == 2
 
 
