@@ -492,7 +492,7 @@ def test_a_bad_checkpoint_is_moved_aside_and_the_run_restarts(kind, tmp_path, in
 
 
 def test_resume_adds_up_wall_time_and_warns_about_threads(tmp_path, inputs, monkeypatch):
-    from roadmap.train import train_run
+    from roadmap.train import scale_config, train_run
     key, recipe, spec, ds = _tiny_key(inputs, monkeypatch)
     ckpt = tmp_path / "out" / "checkpoints" / f"{key}.pt"
     ckpt.parent.mkdir(parents=True)
@@ -505,8 +505,10 @@ def test_resume_adds_up_wall_time_and_warns_about_threads(tmp_path, inputs, monk
             raise Stop
     # ckpt_every_s is not part of the key: save after every update, then stop after one
     with pytest.raises(Stop):
-        train_run(spec.name, spec.cfg, recipe.with_overrides(["ckpt_every_s=0"]), ds, 0,
-                  torch.device("cpu"), str(ckpt), progress=False, on_update=stop_after_first_checkpoint)
+        every_update = recipe.with_overrides(["ckpt_every_s=0"])
+        train_run(spec.name, scale_config(spec.cfg, recipe, ds.num_classes), every_update,
+                  every_update, ds, 0, torch.device("cpu"), str(ckpt), progress=False,
+                  on_update=stop_after_first_checkpoint)
     state = torch.load(ckpt, weights_only=True)
     assert state["state"]["update"] == 1
     state["state"]["wall_s"], state["threads"] = 1000.0, 7  # an earlier process's time; another machine
