@@ -224,9 +224,9 @@ class TrainState:
         DDP, where rank 0 alone must not, every rank raises at the next check instead."""
         if not s.dist.is_main:
             return
-        if s.dist.world_size == 1:
-            self.check_finite(name, s)
-        elif not math.isfinite(self.loss_sum.item()):
+        if not math.isfinite(self.loss_sum.item()):
+            if s.dist.world_size == 1:
+                self.check_finite(name, s)  # raises, naming the updates since the last check
             return
         state = {k: getattr(self, k) for k in SAVED}
         state.update(loss_sum=self.loss_sum.item(), wall_s=self.wall_s + time.time() - self.started)
