@@ -728,7 +728,7 @@ if ref is not None:
     _, ref_changes, _ = ref
     kernel = ref_changes[ref_changes["to"].isin(["move_up_dwconv", "large_kernel", "gelu"])]
     display(kernel.round(3))
-from roadmap.runner import REFERENCE_ROOT
+from roadmap.outputs import REFERENCE_ROOT
 sweep = REFERENCE_ROOT / "small-input-stem" / "sweep.csv"
 if sweep.is_file():
     display(pd.read_csv(sweep).round(3))

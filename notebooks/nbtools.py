@@ -17,7 +17,7 @@ from IPython.display import Image, display
 
 import roadmap.plot  # noqa: F401  (selects matplotlib's file-only backend; notebooks re-select inline)
 from roadmap.measure import flops_table
-from roadmap.recipe import get_preset
+from roadmap.recipe import settings
 from roadmap.results import read_results, summarize
 from roadmap.runner import run_plan
 
@@ -33,7 +33,7 @@ def tiny_recipe(updates: int = UPDATES, batch: int = BATCH, val: int = VAL):
     """The `demo` preset (widths x0.25, 32 px, AdamW, light augmentation) cut to `updates`
     updates of `batch` images. `lr_batch=batch` keeps the demo's learning rate at this
     smaller batch instead of scaling it down."""
-    return get_preset("demo").with_overrides([
+    return settings("demo", [
         f"train_subset={updates * batch}", f"val_subset={val}", f"batch_size={batch}",
         f"lr_batch={batch}", f"max_updates={updates}", f"eval_batch_size={val}"])
 
@@ -44,7 +44,8 @@ def tiny_run(specs, label: str, seeds=(0,), folder=None, **recipe_kw) -> Path:
     Without `folder`, a fresh temporary one: nothing is written into the repository.
     """
     folder = Path(folder) if folder else Path(tempfile.mkdtemp(prefix=f"roadmap-{label}-"))
-    run_plan(specs, tiny_recipe(**recipe_kw), "demo", seeds=seeds, out=str(folder), progress=False)
+    recipe, ex = tiny_recipe(**recipe_kw)
+    run_plan(specs, recipe, "demo", ex=ex, seeds=seeds, out=str(folder), progress=False)
     return folder
 
 
@@ -95,7 +96,7 @@ def reference_report():
     13 steps x 3 seeds, 4 epochs, full Fashion-MNIST): (steps, transitions, noise), or None
     when the reference is not in this checkout."""
     from roadmap.report import build
-    from roadmap.runner import REFERENCE_ROOT
+    from roadmap.outputs import REFERENCE_ROOT
     folder = REFERENCE_ROOT / "reference-fashion-mnist"
     if not (folder / "runs").is_dir():
         print(f"no committed reference at {folder}")
@@ -107,7 +108,7 @@ def reference_report():
 
 def show_reference_changes(width: int = 760):
     """The committed reference's per-change chart (our Δ with 95% intervals, the paper's Δ)."""
-    from roadmap.runner import REFERENCE_ROOT
+    from roadmap.outputs import REFERENCE_ROOT
     path = REFERENCE_ROOT / "reference-fashion-mnist" / "changes.png"
     if path.is_file():
         display(Image(filename=str(path), width=width))

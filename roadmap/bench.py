@@ -60,9 +60,9 @@ def step_memory_mb(step: Callable[[], None], device: torch.device) -> Optional[f
     return peak_memory_mb(device, method) - base
 
 
-def prepare(model, recipe, device: torch.device):
-    model = model.to(device).to(memory_format=memory_format(recipe))
-    return model, (torch.compile(model) if recipe.compile else model)
+def prepare(model, ex, device: torch.device):
+    model = model.to(device).to(memory_format=memory_format(ex))
+    return model, (torch.compile(model) if ex.compile else model)
 
 
 def train_step(model, run_model, batches, recipe, device):
@@ -93,8 +93,8 @@ def infer_step(run_model, x, recipe, device):
     return step
 
 
-def measure(model, x, y, recipe, device, warmup, iters, memory: bool) -> Dict[str, Optional[float]]:
-    model, run_model = prepare(model, recipe, device)
+def measure(model, x, y, recipe, ex, device, warmup, iters, memory: bool) -> Dict[str, Optional[float]]:
+    model, run_model = prepare(model, ex, device)
     model.train()
     train = train_step(model, run_model, [(x, y)], recipe, device)
     out = dict(train_img_s=img_per_s(train, len(x), warmup, iters, device),
@@ -120,15 +120,17 @@ def best(runs: List[Dict]) -> Dict:
 # ---------------------------------------------------------------------------- the comparisons
 
 def bench_recipe(batch_size: int, resolution: int, overrides=None):
-    """The paper's recipe without augmentation or stochastic depth (timm's models have none
-    by default); the speed switches (amp, channels_last, compile) as in `roadmap run`."""
-    from .recipe import get_preset
+    """(recipe, execution): the paper's recipe without augmentation or stochastic depth
+    (timm's models have none by default); the speed switches (amp, channels_last, compile)
+    as in `roadmap run`."""
+    from .recipe import apply_overrides, get_execution, get_preset
 
     recipe = replace(get_preset("imagenet"), description="roadmap bench", img_size=resolution,
                      batch_size=batch_size, epochs=1, warmup_epochs=0, randaug=None, mixup=0.0,
-                     cutmix=0.0, reprob=0.0, drop_path=0.0, max_shift=0, hflip=False,
-                     eval_batch_size=batch_size, workers=0, ckpt_every_s=1e9)  # never: only epoch ends
-    return recipe.with_overrides(overrides)
+                     cutmix=0.0, reprob=0.0, drop_path=0.0, max_shift=0, hflip=False)
+    ex = replace(get_execution("imagenet"), eval_batch_size=batch_size, workers=0,
+                 ckpt_every_s=1e9)  # never: only epoch ends
+    return apply_overrides(recipe, ex, overrides)
 
 
 def contenders(steps: List[str]) -> Dict[tuple, Callable[[], torch.nn.Module]]:
@@ -146,20 +148,20 @@ def contenders(steps: List[str]) -> Dict[tuple, Callable[[], torch.nn.Module]]:
     return out
 
 
-def measure_all(steps: List[str], recipe, device, warmup, iters, repeats) -> List[Dict]:
+def measure_all(steps: List[str], recipe, ex, device, warmup, iters, repeats) -> List[Dict]:
     """One row per (step, model): the best of `repeats`, the order reversed every other
     repeat (the first measured pays the process's first-touch costs); memory in the last
     two repeats, so once in each order."""
     g = torch.Generator().manual_seed(0)
     x = torch.randn(recipe.batch_size, 3, recipe.img_size, recipe.img_size, generator=g)
     y = torch.randint(0, NUM_CLASSES, (recipe.batch_size,), generator=g)
-    x, y = x.to(device).contiguous(memory_format=memory_format(recipe)), y.to(device)
+    x, y = x.to(device).contiguous(memory_format=memory_format(ex)), y.to(device)
     builders = contenders(steps)
     models = {c: build() for c, build in builders.items()}
     runs = {c: [] for c in models}
     for r in range(repeats):
         for c in (list(models) if r % 2 == 0 else list(models)[::-1]):
-            runs[c].append(measure(models[c], x, y, recipe, device, warmup, iters,
+            runs[c].append(measure(models[c], x, y, recipe, ex, device, warmup, iters,
                                    memory=(r >= repeats - 2)))
     return [dict(step=step, model=name, **best(runs[(step, name)])) for step, name in models]
 
@@ -192,16 +194,16 @@ def synthetic_dataset(recipe, n: int):
                      images(n), labels(n), images(recipe.batch_size), labels(recipe.batch_size))
 
 
-def runner_img_s(step: str, recipe, ds, device) -> float:
+def runner_img_s(step: str, recipe, ex, ds, device) -> float:
     """img/s of `train_run` itself, by its own clock (its first updates are warm-up)."""
     from .registry import config_for
     from .train import scale_config, train_run
 
     cfg = scale_config(config_for(step), recipe, ds.num_classes)
-    return train_run(step, cfg, recipe, recipe, ds, 0, device, progress=False)["train_img_s"]
+    return train_run(step, cfg, recipe, ex, ds, 0, device, progress=False)["train_img_s"]
 
 
-def bare_img_s(step: str, recipe, ds, device, warmup: int, iters: int) -> float:
+def bare_img_s(step: str, recipe, ex, ds, device, warmup: int, iters: int) -> float:
     """The same model (seed, width, memory format), optimizer and batches in a bare loop."""
     from . import data as D
     from .model import RoadmapNet
@@ -210,8 +212,8 @@ def bare_img_s(step: str, recipe, ds, device, warmup: int, iters: int) -> float:
 
     torch.manual_seed(0)
     model = RoadmapNet(scale_config(config_for(step), recipe, ds.num_classes))
-    model, run_model = prepare(model, recipe, device)
-    fmt = memory_format(recipe)
+    model, run_model = prepare(model, ex, device)
+    fmt = memory_format(ex)
     batches = [(x.contiguous(memory_format=fmt), y) for x, y in D.memory_train_batches(
         ds, recipe.img_size, recipe.batch_size, 0, 0, 0, recipe.max_shift, recipe.hflip,
         str(device))]
@@ -219,15 +221,15 @@ def bare_img_s(step: str, recipe, ds, device, warmup: int, iters: int) -> float:
     return img_per_s(step_fn, recipe.batch_size, warmup, iters, device)
 
 
-def runner_overhead(step: str, recipe, device, warmup, iters, repeats) -> Dict:
+def runner_overhead(step: str, recipe, ex, device, warmup, iters, repeats) -> Dict:
     from .train import WARMUP_UPDATES
 
     # the runner's own warm-up, then as many timed updates as the bare loop's
     ds = synthetic_dataset(recipe, (WARMUP_UPDATES + iters) * recipe.batch_size)
     runner, bare = [], []
     for _ in range(repeats):
-        bare.append(bare_img_s(step, recipe, ds, device, warmup, iters))
-        runner.append(runner_img_s(step, recipe, ds, device))
+        bare.append(bare_img_s(step, recipe, ex, ds, device, warmup, iters))
+        runner.append(runner_img_s(step, recipe, ex, ds, device))
     r, b = max(runner), max(bare)
     return dict(step=step, runner_img_s=r, bare_img_s=b, ratio=r / b)
 
@@ -321,14 +323,14 @@ def cmd_bench(args):
     iters, warmup, repeats = default(args.iters, 20, 2), default(args.warmup, 5, 1), default(args.repeats, 3, 5)
     if min(batch, iters, repeats) < 1 or warmup < 0:
         raise RoadmapError("--batch-size, --iters and --repeats must be at least 1, --warmup at least 0")
-    recipe = bench_recipe(batch, args.resolution, args.set)
+    recipe, ex = bench_recipe(batch, args.resolution, args.set)
     if cuda:
-        configure_cuda(recipe)  # as `roadmap run` does
+        configure_cuda(ex)  # as `roadmap run` does
     print(f"roadmap bench on {device_line(device)}")
     print(f"batch {batch} at {args.resolution} px, {iters} timed iterations after {warmup} warm-up, "
-          f"best of {repeats}; amp {recipe.amp and cuda}, channels_last {recipe.channels_last}, "
-          f"compile {recipe.compile}", flush=True)
-    rows = measure_all(steps, recipe, device, warmup, iters, repeats)
+          f"best of {repeats}; amp {recipe.amp and cuda}, channels_last {ex.channels_last}, "
+          f"compile {ex.compile}", flush=True)
+    rows = measure_all(steps, recipe, ex, device, warmup, iters, repeats)
     print(f"\nper step (MB: what one step allocates above weights and optimizer state; "
           f"x: ratio to {BASELINE})")
     print(format_step_table(step_rows(rows, args.resolution)), flush=True)
@@ -336,7 +338,7 @@ def cmd_bench(args):
         print("\nbuilt model vs timm")
         print(format_timm_table([r for r in rows if r["step"] in TIMM_TWINS]), flush=True)
     if not args.no_runner:
-        overhead = [runner_overhead(step, recipe, device, warmup, iters, repeats) for step in steps]
+        overhead = [runner_overhead(step, recipe, ex, device, warmup, iters, repeats) for step in steps]
         print("\nrunner (train_run) vs a bare loop: same model, optimizer and batches")
         print(format_runner_table(overhead))
 

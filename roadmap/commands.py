@@ -45,28 +45,28 @@ def cmd_run(args):
     import torch
 
     from .plan import paper_plan
-    from .recipe import get_preset
+    from .recipe import settings
     from .runner import run_plan
     from .train import Dist
 
     _check_run_flags(args)
-    recipe = get_preset(args.preset).with_overrides(args.set)
+    recipe, ex = settings(args.preset, args.set)
     if args.roadmap:
         from .custom import load_roadmap
         if args.only is not None or args.kernel_sizes is not None:
             raise RoadmapError("--roadmap runs its own steps; drop --only/--kernel-sizes")
         custom = load_roadmap(args.roadmap)
         specs = custom.plan(upto=args.upto, start=getattr(args, "from"))
-        # A folder of its own: its rows would otherwise mix into the paper roadmap's chart.
-        args.out = args.out or str(custom.default_out(args.preset, args.data))
+        roadmap = custom.slug  # a folder of its own: its rows would mix into the paper's chart
     else:
+        roadmap = None
         specs = paper_plan(upto=args.upto, start=getattr(args, "from"),
                            only=_csv_list(args.only, flag="--only"),
                            kernel_sizes=_csv_list(args.kernel_sizes, int, "--kernel-sizes"))
     seeds = list(range(args.seed_offset, args.seed_offset + args.seeds))
     if args.launcher == "submitit":
         from .launch import submit_plan
-        return submit_plan(specs, seeds, recipe, args)
+        return submit_plan(specs, seeds, recipe, ex, args)
     cluster_flags = [f for f in CLUSTER_FLAGS if getattr(args, f.lstrip("-").replace("-", "_"))]
     if cluster_flags:
         raise RoadmapError(f"{', '.join(cluster_flags)} need --launcher submitit")
@@ -77,8 +77,8 @@ def cmd_run(args):
         dist = init_distributed(args.device)
     torch.set_num_threads(args.threads or torch.get_num_threads())
     try:
-        run_plan(specs, recipe, args.preset, data=args.data, seeds=seeds, out=args.out,
-                 device=args.device, dist=dist, progress=not args.no_progress,
+        run_plan(specs, recipe, args.preset, dist, ex=ex, data=args.data, seeds=seeds, out=args.out,
+                 roadmap=roadmap, device=args.device, progress=not args.no_progress,
                  plot=not args.no_plot, tensorboard=(args.log == "tensorboard"),
                  retry_failed=args.retry_failed, use_reference=not args.no_reference)
     finally:
@@ -91,11 +91,11 @@ CLUSTER_FLAGS = ("--partition", "--nodes", "--gpus-per-node", "--tasks-per-node"
 
 
 def cmd_plot(args):
-    from .plot import plot_trajectory
-    from .report import plot_deltas
-    from .results import read_results
-    # Transition marks only where seeds give an interval; with one seed the bars stand alone.
-    for p in plot_trajectory(args.dir, deltas=plot_deltas(read_results(args.dir))):
+    from .outputs import write_outputs
+    written = write_outputs(args.dir)
+    if not written["figures"]:
+        raise RoadmapError(f"{args.dir}: no finished runs to plot yet")
+    for p in written["figures"]:
         print(p)
 
 

@@ -230,10 +230,14 @@ class Roadmap:
         return register_rows([(r.name, r.cfg, r.why or self.description) for r in self.rows],
                              prefix=self.name)
 
+    @property
+    def slug(self) -> str:
+        """The roadmap's name as a folder-name part (runs/<preset>-<data>-<slug>)."""
+        return re.sub(r"[^A-Za-z0-9_.-]+", "_", self.name).strip("_") or "custom"
+
     def default_out(self, preset: str, data: str) -> Path:
         """runs/<preset>-<data>-<roadmap>: next to the paper roadmap's runs/<preset>-<data>."""
-        slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", self.name).strip("_") or "custom"
-        return Path("runs") / f"{preset}-{Path(data).name}-{slug}"
+        return Path("runs") / f"{preset}-{Path(data).name}-{self.slug}"
 
     def _spec(self, order: int, row: Row) -> RunSpec:
         p = row.paper
@@ -398,6 +402,7 @@ def load_roadmap(source: Union[str, Path, Roadmap]) -> Roadmap:
                            "roadmap file as UTF-8") from None
     except OSError as e:
         raise RoadmapError(f"--roadmap {path}: cannot read it ({e.strerror})") from None
+    text = text.removeprefix("\ufeff")  # a BOM (Windows editors write one) is not TOML: drop it
     suffix = path.suffix.lower()
     if suffix == ".toml":
         data, origin = _parse_toml(path, text), _Origin(str(path), _toml_locator(text), "[[step]] #{n}")
@@ -440,15 +445,56 @@ def _parse_toml(path: Path, text: str) -> Dict[str, Any]:
 
 
 def _parse_yaml(path: Path, text: str):
+    """The roadmap and a key locator, from one parse; duplicate keys and aliases refused."""
     try:
         import yaml
     except ImportError:
         raise RoadmapError(f"{path}: YAML roadmaps need pyyaml (`pip install pyyaml`); "
                            "or write the roadmap in TOML") from None
+    loader = _strict_loader(yaml)(text)
     try:
-        return yaml.safe_load(text), _yaml_locator(yaml.compose(text, Loader=yaml.SafeLoader))
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f", line {mark.line + 1}" if mark else ""
+        raise RoadmapError(f"{path}{where}: not valid YAML: {e.problem or e.context}") from None
     except yaml.YAMLError as e:
         raise RoadmapError(f"{path}: not valid YAML: {e}") from None
+    finally:
+        loader.dispose()
+    return data, _yaml_locator(node)
+
+
+def _strict_loader(yaml):
+    """yaml.SafeLoader refusing what a roadmap never needs and that misleads or hangs: a
+    duplicate key (SafeLoader keeps the last one silently) and anchors/aliases (11 lines of
+    nested aliases expand to billions of nodes: the "billion laughs")."""
+    class StrictLoader(yaml.SafeLoader):
+        def compose_node(self, parent, index):
+            event = self.peek_event()
+            if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+                raise yaml.composer.ComposerError(
+                    None, None, "anchors and aliases (&name, *name) are not allowed in a "
+                    "roadmap file; write the values out", event.start_mark)
+            return super().compose_node(parent, index)
+
+        def construct_mapping(self, node, deep=False):
+            seen = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    twice = key in seen
+                except TypeError:  # unhashable: SafeLoader names it itself
+                    continue
+                if twice:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {key!r} appears twice in one table (YAML would keep "
+                        "the last silently); keep one", key_node.start_mark)
+                seen.add(key)
+            return super().construct_mapping(node, deep)
+
+    return StrictLoader
 
 
 def _nearest(lines: Dict[Path_, int], path: Path_) -> Optional[int]:

@@ -12,8 +12,9 @@ import itertools
 import os
 import pickle
 import random
+import re
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, List, Optional, Tuple
 
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torchvision.datasets import ImageFolder
+from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extension
 
 from .errors import RoadmapError
 
@@ -58,6 +60,8 @@ class Dataset:
     train_folder: Optional[str] = None
     val_folder: Optional[str] = None
     classes: Optional[List[str]] = None
+    # Folder data: the (train, val) scans, made once (issue 16: every count rescanned the tree).
+    scans: Optional[Tuple["FolderScan", "FolderScan"]] = field(default=None, repr=False, compare=False)
 
     @property
     def in_memory(self) -> bool:
@@ -65,17 +69,28 @@ class Dataset:
 
     @property
     def num_train(self) -> int:
-        return len(self.train_labels) if self.in_memory else len(_image_folder(self.train_folder))
+        return len(self.train_labels) if self.in_memory else len(self.scan(True).samples)
 
     @property
     def num_val(self) -> int:
-        return len(self.val_labels) if self.in_memory else len(_image_folder(self.val_folder))
+        return len(self.val_labels) if self.in_memory else len(self.scan(False).samples)
+
+    def scan(self, train: bool) -> "FolderScan":
+        """A folder split as ImageFolder reads it, scanned on first use and kept."""
+        if self.scans is None:
+            self.scans = (scan_folder(self.train_folder), scan_folder(self.val_folder))
+        return self.scans[0 if train else 1]
+
+    def images(self, train: bool, transform=None) -> "Images":
+        """A folder split as a torch dataset, from the kept scan (no rescan)."""
+        return Images(self.train_folder if train else self.val_folder, transform, self.scan(train))
 
     def fingerprint(self) -> str:
         """A cheap hash of the content, so a run's key changes when the images do.
 
         In-memory data: the bytes of every array (~50 MB of Fashion-MNIST hash in ~0.1 s).
-        A folder: the sorted relative paths with sizes and modification times.
+        A folder: what ImageFolder reads, from the kept scan: every image's relative path,
+        size and modification time, through symbolic links (see `scan_folder`).
         """
         h = hashlib.blake2b(digest_size=8)
         if self.in_memory:
@@ -84,14 +99,9 @@ class Dataset:
                 h.update(str((tuple(t.shape), str(t.dtype))).encode())
                 h.update(memoryview(t.numpy()).cast("B"))
         else:
-            for root in (self.train_folder, self.val_folder):
-                for dirpath, dirnames, filenames in os.walk(root):
-                    dirnames.sort()
-                    for name in sorted(filenames):
-                        path = os.path.join(dirpath, name)
-                        st = os.stat(path)
-                        rel = os.path.relpath(path, root)
-                        h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+            for train in (True, False):
+                for stamp in self.scan(train).stamps:
+                    h.update(stamp.encode())
         return h.hexdigest()
 
     def subset(self, train: Optional[int] = None, val: Optional[int] = None) -> "Dataset":
@@ -189,6 +199,8 @@ def load_fashion_mnist() -> Dataset:
                                f"match: images {images.shape}, labels {labels.shape}; expected "
                                "N x 28 x 28 images and N labels")
         _check_labels(labels, 10, files[f"{split}_labels"])
+    _check_distinct(arr["train_images"], arr["test_images"], files["train_images"], files["test_images"],
+                    "re-install dataset-fashion-mnist or restore the t10k files")
     as_images = lambda a: torch.from_numpy(a.copy()).unsqueeze(1)  # N,1,28,28 uint8
     classes = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                "Sneaker", "Bag", "Ankle boot"]
@@ -204,6 +216,13 @@ def _check_labels(labels: np.ndarray, num_classes: int, where):
     if labels.min() < 0 or labels.max() >= num_classes:
         raise RoadmapError(f"{where}: label {int(labels.max() if labels.max() >= num_classes else labels.min())} "
                            f"is outside 0..{num_classes - 1}")
+
+
+def _check_distinct(train: np.ndarray, test: np.ndarray, train_from, test_from, fix: str):
+    """Training and scoring on one set would report memorization as accuracy."""
+    if train.shape == test.shape and np.array_equal(train, test):
+        raise RoadmapError(f"{train_from} holds the same images as {test_from}: the run would "
+                           f"train and score on one set; {fix}")
 
 
 def check_classes(ds: Dataset, what: str = ""):
@@ -241,53 +260,201 @@ class CifarUnpickler(pickle.Unpickler):
 
 
 def load_cifar(path: Path) -> Dataset:
-    num_classes = 10 if (path / "data_batch_1").is_file() else 100
-
-    def read(name):
-        where = path / name
-        try:
-            with open(where, "rb") as f:
-                d = CifarUnpickler(f, encoding="latin1").load()
-        except EOFError:
-            raise RoadmapError(f"{where} is empty or cut short; not a CIFAR python batch") from None
-        except (OSError, pickle.UnpicklingError, ValueError, TypeError, AttributeError,
-                IndexError, KeyError, MemoryError) as e:
-            raise RoadmapError(f"{where} is not a CIFAR python batch ({e}); expected the "
-                               "'python version' archive from the CIFAR website, unpacked") from None
-        if not isinstance(d, dict):
-            raise RoadmapError(f"{where} is not a CIFAR python batch (it holds a "
-                               f"{type(d).__name__}, not a dict)")
-        d = {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in d.items()}
-        labels = d.get("labels", d.get("fine_labels"))
-        if "data" not in d or labels is None:
-            raise RoadmapError(f"{where} is not a CIFAR python batch (keys {sorted(map(str, d))}; "
-                               "expected data and labels or fine_labels)")
-        try:
-            x = np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
-            y = np.asarray(labels).astype(np.int64)
-        except (ValueError, TypeError) as e:
-            raise RoadmapError(f"{where} is not a CIFAR python batch ({e}); its data must be "
-                               "N x 3072 bytes (32 x 32 x RGB)") from None
-        if y.ndim != 1 or len(y) != len(x):
-            raise RoadmapError(f"{where}: {len(x)} images but {y.size} labels")
-        _check_labels(y, num_classes, where)
-        return x, y
-
     if (path / "data_batch_1").is_file():
-        parts = [read(f"data_batch_{i}") for i in range(1, 6) if (path / f"data_batch_{i}").is_file()]
-        test = read("test_batch")
-        name = "cifar10"
+        first = _read_batch(path / "data_batch_1")
+        names = _cifar10_batches(path, first)
+        batches = [first] + [_read_batch(path / n) for n in names[1:]]
+        parts = [_cifar_arrays(d, path / n, 10) for n, d in zip(names, batches)]
+        test = _cifar_arrays(_read_batch(path / "test_batch"), path / "test_batch", 10)
+        name, num_classes = "cifar10", 10
+        train_from = path / names[0] if len(names) == 1 else f"{path}/data_batch_1..{len(names)}"
     else:
-        parts, test, name = [read("train")], read("test"), "cifar100"
+        parts = [_cifar_arrays(_read_batch(path / "train"), path / "train", 100)]
+        test = _cifar_arrays(_read_batch(path / "test"), path / "test", 100)
+        name, num_classes, train_from = "cifar100", 100, path / "train"
     x = np.concatenate([p[0] for p in parts])
     y = np.concatenate([p[1] for p in parts])
+    _check_distinct(x, test[0], train_from, path / ("test_batch" if num_classes == 10 else "test"),
+                    "unpack the CIFAR archive again")
     t = lambda a: torch.from_numpy(a)
     return Dataset(name, str(path), num_classes, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616),
-                   t(x), t(y.astype(np.int64)), t(test[0]), t(test[1].astype(np.int64)))
+                   t(x), t(y), t(test[0]), t(test[1]))
+
+
+def _cifar10_batches(path: Path, first: dict) -> List[str]:
+    """The training batches to read: data_batch_1..5, every one (a missing one would train on
+    part of CIFAR-10 unnoticed). Only a data_batch_1 with no other batch and no "training
+    batch 1 of N" label stands alone: a small set made by hand."""
+    said = re.search(r"of (\d+)", str(first.get("batch_label", "")))
+    others = any((path / f"data_batch_{i}").is_file() for i in range(2, 6))
+    total = int(said.group(1)) if said else 5 if others else 1
+    names = [f"data_batch_{i}" for i in range(1, total + 1)]
+    missing = [n for n in names + ["test_batch"] if not (path / n).is_file()]
+    if missing:
+        raise RoadmapError(f"{path} lacks {', '.join(missing)}: CIFAR-10 is data_batch_1..{total} "
+                           f"and test_batch, and training on part of it would go unnoticed; unpack "
+                           "the whole archive (cifar-10-python.tar.gz)")
+    return names
+
+
+def _read_batch(where: Path) -> dict:
+    """One CIFAR python batch (a pickle, read by CifarUnpickler), its keys as str."""
+    try:
+        with open(where, "rb") as f:
+            d = CifarUnpickler(f, encoding="latin1").load()
+    except EOFError:
+        raise RoadmapError(f"{where} is empty or cut short; not a CIFAR python batch") from None
+    except (OSError, pickle.UnpicklingError, ValueError, TypeError, AttributeError,
+            IndexError, KeyError, MemoryError) as e:
+        raise RoadmapError(f"{where} is not a CIFAR python batch ({e}); expected the "
+                           "'python version' archive from the CIFAR website, unpacked") from None
+    if not isinstance(d, dict):
+        raise RoadmapError(f"{where} is not a CIFAR python batch (it holds a "
+                           f"{type(d).__name__}, not a dict)")
+    return {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in d.items()}
+
+
+def _cifar_arrays(d: dict, where: Path, num_classes: int) -> Tuple[np.ndarray, np.ndarray]:
+    """A batch's images (N x 3 x 32 x 32 uint8) and labels (N int64), checked."""
+    labels = d.get("labels", d.get("fine_labels"))
+    if "data" not in d or labels is None:
+        raise RoadmapError(f"{where} is not a CIFAR python batch (keys {sorted(map(str, d))}; "
+                           "expected data and labels or fine_labels)")
+    x = _cifar_pixels(d["data"], where)
+    try:
+        y = np.asarray(labels)
+    except (ValueError, TypeError) as e:
+        raise RoadmapError(f"{where}: its labels are not a list of integers ({e})") from None
+    if y.ndim != 1 or len(y) != len(x):
+        raise RoadmapError(f"{where}: {len(x)} images but {y.size} labels")
+    fraction = (~np.isfinite(y) | (y != np.floor(y))) if y.dtype.kind == "f" else None
+    if y.dtype.kind not in "iu" and (fraction is None or fraction.any()):
+        # casting would truncate 2.7 to 2, or fail on text
+        bad = (y[fraction] if fraction is not None else y).tolist()[0]
+        raise RoadmapError(f"{where}: label {bad!r} is not a whole number; CIFAR labels are "
+                           f"integers 0..{num_classes - 1}")
+    _check_labels(y, num_classes, where)
+    return x, y.astype(np.int64)
+
+
+def _cifar_pixels(data, where: Path) -> np.ndarray:
+    """N x 3 x 32 x 32 uint8 from CIFAR's N x 3072 rows (three 32 x 32 planes, R, G, B), or
+    from N x 3 x 32 x 32 or N x 32 x 32 x 3 arrays (a reshape alone would scramble the last)."""
+    try:
+        x = np.asarray(data)
+    except (ValueError, TypeError) as e:
+        raise RoadmapError(f"{where} is not a CIFAR python batch ({e}); its data must be "
+                           "N x 3072 bytes (32 x 32 x RGB)") from None
+    if x.dtype != np.uint8:  # a cast would turn floats in [0, 1] into black and 1/255
+        if x.dtype.kind not in "iu" or (x.size and (x.min() < 0 or x.max() > 255)):
+            raise RoadmapError(f"{where}: its pixels are {x.dtype}"
+                               f"{'' if x.dtype.kind not in 'iu' else ' outside 0..255'}, not "
+                               "bytes 0..255; CIFAR batches hold uint8 pixels (floats in [0, 1]: "
+                               "multiply by 255 and save as uint8)")
+        x = x.astype(np.uint8)
+    if x.ndim == 2 and x.shape[1] == 3072:
+        return x.reshape(-1, 3, 32, 32)
+    if x.ndim == 4 and x.shape[1:] == (3, 32, 32):
+        return x
+    if x.ndim == 4 and x.shape[1:] == (32, 32, 3):  # HWC, as numpy images and Keras hold them
+        return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    raise RoadmapError(f"{where}: data of shape {x.shape} is not CIFAR's; it must be N x 3072 "
+                       "bytes (32 x 32 x RGB planes), or N x 3 x 32 x 32 or N x 32 x 32 x 3")
+
+
+# ---------------------------------------------------------------------------- ImageFolder trees
+
+@dataclass(frozen=True)
+class FolderScan:
+    """One split of an ImageFolder tree as torchvision's ImageFolder reads it, scanned once:
+    its class folders, its (path, class) samples in ImageFolder's order, and per sample the
+    line the fingerprint hashes."""
+    root: str
+    classes: Tuple[str, ...]
+    samples: Tuple[Tuple[str, int], ...]
+    stamps: Tuple[str, ...]
+
+
+def scan_folder(root: str) -> FolderScan:
+    """Walk `root` once, following symbolic links as ImageFolder does, but never one into a
+    folder the walk reads already: a link to a parent (train/a/loop -> ..) would read the
+    tree again and again, and other classes' images as this one's."""
+    try:
+        classes = sorted(e.name for e in os.scandir(root) if e.is_dir())
+    except OSError as e:
+        raise RoadmapError(f"{root}: cannot read it ({e.strerror})") from None
+    if not classes:
+        raise RoadmapError(f"{root} has no class folders; expected {root}/<class>/*.jpg")
+    seen = {os.path.realpath(root): root}
+    for c in classes:
+        _claim(os.path.join(root, c), seen)
+    real_root = os.path.realpath(root)
+    samples, stamps = [], []
+    for i, c in enumerate(classes):
+        count = len(samples)
+        for folder, names in _walk(os.path.join(root, c), seen):
+            real_folder = os.path.realpath(folder)
+            for name in sorted(names):
+                path = os.path.join(folder, name)
+                if has_file_allowed_extension(path, IMG_EXTENSIONS):
+                    samples.append((path, i))
+                    stamps.append(_stamp(path, root, real_root, os.path.join(real_folder, name)))
+        if len(samples) == count:
+            raise RoadmapError(f"{root}/{c} holds no images ({', '.join(IMG_EXTENSIONS)}); "
+                               "remove the folder or add its images")
+    return FolderScan(root, tuple(classes), tuple(samples), tuple(stamps))
+
+
+def _claim(folder: str, seen: dict):
+    """Mark `folder` read; two paths to one folder mean a link loop or a doubly read folder."""
+    real = os.path.realpath(folder)
+    if real in seen:
+        raise RoadmapError(f"{folder} and {seen[real]} are one folder ({real}) through a symbolic "
+                           "link: ImageFolder would read its images twice, or in a loop, and under "
+                           "the wrong class; remove the link")
+    seen[real] = folder
+
+
+def _walk(top: str, seen: dict) -> List[Tuple[str, List[str]]]:
+    """(folder, file names) under `top`, through links, sorted as ImageFolder sorts them."""
+    def fail(e: OSError):  # os.walk skips unreadable folders silently; their images would be missing
+        raise RoadmapError(f"{e.filename}: cannot read it ({e.strerror})")
+
+    found = []
+    for folder, subfolders, names in os.walk(top, onerror=fail, followlinks=True):
+        for sub in subfolders:  # claimed before os.walk descends: a loop stops here
+            _claim(os.path.join(folder, sub), seen)
+        found.append((folder, names))
+    return sorted(found)
+
+
+def _stamp(path: str, root: str, real_root: str, real_guess: str) -> str:
+    """The fingerprint's line for one image: relative path, size and mtime of the file read
+    (through links), and where it really is when a link leads elsewhere (a repointed link)."""
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise RoadmapError(f"{path}: cannot read it ({e.strerror}); a broken symbolic link?") from None
+    rel = os.path.relpath(path, root)
+    real = os.path.realpath(path) if os.path.islink(path) else real_guess
+    moved = f"\0{real}" if real != os.path.join(real_root, rel) else ""
+    return f"{rel}\0{st.st_size}\0{st.st_mtime_ns}{moved}\n"
 
 
 class Images(ImageFolder):
-    """torchvision's ImageFolder whose errors name the file (a truncated or unreadable image)."""
+    """torchvision's ImageFolder over a FolderScan (made here unless given: no rescan, no
+    symbolic link loop), whose errors name the file (a truncated or unreadable image)."""
+
+    def __init__(self, root, transform=None, scan: Optional[FolderScan] = None):
+        self._scan = scan or scan_folder(str(root))
+        super().__init__(str(root), transform=transform)
+        del self._scan  # DataLoader workers get the samples, not the fingerprint's stamps
+
+    def find_classes(self, directory):
+        return list(self._scan.classes), {c: i for i, c in enumerate(self._scan.classes)}
+
+    def make_dataset(self, directory, *args, **kwargs):
+        return list(self._scan.samples)
 
     def __getitem__(self, index):
         try:
@@ -297,26 +464,43 @@ class Images(ImageFolder):
                                f"({type(e).__name__}: {e})") from None
 
 
-def _image_folder(root: str):
-    return ImageFolder(root)
-
-
 def load_image_folder(path: Path) -> Dataset:
     val = next((path / v for v in ("val", "validation", "test") if (path / v).is_dir()), None)
     if val is None:
         raise RoadmapError(f"{path} has train/ but no val/ folder; expected {path}/val/<class>/*.jpg")
-    try:
-        train_ds, val_ds = _image_folder(str(path / "train")), _image_folder(str(val))
-    except (OSError, RuntimeError) as e:
-        raise RoadmapError(f"{path}: not a valid ImageFolder tree ({e}); expected "
-                           "train/<class>/*.jpg and val/<class>/*.jpg") from None
-    if train_ds.classes != val_ds.classes:
+    train_scan, val_scan = scan_folder(str(path / "train")), scan_folder(str(val))
+    if train_scan.classes != val_scan.classes:
         raise RoadmapError(f"{path}: train/ and {val.name}/ have different class folders")
-    if len(train_ds.classes) < 2:
-        raise RoadmapError(f"{path}/train has {len(train_ds.classes)} class folder "
-                           f"({', '.join(train_ds.classes)}); a classifier needs at least two")
-    return Dataset(path.name, str(path), len(train_ds.classes), IMAGENET_MEAN, IMAGENET_STD,
-                   train_folder=str(path / "train"), val_folder=str(val), classes=train_ds.classes)
+    if len(train_scan.classes) < 2:
+        raise RoadmapError(f"{path}/train has {len(train_scan.classes)} class folder "
+                           f"({', '.join(train_scan.classes)}); a classifier needs at least two")
+    if train_scan.stamps == val_scan.stamps:
+        raise RoadmapError(f"{path}: {val.name}/ holds the same files as train/: the run would "
+                           f"train and score on one set; give {val.name}/ its own images")
+    return Dataset(path.name, str(path), len(train_scan.classes), IMAGENET_MEAN, IMAGENET_STD,
+                   train_folder=str(path / "train"), val_folder=str(val),
+                   classes=list(train_scan.classes), scans=(train_scan, val_scan))
+
+
+# Recipe fields that only in-memory data applies: on a folder they would be ignored while the
+# run's record and key claimed them.
+MEMORY_ONLY = {"train_subset": ("the first N training images", "none"),
+               "val_subset": ("the first N validation images", "none"),
+               "max_shift": ("the random shift in pixels", "0")}
+
+
+def check_recipe_fits(ds: Dataset, recipe) -> None:
+    """Refuse recipe fields this data would silently ignore (one line: the field, the data)."""
+    if ds.in_memory:
+        return
+    for name, (what, off) in MEMORY_ONLY.items():
+        value = getattr(recipe, name, None)
+        if value:
+            raise RoadmapError(
+                f"{name}={value}: {name} ({what}) applies to in-memory data (Fashion-MNIST, CIFAR) "
+                f"only; {ds.source} is an ImageFolder tree, where it would be ignored while the "
+                f"run's record claims it; use --set {name}={off}"
+                + (" (the demo and reference presets set max_shift=2)" if name == "max_shift" else ""))
 
 
 # ---------------------------------------------------------------------------- batches

@@ -30,6 +30,7 @@ class StepJob:
     out: str
     device: str = "auto"
     threads: Optional[int] = None
+    ex: object = None
 
     def __call__(self) -> str:
         import torch
@@ -41,8 +42,8 @@ class StepJob:
             torch.set_num_threads(self.threads)
         dist = init_from_submitit(self.device)
         try:
-            run_plan([self.spec], self.recipe, self.preset, data=self.data, seeds=[self.seed],
-                     out=self.out, device=self.device, dist=dist, progress=False, plot=False)
+            run_plan([self.spec], self.recipe, self.preset, dist, ex=self.ex, data=self.data,
+                     seeds=[self.seed], out=self.out, device=self.device, progress=False, plot=False)
         finally:
             shutdown(dist)
         return self.out
@@ -88,16 +89,15 @@ def make_executor(args, folder: Path):
 
 def pending_runs(specs, seeds, recipe: Recipe, ds, out: Path, world_size: int):
     """The (spec, seed) pairs not finished in `out` yet: done ones get no job."""
+    from .plan import data_identity, plan_runs
     from .results import ResultsDir
-    from .runner import data_identity, key_for
-    from .train import scale_config
 
-    results, data_id = ResultsDir(out), data_identity(ds)
-    return [(spec, seed) for spec in specs for seed in seeds if not results.is_done(
-        key_for(scale_config(spec.cfg, recipe, ds.num_classes), recipe, data_id, seed, world_size))]
+    results = ResultsDir(out)
+    return [(r.spec, r.seed) for r in plan_runs(specs, recipe, data_identity(ds), seeds, world_size)
+            if not results.is_done(r.key)]
 
 
-def submit_plan(specs: Sequence[RunSpec], seeds: Sequence[int], recipe: Recipe, args) -> int:
+def submit_plan(specs: Sequence[RunSpec], seeds: Sequence[int], recipe: Recipe, ex, args) -> int:
     """Submit one job per (step, seed); with --wait (always on --cluster local) gather them."""
     from . import data as D
     from .runner import default_out_dir
@@ -107,7 +107,7 @@ def submit_plan(specs: Sequence[RunSpec], seeds: Sequence[int], recipe: Recipe, 
     check_cluster(args)
     data = absolute_data(args.data)
     ds = D.load_dataset(data).subset(recipe.train_subset, recipe.val_subset)
-    out = Path(args.out or default_out_dir(args.preset, ds)).resolve()
+    out = Path(args.out or default_out_dir(args.preset, ds.name)).resolve()
     executor, world_size = make_executor(args, out / "submitit")
     todo = pending_runs(specs, seeds, recipe, ds, out, world_size)
     print(f"{len(specs) * len(seeds) - len(todo)} run(s) done earlier in {out}; "
@@ -116,7 +116,7 @@ def submit_plan(specs: Sequence[RunSpec], seeds: Sequence[int], recipe: Recipe, 
     for spec, seed in todo:
         executor.update_parameters(name=f"roadmap-{spec.name.replace('/', '-')}-s{seed}")
         job = executor.submit(StepJob(spec, seed, recipe, args.preset, data, str(out),
-                                      args.device, args.threads))
+                                      args.device, args.threads, ex))
         jobs.append((spec.name, seed, job))
         print(f"submitted {spec.name} seed {seed}: job {job.job_id}", flush=True)
     if jobs:
@@ -146,10 +146,9 @@ def wait_for(jobs) -> List[str]:
 
 def gather(out: Path, plot: bool = True):
     """Rebuild the tables (and figure) from every job's runs/*.json."""
-    from .results import ResultsDir
+    from .outputs import write_outputs
 
-    table = ResultsDir(out).write_tables()
-    print(f"results: {out / 'results.csv'} ({len(table)} run(s))")
-    if plot and len(table):
-        from .plot import plot_trajectory
-        print(f"figure: {plot_trajectory(out)[0]}")
+    written = write_outputs(out, figures=plot)
+    print(f"results: {out / 'results.csv'} ({len(written['table'])} run(s))")
+    if written["figures"]:
+        print(f"figure: {written['figures'][0]}")

@@ -1,8 +1,9 @@
 """One network family that covers every step from ResNet-50 to ConvNeXt-T.
 
 `RoadmapNet(cfg)` reads only an `ArchConfig`. It follows timm's conventions
-(`forward_features` / `forward_head`, `reset_classifier`, `feature_info`) and is
-built from timm's layers (LayerNorm2d, DropPath, classifier heads, trunc_normal_).
+(`forward_features` / `forward_head`, `reset_classifier`, `feature_info`, `global_pool`,
+`output_stride`) and is built from timm's layers (LayerNorm2d, DropPath, classifier heads,
+create_conv2d, trunc_normal_).
 """
 from collections import OrderedDict
 from functools import partial
@@ -11,11 +12,17 @@ from typing import Dict, List, Optional, Tuple, Union
 import torch
 from torch import nn
 from timm.layers import (ClassifierHead, DropPath, LayerNorm2d, NormMlpClassifierHead,
-                         get_act_layer, trunc_normal_)
+                         create_conv2d, get_act_layer, trunc_normal_)
 from timm.models._features import feature_take_indices
 from timm.models._manipulate import checkpoint_seq
 
 from .config import ArchConfig
+from .errors import RoadmapError
+
+# Global poolings that keep the pooled width, so both heads (pool -> fc, and ConvNeXt's
+# pool -> norm -> fc) take them; '' is none (the head then sees the unpooled map).
+GLOBAL_POOLS = ("", "avg", "max", "avgmax")
+OUTPUT_STRIDES = (8, 16, 32)
 
 
 def norm_layer_for(cfg: ArchConfig):
@@ -46,11 +53,12 @@ class Block(nn.Module):
     after conv2 only (`"one"`: with the spatial conv first, that is the Transformer MLP's
     single activation between the two 1x1 convs).
     The shortcut is a strided 1x1 conv + norm where the shape changes (ResNet's
-    projection shortcut), else the identity.
+    projection shortcut), else the identity. `dilation` dilates the kxk conv (padded to
+    keep the size), for a dense output (`output_stride`) as in timm's ResNet and ConvNeXt.
     """
 
     def __init__(self, cfg: ArchConfig, in_chs: int, out_chs: int, hidden_chs: int,
-                 stride: int = 1, drop_path: float = 0.0):
+                 stride: int = 1, dilation: int = 1, drop_path: float = 0.0):
         super().__init__()
         norm_layer = norm_layer_for(cfg)
         act_layer = get_act_layer(cfg.act)
@@ -58,8 +66,8 @@ class Block(nn.Module):
 
         def spatial_conv(chs_in, chs_out, has_norm):
             groups = chs_in if cfg.depthwise else 1
-            return nn.Conv2d(chs_in, chs_out, k, stride=stride, padding=k // 2, groups=groups,
-                             bias=conv_bias_for(cfg, has_norm))
+            return nn.Conv2d(chs_in, chs_out, k, stride=stride, padding=dilation * (k // 2),
+                             dilation=dilation, groups=groups, bias=conv_bias_for(cfg, has_norm))
 
         def pointwise_conv(chs_in, chs_out, has_norm):
             return nn.Conv2d(chs_in, chs_out, 1, bias=conv_bias_for(cfg, has_norm))
@@ -112,25 +120,36 @@ class Block(nn.Module):
 class Stage(nn.Module):
     """Optional separate downsampling layer, then `depth` blocks.
 
-    With `downsample="separate"` (ConvNeXt) a norm + stride x stride conv changes
-    resolution and width between stages, so every block keeps its identity shortcut.
+    With `downsample="separate"` (ConvNeXt) a norm + 2x2/2 conv changes resolution and
+    width between stages, so every block keeps its identity shortcut.
     With `"in_block"` (ResNet) the first block strides and projects its shortcut.
+    `dilation` is (first, rest), as in timm's ConvNeXtStage: a stage past the network's
+    `output_stride` dilates instead of striding; the layer that would have strided keeps
+    the previous stage's dilation (`first`), every later kxk conv takes the new one.
     """
 
     def __init__(self, cfg: ArchConfig, in_chs: int, out_chs: int, hidden_chs: int,
-                 depth: int, stride: int, drop_path_rates: List[float]):
+                 depth: int, stride: int, drop_path_rates: List[float],
+                 dilation: Tuple[int, int] = (1, 1)):
         super().__init__()
-        if cfg.downsample == "separate" and (stride != 1 or in_chs != out_chs):
+        first_dilation, dilation = dilation
+        reduces = stride > 1 or first_dilation != dilation  # a 2x2/2 conv, or its dilated stand-in
+        if cfg.downsample == "separate" and (reduces or in_chs != out_chs):
+            # Dilated, the 2x2 conv keeps stride 1 with timm's 'same' padding, so that
+            # timm's convnext_tiny(output_stride=...) and this stage give the same maps.
             self.downsample = nn.Sequential(OrderedDict(
                 norm=norm_layer_for(cfg)(in_chs),
-                conv=nn.Conv2d(in_chs, out_chs, kernel_size=stride, stride=stride, bias=True),
+                conv=create_conv2d(in_chs, out_chs, 2 if reduces else 1, stride=stride,
+                                   dilation=first_dilation, padding="same" if dilation > 1 else 0,
+                                   bias=True),
             ))
-            in_chs, stride = out_chs, 1
+            in_chs, stride, first_dilation = out_chs, 1, dilation
         else:
             self.downsample = nn.Identity()
         self.blocks = nn.Sequential(*[
             Block(cfg, in_chs if i == 0 else out_chs, out_chs, hidden_chs,
-                  stride=stride if i == 0 else 1, drop_path=drop_path_rates[i])
+                  stride=stride if i == 0 else 1, dilation=first_dilation if i == 0 else dilation,
+                  drop_path=drop_path_rates[i])
             for i in range(depth)
         ])
         self.grad_checkpointing = False
@@ -172,35 +191,68 @@ def make_stem(cfg: ArchConfig) -> nn.Sequential:
     ))
 
 
-class RoadmapNet(nn.Module):
-    """The network of one roadmap configuration: stem -> 4 stages -> pool (-> norm) -> fc."""
+def make_stages(cfg: ArchConfig, output_stride: int = 32) -> Tuple[nn.Sequential, List[dict]]:
+    """The stages and their `feature_info`. As in timm's ResNet and ConvNeXt, a stage that
+    would take the reduction past `output_stride` dilates instead of striding, so the last
+    maps stay at 1/output_stride of the input (dense prediction) with the same parameters."""
+    # Stochastic depth grows linearly with block index, as in timm and the paper.
+    dpr = torch.linspace(0, cfg.drop_path_rate, sum(cfg.depths)).tolist()
+    stages, feature_info = [], []
+    in_chs, start, reduction, dilation = cfg.widths[0], 0, stem_stride(cfg), 1
+    for i, (depth, out_chs, hidden_chs) in enumerate(
+            zip(cfg.depths, cfg.residual_widths, cfg.hidden_widths)):
+        stride, first_dilation = (1 if i == 0 else 2), dilation
+        if stride > 1 and reduction >= output_stride:
+            dilation, stride = dilation * stride, 1
+        reduction *= stride
+        stages.append(Stage(cfg, in_chs, out_chs, hidden_chs, depth, stride,
+                            dpr[start:start + depth], dilation=(first_dilation, dilation)))
+        feature_info.append(dict(num_chs=out_chs, reduction=reduction, module=f"stages.{i}"))
+        in_chs, start = out_chs, start + depth
+    return nn.Sequential(*stages), feature_info
 
-    def __init__(self, cfg: ArchConfig, drop_rate: float = 0.0):
+
+def check_head(cfg: ArchConfig, num_classes: int, global_pool: str):
+    """A RoadmapError for a head the step cannot build: without pooling, a pool -> fc head
+    (ResNet's; timm's own fails in forward) has no map-shaped classifier, ConvNeXt's has."""
+    if global_pool not in GLOBAL_POOLS:
+        raise RoadmapError(f"global_pool={global_pool!r}: use one of "
+                           f"{', '.join(map(repr, GLOBAL_POOLS))} ('' for no pooling)")
+    if global_pool == "" and num_classes > 0 and not cfg.head_norm:
+        raise RoadmapError(
+            f"global_pool='' with num_classes={num_classes}: this step's head (pool -> fc, as "
+            "timm's ResNet) classifies pooled features only; give num_classes=0 for the "
+            "unpooled map")
+
+
+class RoadmapNet(nn.Module):
+    """The network of one roadmap configuration: stem -> 4 stages -> pool (-> norm) -> fc.
+
+    cfg: the architecture (every toggle, with num_classes, in_chans, drop_path_rate).
+    drop_rate: dropout before the classifier (0).
+    global_pool: "avg" (default), "max", "avgmax", or "" for none (then num_classes=0,
+        except with a head norm, whose classifier turns 1x1 conv, as timm's ConvNeXt).
+    output_stride: 32 (default), 16 or 8: the last stages dilate instead of striding.
+    """
+
+    def __init__(self, cfg: ArchConfig, drop_rate: float = 0.0, global_pool: str = "avg",
+                 output_stride: int = 32):
         super().__init__()
+        if output_stride not in OUTPUT_STRIDES:
+            raise RoadmapError(f"output_stride={output_stride!r}: use 8, 16 or 32")
+        check_head(cfg, cfg.num_classes, global_pool)
         self.cfg = cfg
         self.num_classes = cfg.num_classes
         self.in_chans = cfg.in_chans
         self.stem = make_stem(cfg)
-        # Stochastic depth grows linearly with block index, as in timm and the paper.
-        dpr = torch.linspace(0, cfg.drop_path_rate, sum(cfg.depths)).tolist()
-        stages, in_chs, start = [], cfg.widths[0], 0
-        self.feature_info = []
-        reduction = stem_stride(cfg)
-        for i, (depth, out_chs, hidden_chs) in enumerate(
-                zip(cfg.depths, cfg.residual_widths, cfg.hidden_widths)):
-            stride = 1 if i == 0 else 2
-            reduction *= stride
-            stages.append(Stage(cfg, in_chs, out_chs, hidden_chs, depth, stride,
-                                dpr[start:start + depth]))
-            self.feature_info.append(dict(num_chs=out_chs, reduction=reduction, module=f"stages.{i}"))
-            in_chs, start = out_chs, start + depth
-        self.stages = nn.Sequential(*stages)
-        self.num_features = self.head_hidden_size = in_chs
+        self.stages, self.feature_info = make_stages(cfg, output_stride)
+        self.num_features = self.head_hidden_size = cfg.residual_widths[-1]
         if cfg.head_norm:
-            self.head = NormMlpClassifierHead(in_chs, cfg.num_classes, pool_type="avg",
+            self.head = NormMlpClassifierHead(self.num_features, cfg.num_classes, pool_type=global_pool,
                                               drop_rate=drop_rate, norm_layer=norm_layer_for(cfg))
         else:
-            self.head = ClassifierHead(in_chs, cfg.num_classes, pool_type="avg", drop_rate=drop_rate)
+            self.head = ClassifierHead(self.num_features, cfg.num_classes, pool_type=global_pool,
+                                       drop_rate=drop_rate)
         self.apply(_init_weights)
 
     @torch.jit.ignore
@@ -226,6 +278,9 @@ class RoadmapNet(nn.Module):
 
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None,
                          reset_other: bool = False):
+        """A new classifier of `num_classes` (0: none), and `global_pool` if given, as timm."""
+        check_head(self.cfg, num_classes,
+                   self.head.global_pool.pool_type if global_pool is None else global_pool)
         self.num_classes = num_classes
         self.head.reset(num_classes, global_pool, reset_other=reset_other,
                         in_features=self.num_features)

@@ -5,22 +5,18 @@ bars with error bars over seeds (bottom axis), the paper's ImageNet top-1 as mar
 on a twin axis (top), GFLOPs written beside each row.
 """
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Rectangle
 
-matplotlib.use("Agg")  # files only; never needs a display
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+from steps import PHASE_COLORS
 
-from .errors import RoadmapError  # noqa: E402
-from .results import read_results, sort_runs, summarize  # noqa: E402
-
-PHASE_COLORS = {
-    "start": "#7f7f7f", "macro design": "#4c72b0", "ResNeXt-ify": "#dd8452",
-    "inverted bottleneck": "#55a868", "large kernel": "#c44e52", "micro design": "#8172b3",
-}
+from .errors import RoadmapError
+from .results import atomic_write, summarize
 
 
 def _label(row) -> str:
@@ -30,25 +26,53 @@ def _label(row) -> str:
     return str(row["run"])
 
 
-def plot_trajectory(folder, out_stem: Optional[str] = None, deltas: Optional[pd.DataFrame] = None,
-                    title: Optional[str] = None, reference: Optional[pd.DataFrame] = None):
-    """Draw `trajectory.png` and `trajectory.svg` in `folder` from its results; return the paths.
+def plot_trajectory(table: pd.DataFrame, folder, out_stem: Optional[str] = None,
+                    deltas: Optional[pd.DataFrame] = None, title: Optional[str] = None,
+                    reference: Optional[pd.DataFrame] = None) -> List[Path]:
+    """Draw `trajectory.png` and `trajectory.svg` of a results table into `folder`; return the paths.
 
     `deltas` (from `roadmap.report.transitions`) adds each transition's change, marked
     hollow where it is inside seed noise. `reference` (from `roadmap.report.reference_band`:
-    run, mean, half) draws the committed reference's mean and 95% interval on each row, so a
-    new run shows whether it falls inside the reference's noise.
+    model_key, mean, half) draws the committed reference's mean and 95% interval on each row
+    of the same model, so a new run shows whether it falls inside the reference's noise.
     """
     folder = Path(folder)
-    table = read_results(folder)
     if not len(table):
         raise RoadmapError(f"{folder}: no finished runs to plot yet")
-    summary = sort_runs(summarize(table)).sort_values(["order", "_variant_num"], kind="stable")
-    summary = summary.drop(columns="_variant_num").reset_index(drop=True)
+    summary = summarize(table).reset_index(drop=True)
     n = len(summary)
-    y = np.arange(n)
-    fig, ax = plt.subplots(figsize=(9.5, 0.42 * n + 1.8))
+    fig = Figure(figsize=(9.5, max(3.2, 0.42 * n + 1.8)))
+    ax = fig.subplots()
     means = pd.to_numeric(summary["top1_mean"], errors="coerce")
+    data_name, preset = _first(table, "data") or "data", _first(table, "preset")
+    _bars(ax, summary, means, f"our top-1 on {data_name} (%), preset {preset}")
+    paper = pd.to_numeric(summary["paper_top1"], errors="coerce")
+    if paper.notna().any():
+        _paper_axis(ax, paper)
+    _gflops_labels(ax, summary)
+    if deltas is not None and len(deltas):
+        _mark_deltas(ax, summary, deltas, means)
+    has_reference = reference is not None and len(reference)
+    if has_reference:
+        _reference_marks(ax, summary, reference)
+    _legend(ax, summary, paper.notna().any(), has_reference)
+    seeds = int(summary["seeds"].max()) if len(summary) else 0
+    names = sorted(set(table["roadmap"].dropna().astype(str)) - {"paper"})
+    what = f"{' + '.join(names)} roadmap" if names else "ResNet-50 -> ConvNeXt-T roadmap"
+    ax.set_title(title or f"{what}: {data_name}, {seeds} seed(s)", fontsize=10)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, folder / (out_stem or "trajectory"))
+
+
+def _first(table: pd.DataFrame, col: str) -> str:
+    values = table[col].dropna() if col in table.columns else []
+    return str(values.iloc[0]) if len(values) else ""
+
+
+def _bars(ax, summary: pd.DataFrame, means: pd.Series, xlabel: str):
+    """Our mean top-1 per row as a bar (± sd over seeds), the value written beside it."""
+    y = np.arange(len(summary))
     stds = pd.to_numeric(summary["top1_std"], errors="coerce").fillna(0)
     colors = [PHASE_COLORS.get(p, "#999999") for p in summary["phase"]]
     finite = means.dropna()
@@ -62,26 +86,26 @@ def plot_trajectory(folder, out_stem: Optional[str] = None, deltas: Optional[pd.
     ax.set_xlim(left, hi + pad * 2.2)
     ax.set_yticks(y, [_label(r) for _, r in summary.iterrows()])
     ax.invert_yaxis()
-    data_name = str(table["data"].dropna().iloc[0]) if table["data"].notna().any() else "data"
-    preset = str(table["preset"].dropna().iloc[0]) if table["preset"].notna().any() else ""
-    ax.set_xlabel(f"our top-1 on {data_name} (%), preset {preset}")
+    ax.set_xlabel(xlabel)
     for i, r in summary.iterrows():
         if pd.isna(means[i]):
             ax.text(left, i, "  failed" if r["failed"] else "  pending", va="center", color="crimson")
-            continue
-        ax.text(means[i] + stds[i] + pad * 0.05, i, f"{means[i]:.2f}", va="center", fontsize=8)
+        else:
+            ax.text(means[i] + stds[i] + pad * 0.05, i, f"{means[i]:.2f}", va="center", fontsize=8)
 
-    # The paper's ImageNet numbers on their own axis: the datasets differ, the shape compares.
-    paper = pd.to_numeric(summary["paper_top1"], errors="coerce")
-    if paper.notna().any():
-        top = ax.twiny()
-        top.plot(paper, y, "D", color="black", ms=5, label="paper, ImageNet-1K (Table 10)")
-        plo, phi = paper.min(), paper.max()
-        top.set_xlim(plo - 0.25 * (phi - plo + 0.5), phi + 1.1 * (phi - plo + 0.5))
-        top.set_xlabel("paper top-1 on ImageNet-1K (%)  ◆")
-        top.set_ylim(ax.get_ylim())
 
-    # GFLOPs beside each row: the paper's at 224 and ours at 224 for the trained width.
+def _paper_axis(ax, paper: pd.Series):
+    """The paper's ImageNet numbers on their own axis: the datasets differ, the shape compares."""
+    top = ax.twiny()
+    top.plot(paper, np.arange(len(paper)), "D", color="black", ms=5, label="paper, ImageNet-1K (Table 10)")
+    plo, phi = paper.min(), paper.max()
+    top.set_xlim(plo - 0.25 * (phi - plo + 0.5), phi + 1.1 * (phi - plo + 0.5))
+    top.set_xlabel("paper top-1 on ImageNet-1K (%)  ◆")
+    top.set_ylim(ax.get_ylim())
+
+
+def _gflops_labels(ax, summary: pd.DataFrame):
+    """GFLOPs beside each row: the paper's at 224 and ours at 224 for the trained width."""
     xmax = ax.get_xlim()[1]
     for i, r in summary.iterrows():
         ours = r["gflops_224"]
@@ -91,32 +115,29 @@ def plot_trajectory(folder, out_stem: Optional[str] = None, deltas: Optional[pd.
         ax.text(xmax, i, f" {txt} GF", va="center", fontsize=8, color="#333333", clip_on=False)
     ax.text(xmax, -0.9, " GFLOPs@224\n paper | ours", fontsize=7, color="#333333", va="bottom")
 
-    if deltas is not None and len(deltas):
-        _mark_deltas(ax, summary, deltas, means)
-    if reference is not None and len(reference):
-        ref = reference.set_index("run")
-        rows = [(i, ref.loc[r]) for i, r in enumerate(summary["run"]) if r in ref.index]
-        ax.errorbar([b["mean"] for _, b in rows], [i + 0.36 for i, _ in rows],
-                    xerr=[b["half"] for _, b in rows], fmt="|", color="#d62728", ms=8, capsize=2,
-                    lw=1.2, zorder=6)
 
-    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for p, c in PHASE_COLORS.items()
-               if p in set(summary["phase"])]
-    names = [p for p in PHASE_COLORS if p in set(summary["phase"])]
-    if paper.notna().any():
-        handles.append(plt.Line2D([], [], marker="D", color="black", ls=""))
+def _reference_marks(ax, summary: pd.DataFrame, reference: pd.DataFrame):
+    """The committed reference's mean and 95% interval on each row of the same model:
+    matched by model (configuration, recipe, data), never by name, so a custom row called
+    gelu that is k=5 is not drawn against the paper's gelu."""
+    ref = reference.set_index("model_key")
+    rows = [(i, ref.loc[k]) for i, k in enumerate(summary["model_key"]) if k in ref.index]
+    ax.errorbar([b["mean"] for _, b in rows], [i + 0.36 for i, _ in rows],
+                xerr=[b["half"] for _, b in rows], fmt="|", color="#d62728", ms=8, capsize=2,
+                lw=1.2, zorder=6)
+
+
+def _legend(ax, summary: pd.DataFrame, paper: bool, reference: bool):
+    phases = [p for p in PHASE_COLORS if p in set(summary["phase"])]
+    handles = [Rectangle((0, 0), 1, 1, color=PHASE_COLORS[p]) for p in phases]
+    names = list(phases)
+    if paper:
+        handles.append(Line2D([], [], marker="D", color="black", ls=""))
         names.append("paper (ImageNet)")
-    if reference is not None and len(reference):
-        handles.append(plt.Line2D([], [], marker="|", color="#d62728", ls="-"))
+    if reference:
+        handles.append(Line2D([], [], marker="|", color="#d62728", ls="-"))
         names.append("committed reference (mean, 95% CI)")
     ax.legend(handles, names, loc="lower right", fontsize=7, framealpha=0.9)
-    seeds = int(summary["seeds"].max()) if len(summary) else 0
-    names = sorted(set(table["roadmap"].dropna().astype(str)) - {"paper"})
-    what = f"{' + '.join(names)} roadmap" if names else "ResNet-50 -> ConvNeXt-T roadmap"
-    ax.set_title(title or f"{what}: {data_name}, {seeds} seed(s)", fontsize=10)
-    ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
-    return _save(fig, folder / (out_stem or "trajectory"))
 
 
 def _mark_deltas(ax, summary, deltas, means):
@@ -146,7 +167,8 @@ def plot_forest(trans: pd.DataFrame, folder, out_stem: str = "changes", subtitle
         raise RoadmapError(f"{folder}: no change with a measured Δ to draw")
     n = len(rows)
     y = np.arange(n)
-    fig, ax = plt.subplots(figsize=(8.5, 0.38 * n + 1.9))
+    fig = Figure(figsize=(8.5, max(3.0, 0.38 * n + 1.9)))
+    ax = fig.subplots()
     ax.axvline(0, color="#444444", lw=0.8)
     for i, r in rows.iterrows():
         color = PHASE_COLORS.get(r["phase"], "#999999")
@@ -160,9 +182,9 @@ def plot_forest(trans: pd.DataFrame, folder, out_stem: str = "changes", subtitle
     ax.set_yticks(y, [f"{r['from']} → {r['to']}" for _, r in rows.iterrows()], fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel("Δ top-1 (points): ours with 95% interval; ◆ the paper's (ImageNet-1K, Table 10)")
-    handles = [plt.Line2D([], [], marker="o", color="#555555", mfc="#555555", ls="-"),
-               plt.Line2D([], [], marker="o", color="#555555", mfc="white", ls="-"),
-               plt.Line2D([], [], marker="D", color="black", ls="")]
+    handles = [Line2D([], [], marker="o", color="#555555", mfc="#555555", ls="-"),
+               Line2D([], [], marker="o", color="#555555", mfc="white", ls="-"),
+               Line2D([], [], marker="D", color="black", ls="")]
     ax.legend(handles, ["ours, resolved (Holm)", "ours, below the noise", "paper"], fontsize=7,
               loc="best", framealpha=0.9)
     ax.set_title("What each change was worth" + (f"\n{subtitle}" if subtitle else ""), fontsize=9)
@@ -171,11 +193,8 @@ def plot_forest(trans: pd.DataFrame, folder, out_stem: str = "changes", subtitle
     return _save(fig, folder / out_stem)
 
 
-def _save(fig, stem: Path):
+def _save(fig: Figure, stem: Path) -> List[Path]:
     paths = [stem.with_suffix(".png"), stem.with_suffix(".svg")]
     for p in paths:
-        tmp = p.with_name(f".{p.name}.tmp{p.suffix}")
-        fig.savefig(tmp, dpi=130)
-        tmp.replace(p)
-    plt.close(fig)
+        atomic_write(p, lambda f, fmt=p.suffix[1:]: fig.savefig(f, format=fmt, dpi=130))
     return paths

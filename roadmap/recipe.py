@@ -6,14 +6,16 @@ A preset is a `Recipe`; every field can be overridden from the command line with
 import difflib
 import json
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, Dict, Optional, get_type_hints
+from typing import Any, Dict, Optional, Tuple, get_type_hints
 
+from .config import ArchConfig
 from .errors import RoadmapError
 from .values import Invalid, convert, parse_text
 
 
 @dataclass(frozen=True)
 class Recipe:
+    """What changes a run's numbers: every field but `description` is in the run key."""
     description: str = ""
     img_size: int = 224
     epochs: float = 300
@@ -38,10 +40,59 @@ class Recipe:
     train_subset: Optional[int] = None   # first N training images (in-memory data)
     val_subset: Optional[int] = None
     max_updates: Optional[int] = None    # stop a step after this many updates (smoke tests)
-    eval_batch_size: int = 256
-    workers: int = 8
-    channels_last: bool = True
     amp: bool = True               # bf16 autocast on CUDA (fp16 + loss scaling without bf16)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+    def training_key(self) -> Dict[str, Any]:
+        """The fields the run key covers, named one by one (KEY_FIELDS): a field added to
+        the recipe later enters the key only where it differs from its default
+        (KEY_FIELDS_LATER), so the committed runs keep their keys."""
+        d = {k: getattr(self, k) for k in KEY_FIELDS}
+        d.update({k: getattr(self, k) for k in KEY_FIELDS_LATER
+                  if getattr(self, k) != _DEFAULTS[k]})
+        return d
+
+    def apply(self, cfg: ArchConfig, num_classes: int) -> ArchConfig:
+        """The step's final configuration: widths x width_scale (multiples of 8, at least 8),
+        the data's classes, the recipe's drop path and stem. The only place widths are scaled."""
+        widths = tuple(max(8, int(round(w * self.width_scale / 8)) * 8) for w in cfg.widths)
+        return cfg.replace(widths=widths, num_classes=num_classes, drop_path_rate=self.drop_path,
+                           small_input_stem=self.small_input_stem)
+
+    def scaled_lr(self, global_batch: int) -> float:
+        return self.lr * global_batch / self.lr_batch
+
+    def with_overrides(self, pairs) -> "Recipe":
+        """This recipe with `key=value` strings applied (recipe fields only: `settings` takes
+        execution fields too)."""
+        recipe, _ = apply_overrides(self, Execution(), pairs, execution=False)
+        return recipe
+
+    def check(self, prefix: str = ""):
+        """Raise one RoadmapError for the first field out of its range (see RANGES), or for
+        a combination that cannot mean what it says."""
+        _check_fields(self, prefix)
+        if self.max_shift >= self.img_size:
+            raise RoadmapError(f"{prefix}max_shift={self.max_shift}: the random shift must be "
+                               f"smaller than img_size={self.img_size}")
+        if self.warmup_epochs >= self.epochs:
+            raise RoadmapError(f"{prefix}warmup_epochs={_show(self.warmup_epochs)}: the warmup must be "
+                               f"shorter than the training (epochs={_show(self.epochs)}); lower it")
+        if self.min_lr >= self.lr:
+            raise RoadmapError(f"{prefix}min_lr={_show(self.min_lr)}: the cosine decays from lr to "
+                               f"min_lr, so min_lr must be below lr={_show(self.lr)}")
+
+
+@dataclass(frozen=True)
+class Execution:
+    """How a run is executed: switches that change speed, memory or logging, not the numbers
+    (beyond float rounding: memory format, cuDNN's algorithm choice and compiling), so they
+    stay out of the run key."""
+    workers: int = 8               # DataLoader processes (folder data and RandAugment)
+    eval_batch_size: int = 256
+    channels_last: bool = True
     cudnn_benchmark: bool = True   # CUDA: let cuDNN time its conv algorithms
     compile: bool = False          # torch.compile the model (minutes of compiling first)
     ckpt_every_s: float = 60.0     # checkpoint at least this often (and at every epoch end)
@@ -49,63 +100,74 @@ class Recipe:
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
 
-    def training_key(self) -> Dict[str, Any]:
-        """Fields that change the result (not how it is logged, checkpointed or sped up).
-
-        Memory format, cuDNN's algorithm choice and compiling change only float rounding;
-        amp stays in: bf16 changes the numbers beyond rounding.
-        """
-        d = self.to_dict()
-        for k in ("description", "workers", "ckpt_every_s", "eval_batch_size",
-                  "channels_last", "cudnn_benchmark", "compile"):
-            d.pop(k)
-        return d
-
-    def scaled_lr(self, global_batch: int) -> float:
-        return self.lr * global_batch / self.lr_batch
-
-    def with_overrides(self, pairs) -> "Recipe":
-        """Apply `key=value` strings, each read by its field's type and checked for range.
-
-        `hflip=False`, `amp=no` and `amp=0` are false; `randaug=none` is None. Numbers are
-        read as JSON reads them (`epochs=2` is 2, `lr=2e-3` is 0.002). A bad value is one
-        RoadmapError naming the field and what it takes, before any data is loaded.
-        """
-        hints = get_type_hints(Recipe)
-        changes = {}
-        for pair in pairs or ():
-            if "=" not in pair:
-                raise RoadmapError(f"--set {pair!r}: expected key=value, e.g. --set epochs=2")
-            key, raw = pair.split("=", 1)
-            key = key.strip()
-            if key not in hints:
-                close = difflib.get_close_matches(key, hints, n=1)
-                raise RoadmapError(f"--set {key}: unknown recipe field."
-                                   + (f" Did you mean {close[0]!r}?" if close else "")
-                                   + f" Valid: {', '.join(hints)}")
-            try:
-                value = convert(parse_text(raw, hints[key]), hints[key])
-                _check_range(key, value)
-            except Invalid as e:
-                raise RoadmapError(f"--set {key}={raw}: {key} takes {_takes(key, e)}") from None
-            changes[key] = value
-        recipe = replace(self, **changes)
-        recipe.check(prefix="--set ")
-        return recipe
-
     def check(self, prefix: str = ""):
-        """Raise one RoadmapError for the first field out of its range (see RANGES)."""
-        hints = get_type_hints(Recipe)
-        for f in fields(self):
-            value = getattr(self, f.name)
-            try:
-                convert(value, hints[f.name])
-                _check_range(f.name, value)
-            except Invalid as e:
-                raise RoadmapError(f"{prefix}{f.name}={_show(value)}: {f.name} takes {_takes(f.name, e)}") from None
-        if self.max_shift >= self.img_size:
-            raise RoadmapError(f"{prefix}max_shift={self.max_shift}: the random shift must be "
-                               f"smaller than img_size={self.img_size}")
+        _check_fields(self, prefix)
+
+
+def _check_fields(obj, prefix: str):
+    hints = get_type_hints(type(obj))
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        try:
+            convert(value, hints[f.name])
+            _check_range(f.name, value)
+        except Invalid as e:
+            raise RoadmapError(f"{prefix}{f.name}={_show(value)}: {f.name} takes {_takes(f.name, e)}") from None
+
+
+def apply_overrides(recipe: "Recipe", ex: "Execution", pairs, execution: bool = True):
+    """`key=value` strings applied to the recipe or the execution, whichever has the field.
+
+    Each value is read by its field's type and checked for range: `hflip=False`, `amp=no`
+    and `amp=0` are false; `randaug=none` is None; numbers as JSON reads them (`epochs=2` is
+    2, `lr=2e-3` is 0.002). A bad value is one RoadmapError naming the field and what it
+    takes, before any data is loaded.
+    """
+    targets = {"recipe": (recipe, get_type_hints(Recipe))}
+    if execution:
+        targets["execution"] = (ex, get_type_hints(Execution))
+    known = {k: where for where, (_, hints) in targets.items() for k in hints if k != "description"}
+    changes = {where: {} for where in targets}
+    for pair in pairs or ():
+        if "=" not in pair:
+            raise RoadmapError(f"--set {pair!r}: expected key=value, e.g. --set epochs=2")
+        key, raw = (t.strip() if i == 0 else t for i, t in enumerate(pair.split("=", 1)))
+        if key not in known and not execution and key in get_type_hints(Execution):
+            raise RoadmapError(f"{key} is an execution setting, not part of the recipe: apply it "
+                               "with roadmap.recipe.settings(preset, pairs)")
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            raise RoadmapError(f"--set {key}: unknown recipe field."
+                               + (f" Did you mean {close[0]!r}?" if close else "")
+                               + f" Valid: {', '.join(known)}")
+        hint = targets[known[key]][1][key]
+        try:
+            value = convert(parse_text(raw, hint), hint)
+            _check_range(key, value)
+        except Invalid as e:
+            raise RoadmapError(f"--set {key}={raw}: {key} takes {_takes(key, e)}") from None
+        changes[known[key]][key] = value
+    recipe = replace(recipe, **changes["recipe"])
+    recipe.check(prefix="--set ")
+    if execution:
+        ex = replace(ex, **changes["execution"])
+        ex.check(prefix="--set ")
+    return recipe, ex
+
+
+def settings(preset: str, pairs=()) -> Tuple["Recipe", "Execution"]:
+    """The preset's recipe and execution with `--set key=value` overrides applied."""
+    return apply_overrides(get_preset(preset), get_execution(preset), pairs)
+
+
+# The run key, field by field. Add a new recipe field to KEY_FIELDS_LATER (keyed only where it
+# differs from its default) or to Execution; tests/test_plan.py checks every field is placed.
+KEY_FIELDS = ("img_size", "epochs", "batch_size", "lr", "lr_batch", "min_lr", "warmup_epochs",
+              "weight_decay", "betas", "randaug", "mixup", "cutmix", "reprob", "smoothing",
+              "drop_path", "ema_decay", "width_scale", "small_input_stem", "max_shift", "hflip",
+              "train_subset", "val_subset", "max_updates", "amp")
+KEY_FIELDS_LATER: Tuple[str, ...] = ()
+_DEFAULTS = {f.name: f.default for f in fields(Recipe)}
 
 
 def _show(value) -> str:
@@ -186,7 +248,7 @@ PRESETS: Dict[str, Recipe] = {
                     "ConvNeXt #58 setting): 100 epochs, batch 256, lightly regularized "
                     "(mixup 0.2, no cutmix, RandAugment, erasing 0.25), drop path 0.1.",
         img_size=32, epochs=100, warmup_epochs=5, batch_size=256, lr=3.2e-2, mixup=0.2, cutmix=0.0,
-        max_shift=4, workers=4, small_input_stem=True),
+        max_shift=4, small_input_stem=True),
     "demo": Recipe(
         description="CPU in minutes: Fashion-MNIST in memory, padded 28 -> 32 px, widths x0.25 "
                     "(16/24 base channels), 1 epoch, batch 128, AdamW lr 2e-3 with 10% warmup, "
@@ -194,7 +256,7 @@ PRESETS: Dict[str, Recipe] = {
                     "depth and EMA off, because one epoch cannot use that much regularization.",
         img_size=32, epochs=1, warmup_epochs=0.1, batch_size=128, lr=2e-3, lr_batch=128,
         min_lr=1e-5, randaug=None, mixup=0.0, cutmix=0.0, reprob=0.0, drop_path=0.0,
-        width_scale=0.25, max_shift=2, workers=0, eval_batch_size=500, ckpt_every_s=30.0),
+        width_scale=0.25, max_shift=2),
     "reference": Recipe(
         description="The committed reference on 2 CPU cores: the demo's data and widths, trained "
                     "4 epochs instead of 1 (all 13 steps x 3 seeds in about 70 minutes), batch 256, "
@@ -203,8 +265,14 @@ PRESETS: Dict[str, Recipe] = {
                     "benchmarks/noise_study.py: longer training is what quiets the seed noise.",
         img_size=32, epochs=4, warmup_epochs=0.5, batch_size=256, lr=4e-3, lr_batch=256,
         min_lr=1e-5, randaug=None, mixup=0.0, cutmix=0.0, reprob=0.0, drop_path=0.0,
-        ema_decay=0.99, width_scale=0.25, max_shift=2, workers=0, eval_batch_size=500,
-        ckpt_every_s=30.0),
+        ema_decay=0.99, width_scale=0.25, max_shift=2),
+}
+
+# In-memory CPU presets: no DataLoader workers (batches are cut from tensors), a large eval batch.
+_CPU = Execution(workers=0, eval_batch_size=500, ckpt_every_s=30.0)
+EXECUTIONS: Dict[str, Execution] = {
+    "imagenet": Execution(), "imagenette": Execution(), "cifar": Execution(workers=4),
+    "demo": _CPU, "reference": _CPU,
 }
 
 
@@ -212,3 +280,8 @@ def get_preset(name: str) -> Recipe:
     if name not in PRESETS:
         raise RoadmapError(f"unknown preset {name!r}; valid presets: {', '.join(PRESETS)}")
     return PRESETS[name]
+
+
+def get_execution(name: str) -> Execution:
+    get_preset(name)  # the same error for an unknown name
+    return EXECUTIONS[name]

@@ -7,14 +7,14 @@ cluster jobs) can fill one folder.
 """
 import contextlib
 import errno
-import hashlib
 import json
 import math
 import os
+import re
 import secrets
 import time
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import BinaryIO, Callable, Dict, Iterable, List, Optional, Sequence
 
 import pandas as pd
 
@@ -25,26 +25,21 @@ RESULT_COLUMNS = [
     "top1", "top5", "top1_ema", "train_loss", "paper_top1", "paper_top1_sd",
     "params_m", "gflops", "gflops_224", "paper_gflops",
     "train_img_s", "infer_img_s", "peak_mem_mb", "wall_s", "updates", "epochs", "lr",
-    "global_batch", "resumed", "preset", "data", "device", "world_size", "threads", "key", "finished_at",
+    "global_batch", "resumed", "preset", "data", "device", "world_size", "threads", "key", "model_key",
+    "finished_at",
     "config", "recipe", "versions",
 ]
-# Kept in runs/*.json only: a bit per validation image is no column for a table.
+# Kept in runs/*.json (and tables read from them) only: a bit per validation image is no
+# column for results.csv.
 RECORD_ONLY = ("val_correct",)
 SUMMARY_METRICS = ["top1", "top5", "top1_ema", "train_img_s", "infer_img_s", "peak_mem_mb", "wall_s"]
 
 
-def run_key(config: Dict, recipe: Dict, data: Dict, seed: int) -> str:
-    """A hash of everything that determines a run's result."""
-    blob = json.dumps(dict(config=config, recipe=recipe, data=data, seed=seed), sort_keys=True,
-                      default=str)
-    return hashlib.sha1(blob.encode()).hexdigest()[:16]
-
-
-def atomic_write_text(path: Path, text: str):
-    """Write `path` whole or not at all (0644 under the usual umask, like the figures).
-
-    The temporary file `.<name>.tmp<pid>-<random>` goes on any failure; a full disk is one
-    RoadmapError, "no space left on <folder>".
+def atomic_write(path, write: Callable[[BinaryIO], None]):
+    """Write `path` whole or not at all: `write(f)` fills a temporary file beside it, which
+    replaces `path` only when complete (0644 under the usual umask). The temporary file
+    `.<name>.tmp<pid>-<random>` goes on any failure; a full disk is one RoadmapError,
+    "no space left on <folder>". The one writer of results, checkpoints and figures.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -52,8 +47,8 @@ def atomic_write_text(path: Path, text: str):
     try:
         # os.open with 0o666 lets the umask decide, as open() does (mkstemp would give 0600)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -63,6 +58,10 @@ def atomic_write_text(path: Path, text: str):
         if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
             raise RoadmapError(f"no space left on {path.parent} (writing {path.name})") from None
         raise
+
+
+def atomic_write_text(path, text: str):
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def stale_temp_files(folders: Iterable[Path], older_than_s: float = 600) -> List[Path]:
@@ -108,6 +107,10 @@ class ResultsDir:
     def record(self, row: Dict):
         atomic_write_text(self.run_file(row["key"]), json.dumps(row, indent=1, default=str))
 
+    def holds_foreign_table(self) -> bool:
+        """A results.csv with no runs/ beside it: rows this folder's records cannot rebuild."""
+        return (self.root / "results.csv").is_file() and not (self.runs.is_dir() and any(self.runs.glob("*.json")))
+
     def rows(self) -> List[Dict]:
         return [_read_run(f) for f in (sorted(self.runs.glob("*.json")) if self.runs.is_dir() else [])]
 
@@ -132,10 +135,12 @@ class ResultsDir:
                 p.unlink()
         return stale
 
-    def write_tables(self) -> pd.DataFrame:
-        """Rebuild results.csv and summary.csv from runs/*.json; return the results table."""
-        table = results_frame(self.rows())
-        atomic_write_text(self.root / "results.csv", table.to_csv(index=False))
+    def write_tables(self, table: Optional[pd.DataFrame] = None) -> pd.DataFrame:
+        """Rebuild results.csv and summary.csv (from runs/*.json unless `table` is given);
+        return the results table."""
+        table = results_frame(self.rows()) if table is None else table
+        atomic_write_text(self.root / "results.csv",
+                          table.drop(columns=list(RECORD_ONLY), errors="ignore").to_csv(index=False))
         atomic_write_text(self.root / "summary.csv", summarize(table).to_csv(index=False))
         return table
 
@@ -154,30 +159,114 @@ def _read_run(f: Path) -> Dict:
 
 
 def results_frame(rows: Iterable[Dict]) -> pd.DataFrame:
-    table = pd.DataFrame(list(rows)).drop(columns=list(RECORD_ONLY), errors="ignore")
-    for col in ("config", "recipe", "versions"):
+    """The one table shape: RESULT_COLUMNS first (missing ones empty), runs in roadmap order."""
+    table = pd.DataFrame(list(rows))
+    for col in ("config", "recipe", "versions", "execution", "data_id"):
         # nested fields as JSON text, so `json.loads(table.config[i])` gives them back
         if col in table.columns:
-            table[col] = [v if isinstance(v, str) else json.dumps(v, sort_keys=True) for v in table[col]]
+            table[col] = [v if isinstance(v, str) or v is None or v != v else json.dumps(v, sort_keys=True)
+                          for v in table[col]]
     for col in RESULT_COLUMNS:
         if col not in table.columns:
             table[col] = None
-    if len(table):
-        table = sort_runs(table).sort_values(["order", "_variant_num", "variant", "run", "seed"],
-                                             na_position="last", kind="stable").drop(columns="_variant_num")
+    table = in_order(table)
     return table[RESULT_COLUMNS + [c for c in table.columns if c not in RESULT_COLUMNS]]
 
 
-def sort_runs(table: pd.DataFrame) -> pd.DataFrame:
-    """Add `_variant_num` so variants sort by number (k3, k5, ..., k11), not as text."""
-    nums = table["variant"].astype(str).str.extract(r"(\d+)$")[0]
-    return table.assign(_variant_num=pd.to_numeric(nums, errors="coerce").fillna(-1))
+def order_key(order, variant, run):
+    """Where a run sits on the chart: roadmap order; the plain step first, then kernel
+    variants by size (k3 < k5 < k11), then other variants and labels by name."""
+    o = pd.to_numeric(order, errors="coerce")
+    variant = "" if variant is None or (isinstance(variant, float) and math.isnan(variant)) else str(variant)
+    kernel = re.fullmatch(r"k(\d+)", variant)
+    kind = 0 if not variant else 1 if kernel else 2
+    return (math.inf if pd.isna(o) else float(o), kind, int(kernel.group(1)) if kernel else 0,
+            variant, str(run))
+
+
+def in_order(table: pd.DataFrame) -> pd.DataFrame:
+    """`table` sorted by `order_key` (then seed); the one run ordering of every table."""
+    if not len(table):
+        return table.reset_index(drop=True)
+    keys = [order_key(o, v, r) + (_seed(s),) for o, v, r, s in
+            zip(table["order"], table["variant"], table["run"], table["seed"])]
+    idx = sorted(range(len(table)), key=keys.__getitem__)
+    return table.iloc[idx].reset_index(drop=True)
+
+
+def _seed(s) -> float:
+    s = pd.to_numeric(s, errors="coerce")
+    return math.inf if pd.isna(s) else float(s)
+
+
+def model_identity(table: pd.DataFrame) -> pd.Series:
+    """Which model each run trained, as text: its final configuration, the keyed recipe
+    fields, the data and the process count. Seeds of one model share it; a run label that
+    holds two identities mixes models (see `check_labels`)."""
+    from .recipe import KEY_FIELDS
+
+    def ident(row):
+        recipe = _json(row.get("recipe")) or {}
+        return json.dumps([_json(row.get("config")), {k: recipe.get(k) for k in KEY_FIELDS},
+                           str(row.get("data")), _num(row.get("world_size"), 1)], sort_keys=True, default=str)
+    return table.apply(ident, axis=1) if len(table) else pd.Series(dtype=str)
+
+
+def _json(v):
+    if isinstance(v, str):
+        with contextlib.suppress(ValueError):
+            return json.loads(v)
+        return None
+    return v if isinstance(v, dict) else None
+
+
+def _num(v, default):
+    v = pd.to_numeric(v, errors="coerce")
+    return default if pd.isna(v) else int(v)
+
+
+def check_labels(table: pd.DataFrame, where) -> None:
+    """One RoadmapError when one run label in `table` holds runs of different models (another
+    recipe, roadmap row or data under the same name): averaging them as seeds would be wrong."""
+    if not len(table):
+        return
+    ident = model_identity(table)
+    recipes = ident.map(lambda i: json.dumps(json.loads(i)[1:], sort_keys=True))
+    if recipes.nunique() > 1:
+        # Δs across a recipe change would mix it into the architecture's
+        raise RoadmapError(f"{where}: the runs mix recipes or data ({_difference(table, recipes)}); "
+                           "a change between two steps must differ in the architecture only. "
+                           "Report each setting separately")
+    content = table["data_id"].map(lambda v: (_json(v) or {}).get("content")) \
+        if "data_id" in table.columns else pd.Series(None, index=table.index)
+    for run, idx in table.groupby("run", sort=False).groups.items():
+        models = ident[idx].unique()
+        known = content[idx]
+        mixed_data = known.notna().all() and known.nunique() > 1
+        if len(models) > 1 or mixed_data:
+            what = "data (same name, other images)" if len(models) == 1 else _difference(table.loc[idx], ident[idx])
+            raise RoadmapError(f"{where}: the runs labelled {run} are of different models ({what}); "
+                               "they are not seeds of one step. Keep each setting in its own --out folder")
+
+
+def _difference(rows: pd.DataFrame, ident: pd.Series) -> str:
+    """The first field that differs between two of the models, as 'lr 0.004 vs 0.01'."""
+    other = next(i for i in ident.index if ident[i] != ident.iloc[0])
+    a, b = json.loads(ident.iloc[0]), json.loads(ident[other])
+    if len(a) == 3:  # recipe, data, processes only (see check_labels)
+        a, b = [None] + a, [None] + b
+    for part in (1, 0):  # recipe, then configuration
+        x, y = a[part] or {}, b[part] or {}
+        for k in sorted(set(x) | set(y)):
+            if x.get(k) != y.get(k):
+                return f"{k} {x.get(k)} vs {y.get(k)}"
+    return f"data {a[2]} vs {b[2]}" if a[2] != b[2] else f"processes {a[3]} vs {b[3]}"
 
 
 def summarize(table: pd.DataFrame) -> pd.DataFrame:
     """Mean and sample standard deviation per run (step or variant) over finished seeds."""
     out = []
-    for run, group in table.groupby("run", sort=False):
+    for run, group in in_order(table).groupby("run", sort=False):
         ok = group[group["status"] == "ok"]
         first = group.iloc[0]
         row = dict(order=first["order"], run=run, step=first["step"], variant=first["variant"],
@@ -185,7 +274,8 @@ def summarize(table: pd.DataFrame) -> pd.DataFrame:
                    failed=int((group["status"] != "ok").sum()),
                    paper_top1=first["paper_top1"], paper_top1_sd=first["paper_top1_sd"],
                    params_m=first["params_m"], gflops=first["gflops"],
-                   gflops_224=first["gflops_224"], paper_gflops=first["paper_gflops"])
+                   gflops_224=first["gflops_224"], paper_gflops=first["paper_gflops"],
+                   model_key=first.get("model_key"))
         for m in SUMMARY_METRICS:
             values = pd.to_numeric(ok[m], errors="coerce").dropna()
             row[f"{m}_mean"] = values.mean() if len(values) else None
@@ -195,7 +285,8 @@ def summarize(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def read_results(folder) -> pd.DataFrame:
-    """results.csv of a results folder (or rebuilt from its runs/), with a clear error."""
+    """The results table of a folder (its runs/*.json, else its results.csv), in the one
+    table shape, with a clear error."""
     folder = Path(folder)
     if not folder.is_dir():
         raise RoadmapError(f"{folder}: no such results folder; run `roadmap run --out {folder}` first")
@@ -213,10 +304,10 @@ def read_results(folder) -> pd.DataFrame:
         raise RoadmapError(f"{csv} is not a readable table ({type(e).__name__}: {reason}); "
                            f"delete it, and rerun `roadmap run --out {folder}` to rebuild it "
                            "from runs/*.json") from None
-    missing = [c for c in ("run", "step", "seed", "status", "top1") if c not in table.columns]
+    missing = [c for c in ("order", "run", "step", "seed", "status", "top1") if c not in table.columns]
     if missing:
         raise RoadmapError(f"{csv} lacks the columns {missing}; it was not written by roadmap")
-    return table
+    return results_frame(table.to_dict("records"))
 
 
 # Numbers a run's key determines: two records of one key that differ here are not the same run.

@@ -1,10 +1,18 @@
-"""`roadmap run`: train and measure every planned run, skip finished ones, resume killed ones."""
+"""`roadmap run`: train and measure every planned run, skip finished ones, resume killed ones.
+
+For each run, in plan order: skip it (finished or failed here earlier), reuse it (the
+committed reference holds the same key), or train it; then record it. The tables and
+figures are written at the end by `outputs.write_outputs`.
+"""
 import datetime
+import json
 import platform
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
+import pandas as pd
 import timm
 import torch
 
@@ -12,42 +20,37 @@ from . import data as D
 from .config import ArchConfig
 from .errors import RoadmapError
 from .model import stem_stride
-from .plan import RunSpec
-from .recipe import Recipe
-from .results import ResultsDir, read_results, run_key, thread_mix
-from .train import Dist, NonFiniteLoss, configure_cuda, resolve_device, scale_config, train_run
+from .plan import Run, RunSpec, data_identity, plan_runs
+from .recipe import Execution, Recipe, get_execution
+from .results import ResultsDir, check_labels, read_results, thread_mix
+from .train import Dist, NonFiniteLoss, amp_dtype, configure_cuda, resolve_device, train_run
 
 
-def data_identity(ds: D.Dataset) -> Dict:
-    # Name, split sizes and a content hash, not the path: the same data mounted elsewhere is
-    # the same data, and the same folder name with other images is not.
-    return dict(name=ds.name, train=ds.num_train, val=ds.num_val, classes=ds.num_classes,
-                content=ds.fingerprint())
+def default_out_dir(preset: str, data_name: str, roadmap: Optional[str] = None) -> Path:
+    """Where a run writes without --out: runs/<preset>-<data>[-<roadmap>] (git-ignored), so a
+    rerun never overwrites the committed reference it is drawn against."""
+    return Path("runs") / (f"{preset}-{data_name}" + (f"-{roadmap}" if roadmap else ""))
 
 
-# Committed reference runs live in the repository's results/; a user's runs go to runs/
-# (git-ignored), so a rerun never overwrites the reference it is drawn against.
-REFERENCE_ROOT = Path(__file__).resolve().parent.parent / "results"
+class RunsFailed(RoadmapError):
+    """Some runs failed, each recorded with its error; the command exits 1 (2 is for bad input)."""
+    exit_code = 1
 
 
-def default_out_dir(preset: str, ds: D.Dataset) -> Path:
-    return Path("runs") / f"{preset}-{ds.name}"
-
-
-def reference_dir(preset: str, ds: D.Dataset, out: Path) -> Optional[ResultsDir]:
-    """The committed reference folder of this preset and data, if there is one (and it is not `out`)."""
-    ref = REFERENCE_ROOT / f"{preset}-{ds.name}"
-    if not (ref / "runs").is_dir() or ref.resolve() == Path(out).resolve():
-        return None
-    return ResultsDir(ref)
-
-
-def key_for(cfg: ArchConfig, recipe: Recipe, data_id: Dict, seed: int, world_size: int = 1) -> str:
-    """The key of one run (`cfg` already scaled by the recipe)."""
-    training = recipe.training_key()
-    if world_size > 1:  # the process count sets the global batch and lr; 1 keeps the old keys
-        training["world_size"] = world_size
-    return run_key(cfg.to_dict(), training, data_id, seed)
+@dataclass
+class Options:
+    """How `run_plan` runs a plan (what it trains is the specs, recipe and seeds)."""
+    ex: Optional[Execution] = None     # default: the preset's
+    data: str = "fashion-mnist"
+    seeds: Sequence[int] = (0,)
+    out: Optional[str] = None          # default: default_out_dir
+    roadmap: Optional[str] = None      # a custom roadmap's name, for the default folder
+    device: str = "auto"
+    progress: bool = True
+    plot: bool = True
+    tensorboard: bool = False
+    retry_failed: bool = False
+    use_reference: bool = True
 
 
 def log(msg: str, dist: Dist):
@@ -60,24 +63,24 @@ def warn(msg: str, dist: Dist):
         print(f"roadmap: warning: {msg}", file=sys.stderr, flush=True)
 
 
-class RunsFailed(RoadmapError):
-    """Some runs failed, each recorded with its error; the command exits 1 (2 is for bad input)."""
-    exit_code = 1
-
-
 def min_img_size(cfg: ArchConfig) -> int:
     """The smallest input `cfg`'s model takes: its total stride (the stem's, x2 per later stage)."""
     return stem_stride(cfg) * 2 ** (len(cfg.depths) - 1)
 
 
-def check_plan(specs: Sequence[RunSpec], recipe: Recipe):
+def check_plan(specs: Sequence[RunSpec], recipe: Recipe, world_size: int = 1):
     """What would fail every run of the plan, found before any data is loaded."""
     for spec in specs:
-        need = min_img_size(scale_config(spec.cfg, recipe, num_classes=2))
+        need = min_img_size(recipe.apply(spec.cfg, num_classes=2))
         if recipe.img_size < need:
             raise RoadmapError(f"img_size={recipe.img_size} is too small for step {spec.name}: its model "
                                f"downsamples {need}x, so images need at least {need} px "
                                f"(--set img_size={need} or more)")
+    lr = recipe.scaled_lr(recipe.batch_size * world_size)
+    if recipe.min_lr >= lr:
+        raise RoadmapError(f"--set min_lr={recipe.min_lr:g}: the cosine decays to min_lr from the peak "
+                           f"lr {lr:g} (lr scaled to the global batch {recipe.batch_size * world_size}); "
+                           "min_lr must be below it")
 
 
 def error_line(e: BaseException) -> str:
@@ -95,140 +98,223 @@ def error_line(e: BaseException) -> str:
     return text if isinstance(e, RoadmapError) else f"{type(e).__name__}: {text}"
 
 
-def run_plan(specs: Sequence[RunSpec], recipe: Recipe, preset: str, data: str = "fashion-mnist",
-             seeds: Sequence[int] = (0,), out: Optional[str] = None, device: str = "auto",
-             dist: Dist = Dist(), progress: bool = True, plot: bool = True,
-             tensorboard: bool = False, retry_failed: bool = False,
-             use_reference: bool = True) -> Path:
-    """Run every (spec, seed) not yet finished in `out`; return the results folder.
+def labels(spec: RunSpec, preset: str) -> Dict:
+    """The row labels a run is recorded with: those of the roadmap that runs it."""
+    return dict(order=spec.order, run=spec.name, step=spec.step, variant=spec.variant,
+                phase=spec.phase, roadmap=spec.roadmap, paper_top1=spec.paper_top1,
+                paper_top1_sd=spec.paper_top1_sd, paper_gflops=spec.paper_gflops, preset=preset)
 
-    A run that raises is recorded as failed with its error, and the next run goes on; at the
-    end RunsFailed names the failures (also those recorded by an earlier call, which are
-    retried only with `retry_failed`).
-    """
-    check_plan(specs, recipe)
-    dev = resolve_device(device)
-    if dev.type == "cuda" and dist.world_size > 1:
-        dev = torch.device("cuda", dist.local_rank)
-    if dev.type == "cuda":
-        configure_cuda(recipe)
-    if out is not None and dist.is_main:
-        ResultsDir(out).check_writable()  # before the data: a bad --out costs nothing
+
+def load_data(data: str, recipe: Recipe, dist: Dist) -> D.Dataset:
     ds = D.load_dataset(data).subset(recipe.train_subset, recipe.val_subset)
+    D.check_recipe_fits(ds, recipe)
     D.check_classes(ds, " with --set train_subset/val_subset" if recipe.train_subset or recipe.val_subset else "")
     if D.batches_per_epoch(ds, recipe.batch_size, dist.world_size) < 1:
         raise RoadmapError(f"{ds.num_train} training images cannot fill one global batch of "
                            f"{recipe.batch_size * dist.world_size}; lower --set batch_size")
-    folder = Path(out) if out else default_out_dir(preset, ds)
+    return ds
+
+
+def open_folder(folder: Path, dist: Dist, flag: str) -> ResultsDir:
+    """The results folder, proven writable, its stale temporary files swept (rank 0)."""
     results = ResultsDir(folder)
-    if dist.is_main:
-        if out is None:
-            results.check_writable("results folder")
-        stale = results.sweep_temp_files()
-        if stale:
-            log(f"removed {len(stale)} stale temporary file(s) of an earlier, killed run: "
-                + ", ".join(p.name for p in stale[:3]) + (" ..." if len(stale) > 3 else ""), dist)
-    reference = reference_dir(preset, ds, folder) if use_reference else None
+    if not dist.is_main:
+        return results
+    results.check_writable(flag)
+    if results.holds_foreign_table():
+        raise RoadmapError(f"{folder} holds a results.csv but no runs/: its rows cannot be rebuilt "
+                           "from records, and a run here would replace them. Use another --out")
+    stale = results.sweep_temp_files()
+    if stale:
+        log(f"removed {len(stale)} stale temporary file(s) of an earlier, killed run: "
+            + ", ".join(p.name for p in stale[:3]) + (" ..." if len(stale) > 3 else ""), dist)
+    return results
+
+
+def check_folder_models(results: ResultsDir, runs: Sequence[Run], recipe: Recipe, preset: str,
+                        data_id: Dict, dist: Dist):
+    """Refuse, before training, a plan that would put into one folder runs of different
+    models under one label, or of different recipes or data: the tables would average them
+    as seeds of one step, and a change between steps would mix a recipe change into it."""
+    if not (dist.is_main and results.runs.is_dir() and any(results.runs.glob("*.json"))):
+        return
+    have = read_results(results.root)
+    planned = pd.DataFrame([dict(labels(r.spec, preset), seed=r.seed, key=r.key, status="ok",
+                                 config=json.dumps(r.cfg.to_dict()), recipe=json.dumps(recipe.to_dict()),
+                                 data=data_id["name"], data_id=json.dumps(data_id),
+                                 world_size=dist.world_size) for r in runs])
+    new = planned[~planned["key"].isin(set(have["key"].dropna()))]
+    check_labels(pd.concat([have, new], ignore_index=True), results.root)
+
+
+def _record_base(run: Run, preset: str, recipe: Recipe, ex: Execution, data_id: Dict,
+                 dev: torch.device, dist: Dist) -> Dict:
+    return dict(labels(run.spec, preset), seed=run.seed, data=data_id["name"], device=str(dev),
+                world_size=dist.world_size, threads=torch.get_num_threads(), key=run.key,
+                model_key=run.model_key, recipe=recipe.to_dict(), execution=ex.to_dict(),
+                config=run.cfg.to_dict(), data_id=data_id,
+                versions=dict(python=platform.python_version(), torch=torch.__version__,
+                              timm=timm.__version__))
+
+
+def run_plan(specs: Sequence[RunSpec], recipe: Recipe, preset: str, dist: Dist = Dist(),
+             **options) -> Path:
+    """Run every (spec, seed) not yet finished in the results folder; return the folder.
+
+    `options` are `Options` fields. A run that raises is recorded as failed with its error,
+    and the next run goes on; at the end RunsFailed names the failures (also those recorded
+    by an earlier call, which are retried only with `retry_failed`).
+    """
+    o = Options(**options)
+    ex = o.ex or get_execution(preset)
+    check_plan(specs, recipe, dist.world_size)
+    dev = _device(o.device, dist, ex)
+    if o.out is not None and dist.is_main:
+        ResultsDir(o.out).check_writable()  # before the data: a bad --out costs nothing
+    ds = load_data(o.data, recipe, dist)
+    folder = Path(o.out) if o.out else default_out_dir(preset, ds.name, o.roadmap)
+    results = open_folder(folder, dist, "--out" if o.out else "results folder")
     data_id = data_identity(ds)
-    todo = [(s, seed) for s in specs for seed in seeds]
-    log(f"roadmap run: {len(specs)} step(s) x {len(seeds)} seed(s) on {ds.name} "
+    autocast = amp_dtype(dev, recipe.amp)
+    runs = plan_runs(specs, recipe, data_id, o.seeds, dist.world_size,
+                     str(autocast).replace("torch.", "") if autocast is not None else None)
+    check_folder_models(results, runs, recipe, preset, data_id, dist)
+    reference = _reference(preset, ds.name, folder, o.use_reference, dist)
+    log(f"roadmap run: {len(specs)} step(s) x {len(o.seeds)} seed(s) on {ds.name} "
         f"({ds.num_train} train / {ds.num_val} val), preset {preset}, device {dev}"
         + (f" x {dist.world_size} processes" if dist.world_size > 1 else "") + f" -> {folder}", dist)
 
     failed: List[str] = []
-    for i, (spec, seed) in enumerate(todo, 1):
-        cfg = scale_config(spec.cfg, recipe, ds.num_classes)
-        key = key_for(cfg, recipe, data_id, seed, dist.world_size)
-        tag = f"[{i}/{len(todo)}] {spec.name} seed {seed}"
-        # rank 0 decides: every rank skips or none
-        status = dist.gather(results.status(key) if dist.is_main else None)[0]
-        if status == "ok":
-            log(f"{tag}: done earlier, skipped ({results.run_file(key)})", dist)
+    for i, run in enumerate(runs, 1):
+        tag = f"[{i}/{len(runs)}] {run.spec.name} seed {run.seed}"
+        if _skip(run, results, tag, o.retry_failed, failed, dist):
             continue
-        if status == "failed" and not retry_failed:
-            error = (results.load(key).get("error") or "no message") if dist.is_main else ""
-            log(f"{tag}: failed earlier: {error}; --retry-failed to try again", dist)
-            failed.append(f"{spec.name} seed {seed} (earlier): {error}")
+        if _reuse(run, results, reference, preset, tag, dist):
             continue
-        if reference is not None and reference.status(key) == "ok":
-            # The same key is the same configuration, recipe, data content and seed.
-            if dist.is_main:
-                results.record(reference.load(key))
-            log(f"{tag}: in the committed reference, skipped ({reference.run_file(key)})", dist)
-            continue
-        ckpt = results.checkpoints / f"{key}.pt"
-        if status == "failed":
-            log(f"{tag}: failed earlier; trying again (--retry-failed)", dist)
-        if ckpt.exists():
-            log(f"{tag}: resuming from {ckpt}", dist)
-        row = dict(order=spec.order, run=spec.name, step=spec.step, variant=spec.variant,
-                   phase=spec.phase, roadmap=spec.roadmap, seed=seed, paper_top1=spec.paper_top1,
-                   paper_top1_sd=spec.paper_top1_sd, paper_gflops=spec.paper_gflops,
-                   preset=preset, data=ds.name, device=str(dev), world_size=dist.world_size,
-                   threads=torch.get_num_threads(),
-                   key=key, recipe=recipe.to_dict(), config=cfg.to_dict(),
-                   versions=dict(python=platform.python_version(), torch=torch.__version__,
-                                 timm=timm.__version__))
-        writer, keep_checkpoint = None, False
-        try:
-            if dist.is_main:
-                results.checkpoints.mkdir(parents=True, exist_ok=True)
-            writer = _tensorboard_writer(folder, spec.name, seed) if tensorboard and dist.is_main else None
-            # cfg is final (scaled above); the recipe serves as the execution switches too
-            metrics = train_run(spec.name, cfg, recipe, recipe, ds, seed, dev, str(ckpt), dist,
-                                progress=progress, on_update=_logger(writer))
-            if writer is not None:
-                writer.add_scalar("val/top1", metrics["top1"], metrics["updates"])
-            row.update(metrics, status="ok", error="")
-            summary = (f"{tag}: top-1 {metrics['top1']:.2f}%"
-                       + (f" (EMA {metrics['top1_ema']:.2f})" if metrics.get("top1_ema") is not None else "")
-                       + (f" | paper {spec.paper_top1:.2f}" if spec.paper_top1 else "")
-                       + f" | {metrics['params_m']:.2f} M params, {metrics['gflops']:.3f} GFLOPs"
-                       f" @{recipe.img_size}px | train {metrics['train_img_s']:.0f} img/s, "
-                       f"infer {metrics['infer_img_s']:.0f} img/s | {metrics['wall_s']:.0f} s")
-        except NonFiniteLoss as e:  # every rank sees the same loss: all record it and go on
-            row.update(status="failed", error=str(e))
-            summary = f"{tag}: FAILED - {e}"
-        except Exception as e:
-            if dist.world_size > 1:
-                raise  # the other ranks wait in a collective: one rank alone cannot go on
-            row.update(status="failed", error=error_line(e))
-            summary = f"{tag}: FAILED - {row['error']}"
-            keep_checkpoint = True  # unlike a NaN, an OS error or a bad file may pass
-        finally:
-            if writer is not None:
-                writer.close()
-        row["finished_at"] = datetime.datetime.now().isoformat(timespec="seconds")
-        if dist.is_main:
-            results.record(row)
-            results.write_tables()
-            # The row holds the result; the weights of a finished run are not kept. A run that
-            # failed otherwise than by NaN keeps its checkpoint: --retry-failed resumes from it.
-            if not keep_checkpoint and ckpt.exists():
-                ckpt.unlink()
+        row = _train(run, results, _record_base(run, preset, recipe, ex, data_id, dev, dist),
+                     recipe, ex, ds, dev, dist, tag, o)
         if row["status"] != "ok":
-            failed.append(f"{spec.name} seed {seed}: {row['error']}")
-        log(summary, dist)
-        if dist.world_size > 1:
-            torch.distributed.barrier()
-
-    if dist.is_main:
-        table = results.write_tables()
-        mix = thread_mix(table)
-        if mix:
-            warn(f"{folder}: {mix}", dist)
-        if plot and len(table):
-            from .plot import plot_trajectory
-            from .report import plot_deltas, reference_band
-            # a run drawn against the committed reference: its means and 95% intervals
-            band = reference_band(read_results(reference.root)) if reference is not None else None
-            paths = plot_trajectory(folder, deltas=plot_deltas(table), reference=band)
-            log(f"results: {folder / 'results.csv'}, {folder / 'summary.csv'}; figure: {paths[0]}", dist)
-    if failed:
-        more = f" (and {len(failed) - 1} more, see {folder / 'results.csv'})" if len(failed) > 1 else ""
-        raise RunsFailed(f"{len(failed)} of {len(todo)} run(s) failed: {failed[0]}{more}; the "
-                         "others are saved. Fix the cause, then rerun with --retry-failed")
+            failed.append(f"{run.spec.name} seed {run.seed}: {row['error']}")
+    _finish(results, o.plot, dist, len(runs), failed)
     return folder
+
+
+def _device(device: str, dist: Dist, ex: Execution) -> torch.device:
+    dev = resolve_device(device)
+    if dev.type == "cuda" and dist.world_size > 1:
+        dev = torch.device("cuda", dist.local_rank)
+    if dev.type == "cuda":
+        configure_cuda(ex)
+    return dev
+
+
+def _reference(preset: str, data_name: str, folder: Path, use: bool, dist: Dist) -> Optional[ResultsDir]:
+    from .outputs import REFERENCE_ROOT, reference_folder
+    ref = reference_folder(preset, data_name, exclude=folder) if use else None
+    if use and not REFERENCE_ROOT.is_dir():
+        log("note: the committed reference runs ship with a checkout of the repository, not with "
+            "an installed package; every run here is trained", dist)
+    return ResultsDir(ref) if ref is not None else None
+
+
+def _skip(run: Run, results: ResultsDir, tag: str, retry_failed: bool, failed: List[str],
+          dist: Dist) -> bool:
+    """Whether `run` is done here already: finished, or failed without --retry-failed."""
+    status = dist.gather(results.status(run.key) if dist.is_main else None)[0]  # rank 0 decides
+    if status == "ok":
+        log(f"{tag}: done earlier, skipped ({results.run_file(run.key)})", dist)
+        return True
+    if status == "failed" and not retry_failed:
+        error = (results.load(run.key).get("error") or "no message") if dist.is_main else ""
+        log(f"{tag}: failed earlier: {error}; --retry-failed to try again", dist)
+        failed.append(f"{run.spec.name} seed {run.seed} (earlier): {error}")
+        return True
+    if status == "failed":
+        log(f"{tag}: failed earlier; trying again (--retry-failed)", dist)
+    return False
+
+
+def _reuse(run: Run, results: ResultsDir, reference: Optional[ResultsDir], preset: str, tag: str,
+           dist: Dist) -> bool:
+    """Copy the committed reference's run of the same key, under this roadmap's labels."""
+    if reference is None or reference.status(run.key) != "ok":
+        return False
+    # The same key is the same configuration, recipe, data content and seed; the labels
+    # (name, order, roadmap, variant) are the reusing roadmap's.
+    if dist.is_main:
+        record = reference.load(run.key)
+        record.update(labels(run.spec, preset), model_key=run.model_key,
+                      reused_from=str(reference.run_file(run.key)))
+        results.record(record)
+    log(f"{tag}: in the committed reference, skipped ({reference.run_file(run.key)})", dist)
+    return True
+
+
+def _train(run: Run, results: ResultsDir, row: Dict, recipe: Recipe, ex: Execution, ds: D.Dataset,
+           dev: torch.device, dist: Dist, tag: str, o: Options) -> Dict:
+    """Train one run, record it (finished or failed) and say how it went."""
+    ckpt = results.checkpoints / f"{run.key}.pt"
+    if ckpt.exists():
+        log(f"{tag}: resuming from {ckpt}", dist)
+    writer, keep_checkpoint = None, False
+    try:
+        if dist.is_main:
+            results.checkpoints.mkdir(parents=True, exist_ok=True)
+        writer = _tensorboard_writer(results.root, run.spec.name, run.seed) if o.tensorboard and dist.is_main else None
+        metrics = train_run(run.spec.name, run.cfg, recipe, ex, ds, run.seed, dev, str(ckpt), dist,
+                            progress=o.progress, on_update=_logger(writer))
+        if writer is not None:
+            writer.add_scalar("val/top1", metrics["top1"], metrics["updates"])
+        row.update(metrics, status="ok", error="")
+        summary = _summary_line(tag, run.spec, recipe, metrics)
+    except NonFiniteLoss as e:  # every rank sees the same loss: all record it and go on
+        row.update(status="failed", error=str(e))
+        summary = f"{tag}: FAILED - {e}"
+    except Exception as e:
+        if dist.world_size > 1:
+            raise  # the other ranks wait in a collective: one rank alone cannot go on
+        row.update(status="failed", error=error_line(e))
+        summary = f"{tag}: FAILED - {row['error']}"
+        keep_checkpoint = True  # unlike a NaN, an OS error or a bad file may pass
+    finally:
+        if writer is not None:
+            writer.close()
+    row["finished_at"] = datetime.datetime.now().isoformat(timespec="seconds")
+    if dist.is_main:
+        results.record(row)
+        results.write_tables()
+        # The row holds the result; the weights of a finished run are not kept. A run that
+        # failed otherwise than by NaN keeps its checkpoint: --retry-failed resumes from it.
+        if not keep_checkpoint and ckpt.exists():
+            ckpt.unlink()
+    log(summary, dist)
+    if dist.world_size > 1:
+        torch.distributed.barrier()
+    return row
+
+
+def _summary_line(tag: str, spec: RunSpec, recipe: Recipe, m: Dict) -> str:
+    return (f"{tag}: top-1 {m['top1']:.2f}%"
+            + (f" (EMA {m['top1_ema']:.2f})" if m.get("top1_ema") is not None else "")
+            + (f" | paper {spec.paper_top1:.2f}" if spec.paper_top1 else "")
+            + f" | {m['params_m']:.2f} M params, {m['gflops']:.3f} GFLOPs @{recipe.img_size}px"
+            f" | train {m['train_img_s']:.0f} img/s, infer {m['infer_img_s']:.0f} img/s | {m['wall_s']:.0f} s")
+
+
+def _finish(results: ResultsDir, plot: bool, dist: Dist, total: int, failed: List[str]):
+    """Tables and figures of the whole folder, then the failures, if any."""
+    if dist.is_main:
+        from .outputs import write_outputs
+        written = write_outputs(results.root, figures=plot)
+        mix = thread_mix(written["table"])
+        if mix:
+            warn(f"{results.root}: {mix}", dist)
+        figure = f"; figure: {written['figures'][0]}" if written["figures"] else ""
+        log(f"results: {results.root / 'results.csv'}, {results.root / 'summary.csv'}{figure}", dist)
+    if failed:
+        more = f" (and {len(failed) - 1} more, see {results.root / 'results.csv'})" if len(failed) > 1 else ""
+        raise RunsFailed(f"{len(failed)} of {total} run(s) failed: {failed[0]}{more}; the "
+                         "others are saved. Fix the cause, then rerun with --retry-failed")
 
 
 def _tensorboard_writer(folder: Path, run: str, seed: int):

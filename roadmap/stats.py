@@ -1,17 +1,25 @@
-"""The statistics of `roadmap report`: one linear model over all runs of a roadmap.
+"""The statistics of `roadmap report`: each step's own seed noise, plus the test set's.
 
-Every finished run is one observation `top1 = model effect (+ seed effect) + noise`.
-The model effects are the distinct trained models (`large_kernel/k7` and `large_kernel`
-are one model); a seed is a block when every model has the same seeds (then a seed that
-is lucky for all models alike is taken out of the noise), otherwise the model has the
-model effects alone. Either way the noise variance is pooled over all runs, so every
-transition gets an interval with the degrees of freedom of the whole experiment, also
-with unequal or disjoint seed sets and single-seed steps, and its centre is always the
-difference of the two models' mean top-1.
+Every finished run is one observation `top1 = model effect (+ seed effect) + noise`, where
+the noise variance belongs to the model (the step): measured seed sds differ by an order
+of magnitude between steps, and one pooled variance would make the noisy steps' intervals
+too narrow. The model effects are the distinct trained models (`large_kernel/k7` and
+`large_kernel` are one model).
 
-Which changes count as resolved is decided by Holm-adjusted p over the transitions,
-so that "k of 12 resolved" calls a change under the null about 5% of the time at most.
-statsmodels fits the model and adjusts the p-values; scipy gives the distributions.
+Seed part. Where every model has the same seeds (the complete design), the seed is a
+block: residuals of `top1 ~ model + seed` give each model its own variance with
+(n-1)(K-1)/K df, and a change's variance is (v_a + v_b) / n with Welch-Satterthwaite df.
+With a run missing, the block is kept on the seeds that every model has (the report warns).
+Without two such seeds, each model's sample variance over its own seeds is used.
+Empirical-Bayes shrinkage of the variances (limma) was measured and rejected: under the
+reference's sd profile it covered noisy changes 0.88 of the time (docs/statistics.md).
+
+Test-set part. All runs score the same images, so the test set's sampling error does not
+average out over seeds. From per-image correctness, the variance of a change over images
+(a two-way seeds x images decomposition, the seed x image interaction counted once, in the
+seed part) is added to the seed part.
+
+Holm-adjusted p over the transitions, from the full interval, decides "resolved".
 """
 import math
 from dataclasses import dataclass, field
@@ -25,78 +33,206 @@ ALPHA = 1 - LEVEL
 PAPER_SEEDS = 3                 # Table 10: mean ± sd over 3 seeds
 EFFECTS = (0.3, 0.5, 1.0)       # the changes (points of top-1) the power statement is about
 POWER = 0.8
+BIG_DF = 1e6                    # df of a sum whose parts are all exact (zero variance)
 
 
 @dataclass
 class Fit:
-    """A fitted model: per-model means and counts, the pooled noise, and how it was pooled."""
+    """Per-model means, counts and noise (own variance and its df), and how it was estimated."""
     means: Dict[str, float]
     counts: Dict[str, int]
-    sds: Dict[str, float]               # per-model sample sd over seeds (NaN with one run)
-    sigma: float                        # pooled residual sd (NaN when df == 0)
-    df: int                             # residual degrees of freedom
+    sds: Dict[str, float]               # per-model sample sd over the used seeds (NaN with one run)
+    sigma: float                        # pooled residual sd (NaN when df == 0), for power and targets
+    df: int                             # pooled residual degrees of freedom
     blocked: bool                       # seed entered as a block
-    cov: Optional[np.ndarray] = None    # covariance of the model effects (statsmodels)
+    var: Dict[str, float] = field(default_factory=dict)      # each model's noise variance
+    var_df: Dict[str, float] = field(default_factory=dict)   # its degrees of freedom
     names: List[str] = field(default_factory=list)
+    seeds: List = field(default_factory=list)                # the seeds used (blocked: complete ones)
+    dropped: List[Tuple[str, object]] = field(default_factory=list)  # (model, seed) left out
+    borrowed: List[str] = field(default_factory=list)        # models given the pooled variance
+    val: Dict[str, Optional[np.ndarray]] = field(default_factory=dict)  # runs x images, bool
 
     @property
     def method(self) -> str:
         model = "top-1 ~ model + seed (seed as a block)" if self.blocked else "top-1 ~ model"
-        return (f"one OLS model over all runs ({model}), pooled residual sd, t-intervals with "
-                f"{self.df} df ({LEVEL:.0%}); Holm-adjusted p over the transitions decides 'resolved'")
+        return (f"{model} with each step's own seed variance, Welch-Satterthwaite df"
+                f"{', plus the test-set variance from per-image correctness' if self.has_test else ''}"
+                f"; {LEVEL:.0%} t-intervals; Holm-adjusted p over the transitions decides 'resolved'")
 
     @property
     def usable(self) -> bool:
         """Intervals exist: some replication, and the seeds changed something."""
         return self.df > 0 and self.sigma > 0
 
+    @property
+    def has_test(self) -> bool:
+        return any(v is not None for v in self.val.values())
+
+
+def _complete_seeds(runs: pd.DataFrame, names: List[str]) -> List:
+    """Seeds that every model has exactly once."""
+    per = runs.groupby(["model", "seed"]).size()
+    common = None
+    for m in names:
+        s = set(per[m][per[m] == 1].index)
+        common = s if common is None else common & s
+    return sorted(common or [])
+
 
 def fit(runs: pd.DataFrame) -> Fit:
-    """Fit `top1 ~ model (+ seed)` to finished runs (columns `model`, `seed`, `top1`)."""
-    import statsmodels.api as sm
-
-    runs = runs[["model", "seed", "top1"]].astype({"top1": float}).reset_index(drop=True)
+    """Fit finished runs (columns `model`, `seed`, `top1`, optional `val`: bool array per run)."""
+    runs = runs.reset_index(drop=True).astype({"top1": float})
     names = list(dict.fromkeys(runs["model"]))
+    seeds = _complete_seeds(runs, names)
+    blocked = len(names) > 1 and len(seeds) > 1
+    dropped = []
+    if blocked:
+        keep = runs["seed"].isin(seeds)
+        dropped = list(zip(runs.loc[~keep, "model"], runs.loc[~keep, "seed"]))
+        runs = runs[keep]
     groups = runs.groupby("model", sort=False)["top1"]
     means, counts = groups.mean().to_dict(), groups.size().to_dict()
     sds = groups.std(ddof=1).to_dict()
-    seed_sets = {frozenset(s) for _, s in runs.groupby("model", sort=False)["seed"]}
-    seeds = sorted(runs["seed"].unique())
-    # A seed block only where it keeps every contrast equal to the difference of the means:
-    # a complete design (every model run with the same seeds, once each).
-    blocked = (len(seed_sets) == 1 and len(seeds) > 1
-               and all(c == len(seeds) for c in counts.values()))
-    x = pd.get_dummies(pd.Categorical(runs["model"], categories=names)).astype(float)
-    if blocked:
-        x = pd.concat([x, pd.get_dummies(runs["seed"].astype(str), prefix="seed",
-                                         drop_first=True).astype(float)], axis=1)
-        # sum-to-zero seed effects: the model coefficients are then exactly the model means
-        seed_cols = [c for c in x.columns if str(c).startswith("seed_")]
-        first = ~x[seed_cols].any(axis=1)
-        x.loc[first, seed_cols] = -1.0
-    df = len(runs) - x.shape[1]
+    var, var_df, sigma2, df = (_blocked_var if blocked else _own_var)(runs, names, seeds)
+    f = Fit(means, counts, sds, math.nan, 0, blocked, names=names, dropped=dropped,
+            seeds=seeds if blocked else sorted(runs["seed"].unique()))
+    f.val = _val_matrices(runs, names)
     if df <= 0:
-        return Fit(means, counts, sds, math.nan, 0, blocked, None, names)
-    res = sm.OLS(runs["top1"].to_numpy(), x.to_numpy()).fit()
-    sigma = math.sqrt(max(res.scale, 0.0))
+        return f
+    sigma = math.sqrt(max(sigma2, 0.0))
     if sigma < 1e-9 * max(1.0, float(runs["top1"].abs().max())):
         sigma = 0.0  # rounding residue of identical runs: the seed changed nothing
-    return Fit(means, counts, sds, sigma, int(res.df_resid), blocked,
-               np.asarray(res.cov_params())[:len(names), :len(names)], names)
+    f.sigma, f.df = sigma, int(df)
+    # A model with one run, or whose runs are identical, carries no noise of its own:
+    # it borrows the pool's (identical runs mean the seed did not reach it, not zero noise).
+    tiny = 1e-12 * max(1.0, float(runs["top1"].abs().max())) ** 2
+    for m in names:
+        if not var_df.get(m) or var.get(m, 0.0) <= tiny:
+            var[m], var_df[m] = sigma ** 2, df
+            f.borrowed.append(m)
+    f.var, f.var_df = var, var_df
+    return f
+
+
+def blocked_variances(y: np.ndarray):
+    """Residuals of the additive model (model + seed) on a complete design `y` (..., K models,
+    n seeds): each model's variance with (n-1)(K-1)/K df, and the pooled one with (n-1)(K-1).
+    Vectorized over leading axes (the simulation in the tests uses that)."""
+    k, n = y.shape[-2:]
+    r = y - y.mean(-1, keepdims=True) - y.mean(-2, keepdims=True) + y.mean((-2, -1), keepdims=True)
+    ss = (r ** 2).sum(-1)
+    df = (n - 1) * (k - 1)
+    return ss / ((n - 1) * (k - 1) / k), (n - 1) * (k - 1) / k, ss.sum(-1) / df, df
+
+
+def _blocked_var(runs, names, seeds):
+    y = runs.pivot(index="model", columns="seed", values="top1").loc[names, seeds].to_numpy()
+    var, own_df, pooled, df = blocked_variances(y)
+    return dict(zip(names, map(float, var))), {m: own_df for m in names}, float(pooled), df
+
+
+def _own_var(runs, names, seeds):
+    """Without a block: each model's sample variance over its own seeds; pooled one-way."""
+    g = runs.groupby("model", sort=False)["top1"]
+    v, n = g.var(ddof=1).to_dict(), g.size().to_dict()
+    var = {m: float(v[m]) for m in names if n[m] > 1}
+    var_df = {m: n[m] - 1 for m in names if n[m] > 1}
+    df = sum(var_df.values())
+    pooled = sum(var_df[m] * var[m] for m in var) / df if df else math.nan
+    return var, var_df, pooled, df
+
+
+def _val_matrices(runs, names) -> Dict[str, Optional[np.ndarray]]:
+    """Per model, its runs' per-image correctness stacked (runs x images); None where a
+    run lacks it or the image counts differ."""
+    out = {}
+    if "val" not in runs.columns:
+        return {m: None for m in names}
+    for m in names:
+        vals = list(runs[runs["model"] == m].sort_values("seed")["val"])  # paired rows: seed order
+        ok = vals and all(isinstance(v, np.ndarray) for v in vals) and len({len(v) for v in vals}) == 1
+        out[m] = np.vstack(vals).astype(np.float64) if ok else None
+    sizes = {v.shape[1] for v in out.values() if v is not None}
+    if len(sizes) > 1:
+        return {m: None for m in names}
+    return out
+
+
+def _interaction_ms(c: np.ndarray) -> float:
+    """Mean square of the seed x image interaction of a runs x images matrix (0 with one run)."""
+    n, N = c.shape
+    if n < 2:
+        return 0.0
+    r = c - c.mean(1, keepdims=True) - c.mean(0, keepdims=True) + c.mean()
+    return float((r ** 2).sum() / ((n - 1) * (N - 1)))
+
+
+def image_var(ca: np.ndarray, cb: np.ndarray, paired: bool) -> float:
+    """Test-set variance (points²) of Δ = mean top-1 of b - of a, from per-image correctness.
+
+    Over images, Δ is the mean of z_i (image i's mean correctness under b minus under a), so
+    var(z)/N is its error over images; but var(z) also holds the seed x image interaction,
+    which the spread of per-run top-1 over seeds (the seed part) already has. It is taken
+    out once: paired (same seeds) from the difference matrix, else from each model's own.
+    """
+    z = cb.mean(0) - ca.mean(0)
+    n_img = z.size
+    if paired:
+        inter = _interaction_ms(cb - ca) / cb.shape[0]
+    else:
+        inter = _interaction_ms(ca) / ca.shape[0] + _interaction_ms(cb) / cb.shape[0]
+    return 1e4 * max(float(z.var(ddof=1)) - inter, 0.0) / n_img
+
+
+def satterthwaite(parts: Sequence[Tuple]) -> Tuple:
+    """A sum of independent variance estimates, given as (variance, df) pairs, and its
+    Welch-Satterthwaite df (numbers or numpy arrays)."""
+    total = sum(v for v, _ in parts)
+    den = sum(np.asarray(v, dtype=float) ** 2 / d for v, d in parts)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        df = np.where(den > 0, np.asarray(total, dtype=float) ** 2 / np.where(den > 0, den, 1), BIG_DF)
+    return total, (float(df) if np.ndim(df) == 0 else df)
+
+
+def t_interval(delta, var, df):
+    """se, 95% interval, two-sided p and the TOST (5%) equivalence bound; arrays welcome."""
+    from scipy import stats
+    se = np.sqrt(var)
+    half = stats.t.ppf(0.5 + LEVEL / 2, df) * se
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p = 2 * stats.t.sf(np.abs(delta) / se, df)
+    # TOST at 5%: the smallest ±bound the change is shown to lie within (the 90% interval)
+    bound = np.abs(delta) + stats.t.ppf(1 - ALPHA, df) * se
+    return se, delta - half, delta + half, p, bound
+
+
+NAN_CONTRAST = dict(delta=math.nan, se=math.nan, ci_low=math.nan, ci_high=math.nan, p=math.nan,
+                    df=math.nan, se_seed=math.nan, ci_low_seed=math.nan, ci_high_seed=math.nan,
+                    p_seed=math.nan, test_sd=math.nan, equivalence_bound=math.nan)
 
 
 def contrast(f: Fit, a: str, b: str) -> Dict[str, float]:
-    """Change from model `a` to model `b`: Δ (difference of means), its interval and p."""
-    from scipy import stats
-    delta = f.means[b] - f.means[a]
-    out = dict(delta=delta, se=math.nan, ci_low=math.nan, ci_high=math.nan, p=math.nan)
+    """Change from model `a` to model `b`: Δ (difference of means), the seed-only interval,
+    the full interval (seed + test set, where per-image correctness exists) and its p."""
+    out = dict(NAN_CONTRAST, delta=f.means[b] - f.means[a])
     if a == b or not f.usable:
         return out
-    i, j = f.names.index(a), f.names.index(b)
-    se = math.sqrt(f.cov[i, i] + f.cov[j, j] - 2 * f.cov[i, j])
-    half = stats.t.ppf(0.5 + LEVEL / 2, f.df) * se
-    p = 2 * stats.t.sf(abs(delta) / se, f.df)
-    return dict(delta=delta, se=se, ci_low=delta - half, ci_high=delta + half, p=float(p))
+    seed = [(f.var[a] / f.counts[a], f.var_df[a]), (f.var[b] / f.counts[b], f.var_df[b])]
+    se, lo, hi, p, _ = t_interval(out["delta"], *satterthwaite(seed))
+    out.update(se_seed=float(se), ci_low_seed=float(lo), ci_high_seed=float(hi), p_seed=float(p))
+    var, df = satterthwaite(seed)
+    ca, cb = f.val.get(a), f.val.get(b)
+    if ca is not None and cb is not None:
+        v_test = image_var(ca, cb, paired=f.blocked)
+        out["test_sd"] = math.sqrt(v_test)
+        # The image part is all but known (thousands of images), but it keeps the seed
+        # part's df: Satterthwaite would raise the df and could make the full interval
+        # narrower than the seed-only one; this way it is never narrower.
+        var = var + v_test
+    out.update(zip(("se", "ci_low", "ci_high", "p", "equivalence_bound"),
+                   map(float, t_interval(out["delta"], var, df))), df=df)
+    return out
 
 
 def holm(p: Sequence[float]) -> np.ndarray:
@@ -159,10 +295,12 @@ def pooled_sd(sds: Sequence[float], seeds: int = PAPER_SEEDS) -> Tuple[float, in
     return math.sqrt(float(np.mean(np.square(sds)))), len(sds) * (seeds - 1)
 
 
-def paper_half_width(sd: float, df: int, seeds: int = PAPER_SEEDS) -> float:
-    """95% half-width of a difference of two of the paper's means (pooled sd, `seeds` each)."""
+def paper_half_width(sd: float, df: int, seeds: int = PAPER_SEEDS, seeds_to: Optional[int] = None) -> float:
+    """95% half-width of a difference of two of the paper's means (pooled sd; `seeds` runs
+    behind the first, `seeds_to` behind the second: 1 for a kernel-sweep point, which has no sd)."""
     from scipy import stats
-    return float(stats.t.ppf(0.5 + LEVEL / 2, df) * sd * math.sqrt(2 / seeds))
+    seeds_to = seeds if seeds_to is None else seeds_to
+    return float(stats.t.ppf(0.5 + LEVEL / 2, df) * sd * math.sqrt(1 / seeds + 1 / seeds_to))
 
 
 # ---- agreement with the paper -----------------------------------------------------------
@@ -173,8 +311,9 @@ SIGNS = ("-", "0", "+")
 def sign_table(ours: Sequence[str], paper: Sequence[str]) -> Dict:
     """3x3 counts (rows: our sign, columns: the paper's) and Fisher's exact test on them.
 
-    Fisher's test conditions on the margins, so chance agreement is judged from how
-    often each sign occurs, not from a coin flip. Empty rows/columns are dropped first;
+    Fisher's test is two-sided association: a table of opposite signs gets the same p as one
+    of matching signs, so it is kept for the record only; `sign_agreement` is the test of
+    agreement. Empty rows/columns are dropped first;
     with fewer than two of either left there is nothing to test (p None). A 2x2 table
     is exact; a larger one is scipy's Monte Carlo over tables with the same margins
     (99,999 draws from a fixed generator, so the report is reproducible).
@@ -241,34 +380,72 @@ def delta_correlations(ours: Sequence[float], paper: Sequence[float]) -> Dict:
     return out
 
 
+def sign_agreement(ours: Sequence[str], paper: Sequence[str]) -> Dict:
+    """How many changes have the same resolved sign (+/+ or -/-) here and in the paper, and the
+    one-sided permutation p of that count (pairings shuffled: the margins, i.e. how often each
+    side says +, 0, -, are kept, so chance is judged from them). Exact when n! <= 99,999."""
+    from scipy import stats
+    keep = [(o, p) for o, p in zip(ours, paper) if o in SIGNS and p in SIGNS]
+    code = {"-": -1, "0": 0, "+": 1}
+    x = np.array([code[o] for o, _ in keep], dtype=float)
+    y = np.array([code[p] for _, p in keep], dtype=float)
+    matches = int(((x == y) & (x != 0)).sum())
+    if len(x) < 2 or not (x != 0).any() or not (y != 0).any():
+        return dict(sign_matches=matches, sign_agreement_p=None, n=len(x))
+
+    def count(a, b, axis=-1):
+        return ((a == b) & (a != 0)).sum(axis=axis)
+
+    res = stats.permutation_test((x, y), count, permutation_type="pairings", vectorized=True,
+                                 n_resamples=99_999, alternative="greater",
+                                 rng=np.random.default_rng(0))
+    return dict(sign_matches=matches, sign_agreement_p=float(res.pvalue), n=len(x))
+
+
 # ---- power ------------------------------------------------------------------------------
 
-def power(effect: float, sigma: float, seeds: int, models: int, alpha: float = ALPHA) -> float:
-    """Power of the two-sided t-test of one transition in a complete design of `models`
-    models x `seeds` seeds with seed as a block (noncentral t, scipy)."""
+def planning_df(seeds: int, models: int) -> float:
+    """df of one change in a complete design of `models` x `seeds` when the two steps' noise is
+    alike (Satterthwaite of two own variances with (n-1)(K-1)/K df each)."""
+    return 2 * (seeds - 1) * (models - 1) / models
+
+
+def power(effect: float, sigma: float, seeds: int, models: int, alpha: float = ALPHA,
+          test_var: float = 0.0) -> float:
+    """Power of the two-sided t-test of one change (steps of seed sd `sigma`, `seeds` each, plus
+    a test-set variance `test_var` that more seeds do not shrink); noncentral t, scipy."""
     from scipy import stats
-    df = (models - 1) * (seeds - 1)
-    if df < 1:
+    df = planning_df(seeds, models)
+    if not df > 0 or not sigma > 0:
         return math.nan
-    ncp = effect / (sigma * math.sqrt(2 / seeds))
+    ncp = effect / math.sqrt(2 * sigma ** 2 / seeds + test_var)
     crit = stats.t.ppf(1 - alpha / 2, df)
-    return float(stats.nct.sf(crit, df, ncp) + stats.nct.cdf(-crit, df, ncp))
+    # both tails as upper tails: nct.cdf(-crit, df, ncp) is NaN for a large ncp, sf is stable
+    return float(stats.nct.sf(crit, df, ncp) + stats.nct.sf(crit, df, -ncp))
 
 
 def seeds_needed(effect: float, sigma: float, models: int, target: float = POWER,
-                 alpha: float = ALPHA, most: int = 10_000) -> Optional[int]:
-    """The fewest seeds per model that resolve `effect` with `target` power."""
+                 alpha: float = ALPHA, most: int = 10_000, test_var: float = 0.0) -> Optional[int]:
+    """The fewest seeds per model that resolve `effect` with `target` power (None: not
+    within `most`, e.g. when the test-set part alone is too wide)."""
     if not sigma > 0 or math.isnan(sigma):
         return None
+    ok = lambda n: power(effect, sigma, n, models, alpha, test_var) >= target  # noqa: E731
     lo, hi = 2, 2
-    while power(effect, sigma, hi, models, alpha) < target:
+    while not ok(hi):
         if hi >= most:
             return None
-        lo, hi = hi, min(2 * hi, most)
+        lo, hi = hi + 1, min(2 * hi, most)
     while lo < hi:  # power grows with the seeds: bisect for the first that reaches the target
         mid = (lo + hi) // 2
-        if power(effect, sigma, mid, models, alpha) >= target:
-            hi = mid
-        else:
-            lo = mid + 1
+        lo, hi = (lo, mid) if ok(mid) else (mid + 1, hi)
     return hi
+
+
+def sigma_interval(sigma: float, df: float) -> Tuple[float, float]:
+    """95% interval of a pooled sd with `df` degrees of freedom (chi-square)."""
+    from scipy import stats
+    if not df > 0 or not sigma > 0:
+        return (math.nan, math.nan)
+    lo_q, hi_q = stats.chi2.ppf([0.5 + LEVEL / 2, 0.5 - LEVEL / 2], df)
+    return (sigma * math.sqrt(df / lo_q), sigma * math.sqrt(df / hi_q))

@@ -4,8 +4,12 @@
 `roadmap_large_kernel_k<k>` for the paper's kernel sweep; a custom roadmap registers its
 rows with `Roadmap.register()`. Every entry point builds through timm's
 `build_model_with_cfg`, so timm's toolbox applies: `features_only` / `out_indices`,
-`pretrained_cfg` (for `timm.data.resolve_data_config`), `checkpoint_path`, `drop_path_rate`,
-`in_chans`, `num_classes`, and any ArchConfig toggle as a keyword (`kernel_size=5`).
+`pretrained_cfg` (for `timm.data.resolve_data_config`), `checkpoint_path`, and the keywords
+timm's ResNet and ConvNeXt both take: `num_classes`, `in_chans`, `drop_rate`,
+`drop_path_rate`, `global_pool` ('', 'avg', 'max', 'avgmax'; also in `reset_classifier`) and
+`output_stride` (32, 16 or 8, by dilation). Any ArchConfig toggle is a keyword too
+(`kernel_size=5`), checked as a roadmap file's toggle is: a wrong type or range is one
+RoadmapError naming the model and the keyword.
 
 Nothing is downloaded: no pretrained_cfg holds a url or hub id. The two endpoints are
 timm's `resnet50` and `convnext_tiny`, so they take `pretrained=True` with a local timm
@@ -14,18 +18,21 @@ checkpoint, mapped by `roadmap.weights.checkpoint_filter_fn` (the mapping of `lo
     timm.create_model("roadmap_resnet50", pretrained=True,
                       pretrained_cfg_overlay=dict(file="resnet50.pth"))
 """
+import difflib
 import re
 import sys
-from typing import Dict, List, Sequence, Tuple
+from functools import partial
+from typing import Any, Callable, Dict, List, Sequence, Tuple, get_type_hints
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, generate_default_cfgs, is_model, register_model
 
-from .config import ArchConfig, field_names
+from .config import CHOICES, ArchConfig, field_names
 from .errors import RoadmapError
-from .model import RoadmapNet, stem_stride
+from .model import GLOBAL_POOLS, OUTPUT_STRIDES, RoadmapNet, check_head, stem_stride
 from .registry import config_for, configs, get_step, kernel_sweep, step_names
-from .weights import checkpoint_filter_fn
+from .values import Invalid, convert, split_optional
+from .weights import checkpoint_filter_fn, remap_timm
 
 __all__ = ["PREFIX", "model_name", "register", "register_paper_models", "register_rows"]
 
@@ -60,15 +67,94 @@ def _timm_twin(cfg: ArchConfig):
                  if _architecture(configs()[step]) == _architecture(cfg)), None)
 
 
-def _build(cfg: ArchConfig, drop_rate: float = 0.0, device=None, dtype=None, **toggles) -> RoadmapNet:
-    """`build_model_with_cfg`'s model class: timm's keywords are ArchConfig toggles here."""
-    model = RoadmapNet(cfg.replace(**toggles), drop_rate=drop_rate)
+# The keywords RoadmapNet takes besides the toggles, with their types.
+_MODEL_KEYWORDS = {"drop_rate": float, "global_pool": str, "output_stride": int}
+_HINTS = {**get_type_hints(ArchConfig), **_MODEL_KEYWORDS}
+_POSITIVE = ("a positive integer", lambda v: v > 0)
+_STAGES = ("a list of 4 positive integers, one per stage", lambda v: len(v) == 4 and min(v) > 0)
+_RATE = ("a number in [0, 1)", lambda v: 0 <= v < 1)
+# What a keyword takes beyond its type, in words and as a test (the ranges of roadmap files,
+# `custom.check_toggle`, with ArchConfig's own: odd kernels, and timm's: 4 stages, 0 classes).
+_RANGES: Dict[str, Tuple[str, Callable[[Any], bool]]] = {
+    "depths": _STAGES, "widths": _STAGES, "expansion": _POSITIVE, "patch_size": _POSITIVE,
+    "in_chans": _POSITIVE, "drop_path_rate": _RATE, "drop_rate": _RATE,
+    "kernel_size": ("an odd positive integer (1, 3, 5, 7, ...)", lambda v: v > 0 and v % 2 == 1),
+    "num_classes": ("an integer >= 0 (0: no classifier)", lambda v: v >= 0),
+    "layer_scale_init": ("a number, or None for no layer scale", lambda v: True),
+    "global_pool": ("one of " + ", ".join(map(repr, GLOBAL_POOLS)) + " ('' for no pooling)",
+                    lambda v: v in GLOBAL_POOLS),
+    "output_stride": ("8, 16 or 32", lambda v: v in OUTPUT_STRIDES),
+}
+# timm's names for some toggles, for the error that meets them.
+_TIMM_NAMES = {"act_layer": "act", "norm_layer": "norm", "dims": "widths", "layers": "depths",
+               "kernel_sizes": "kernel_size", "ls_init_value": "layer_scale_init"}
+
+
+def _check_keyword(variant: str, key: str, value: Any) -> Any:
+    """`value` as the model takes keyword `key`, or a RoadmapError saying what `key` takes."""
+    _, base = split_optional(_HINTS[key])
+    if key in _RANGES:
+        takes, fits = _RANGES[key]
+    elif key in CHOICES:
+        takes, fits = "one of " + ", ".join(map(repr, CHOICES[key])), lambda v: v in CHOICES[key]
+    else:  # the bool toggles
+        takes, fits = "True or False", lambda v: True
+    try:
+        converted = convert(value, _HINTS[key])
+        ok = converted is None or fits(converted)
+    except Invalid:
+        ok = False
+    if not ok:
+        raise RoadmapError(f"{variant}: {key}={value!r} is not allowed; {key} takes {takes}")
+    return float(converted) if base is float and converted is not None else converted
+
+
+def _check_keywords(variant: str, cfg: ArchConfig, kwargs: Dict[str, Any]) -> ArchConfig:
+    """Check (and convert, in place) the toggles and model keywords in `kwargs`; the
+    configuration they give. timm's own keywords (features_only, ...) pass unchecked."""
+    for key in [k for k in kwargs if k in _HINTS]:  # in the order given: the first wrong one
+        kwargs[key] = _check_keyword(variant, key, kwargs[key])
+    try:
+        arch = cfg.replace(**{k: v for k, v in kwargs.items() if k in field_names()})
+        check_head(arch, arch.num_classes, kwargs.get("global_pool", "avg"))
+    except RoadmapError as e:  # a combination of keywords (odd patches with small_input_stem, ...)
+        raise RoadmapError(f"{variant}: {e}") from None
+    return arch
+
+
+def _with_hint(key: str) -> str:
+    """`key`, and the keyword it probably means."""
+    close = [_TIMM_NAMES[key]] if key in _TIMM_NAMES else difflib.get_close_matches(key, _HINTS, n=1)
+    return f"{key!r} (did you mean {close[0]!r}?)" if close else repr(key)
+
+
+def _build(variant: str, cfg: ArchConfig, drop_rate: float = 0.0, global_pool: str = "avg",
+           output_stride: int = 32, device=None, dtype=None, **toggles) -> RoadmapNet:
+    """`build_model_with_cfg`'s model class: toggles change `cfg`, drop_rate, global_pool and
+    output_stride go to RoadmapNet, and any other keyword is an error naming the model."""
+    unknown = sorted(set(toggles) - set(field_names()))
+    if unknown:
+        raise RoadmapError(
+            f"{variant}: unknown toggle or keyword {', '.join(map(_with_hint, unknown))}; it takes "
+            f"the toggles {', '.join(field_names())} and timm's {', '.join(_MODEL_KEYWORDS)}")
+    model = RoadmapNet(cfg.replace(**toggles), drop_rate=drop_rate, global_pool=global_pool,
+                       output_stride=output_stride)
     return model.to(device=device, dtype=dtype) if device is not None or dtype is not None else model
 
 
+def _filter_checkpoint(state_dict, model: RoadmapNet):
+    """`weights.checkpoint_filter_fn`, for a model without a classifier too (num_classes=0):
+    timm's loader drops a checkpoint's classifier of another size itself, after this filter."""
+    if "head.fc.weight" not in model.state_dict():
+        ours = dict(zip(state_dict, remap_timm(state_dict)))  # timm name -> roadmap name
+        state_dict = {k: v for k, v in state_dict.items() if not ours[k].startswith("head.fc.")}
+    return checkpoint_filter_fn(state_dict, model)
+
+
 def _create(variant: str, cfg: ArchConfig, pretrained: bool = False, **kwargs) -> RoadmapNet:
+    arch = _check_keywords(variant, cfg, kwargs)
     if pretrained:
-        twin = _timm_twin(cfg.replace(**{k: v for k, v in kwargs.items() if k in field_names()}))
+        twin = _timm_twin(arch)
         if twin is None:
             raise RoadmapError(
                 f"{variant}: pretrained=True loads a timm checkpoint, and only the endpoints are timm "
@@ -83,8 +169,8 @@ def _create(variant: str, cfg: ArchConfig, pretrained: bool = False, **kwargs) -
                 f"nothing; give the file: timm.create_model({variant!r}, pretrained=True, "
                 f"pretrained_cfg_overlay=dict(file=PATH))")
     return build_model_with_cfg(
-        _build, variant, pretrained, model_cfg=cfg,
-        pretrained_filter_fn=checkpoint_filter_fn,
+        partial(_build, variant), variant, pretrained, model_cfg=cfg,
+        pretrained_filter_fn=_filter_checkpoint,
         feature_cfg=dict(out_indices=tuple(range(len(cfg.depths))), flatten_sequential=True),
         **kwargs)
 

@@ -46,10 +46,8 @@ class NonFiniteLoss(RoadmapError):
 
 
 def scale_config(cfg: ArchConfig, recipe, num_classes: int) -> ArchConfig:
-    """The step's configuration at the preset's width (multiples of 8), classes and drop path."""
-    widths = tuple(max(8, int(round(w * recipe.width_scale / 8)) * 8) for w in cfg.widths)
-    return cfg.replace(widths=widths, num_classes=num_classes, drop_path_rate=recipe.drop_path,
-                       small_input_stem=recipe.small_input_stem)
+    """The step's final configuration (see `Recipe.apply`)."""
+    return recipe.apply(cfg, num_classes)
 
 
 def seed_update(seed: int, update: int):

@@ -4,6 +4,6 @@ Read `steps/paper.py` top to bottom: it is the roadmap, one entry per step, each
 one change on top of the previous step. Nothing in this package builds models;
 `roadmap.registry` turns these entries into configurations.
 """
-from .paper import KERNEL_SWEEP, PHASES, RESNET50, ROADMAP, Step
+from .paper import KERNEL_SWEEP, PHASE_COLORS, PHASES, ROADMAP, Step
 
-__all__ = ["KERNEL_SWEEP", "PHASES", "RESNET50", "ROADMAP", "Step"]
+__all__ = ["KERNEL_SWEEP", "PHASE_COLORS", "PHASES", "ROADMAP", "Step"]

@@ -12,7 +12,12 @@ exactly timm's `resnet50` and every earlier step a single change.
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
-PHASES = ("start", "macro design", "ResNeXt-ify", "inverted bottleneck", "large kernel", "micro design")
+# The paper's phases in order, each with the colour every figure gives it.
+PHASE_COLORS = {
+    "start": "#7f7f7f", "macro design": "#4c72b0", "ResNeXt-ify": "#dd8452",
+    "inverted bottleneck": "#55a868", "large kernel": "#c44e52", "micro design": "#8172b3",
+}
+PHASES = tuple(PHASE_COLORS)
 
 
 @dataclass(frozen=True)
@@ -30,24 +35,8 @@ class Step:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
-# Step 0: timm's `resnet50` (torchvision layout, stride on the 3x3 conv), exactly.
-RESNET50 = dict(
-    depths=(3, 4, 6, 3),
-    widths=(64, 128, 256, 512),   # bottleneck ("narrow") width per stage; residual width is 4x
-    expansion=4,
-    stem="resnet",                # 7x7/2 conv, norm, act, 3x3/2 max-pool
-    block="bottleneck",           # 1x1 reduce -> kxk -> 1x1 expand
-    spatial_first=False,
-    depthwise=False,
-    kernel_size=3,
-    act="relu",
-    activations="all",
-    norms="all",
-    norm="batch",
-    downsample="in_block",
-    head_norm=False,
-    layer_scale_init=None,
-)
+# Step 0 is timm's `resnet50` (torchvision layout, stride on the 3x3 conv), exactly: the
+# defaults of `roadmap.config.ArchConfig`, so it is written down once, there.
 
 ROADMAP = (
     Step(

@@ -13,14 +13,13 @@ from roadmap.measure import count_gflops
 from roadmap.model import RoadmapNet
 from roadmap.recipe import get_preset
 from roadmap.registry import config_for, get_step, step_names
-from roadmap.train import scale_config
 
 CONVNEXT_T = config_for("separate_downsampling")
 
 
 def demo_model(cfg: ArchConfig) -> RoadmapNet:
     # the model `roadmap run` trains on the demo preset: widths x0.25, 10 classes
-    return RoadmapNet(scale_config(cfg, get_preset("demo"), num_classes=10)).eval()
+    return RoadmapNet(get_preset("demo").apply(cfg, num_classes=10)).eval()
 
 
 def _unique_configs():

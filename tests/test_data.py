@@ -9,8 +9,8 @@ from PIL import Image
 from roadmap import data as D
 from roadmap.errors import RoadmapError
 from roadmap.plan import paper_plan
-from roadmap.recipe import get_preset
-from roadmap.train import scale_config, train_run
+from roadmap.recipe import settings
+from roadmap.train import train_run
 
 
 def make_image_folder(root, classes=("cat", "dog"), per_class=12, size=40):
@@ -70,23 +70,22 @@ def test_rank_slices_cover_the_global_batch():
 def test_image_folder_trains_through_timm_transforms(tmp_path):
     ds = D.load_dataset(str(make_image_folder(tmp_path / "tiny")))
     assert ds.num_classes == 2 and not ds.in_memory and ds.num_train == 24
-    recipe = get_preset("imagenette").with_overrides(
-        ["img_size=32", "batch_size=8", "max_updates=2", "workers=0", "width_scale=0.25",
-         "eval_batch_size=8"])
+    recipe, ex = settings("imagenette", ["img_size=32", "batch_size=8", "max_updates=2", "workers=0",
+                                         "width_scale=0.25", "eval_batch_size=8"])
     spec = paper_plan(only=["separate_downsampling"])[0]
-    cfg = scale_config(spec.cfg, recipe, ds.num_classes)
-    m = train_run(spec.name, cfg, recipe, recipe, ds, 0, torch.device("cpu"), progress=False)
+    m = train_run(spec.name, recipe.apply(spec.cfg, ds.num_classes), recipe, ex, ds, 0,
+                  torch.device("cpu"), progress=False)
     assert m["updates"] == 2 and 0 <= m["top1"] <= 100
 
 
 def test_cifar_batches_load(tmp_path):
     ds = D.load_dataset(str(make_cifar(tmp_path)))
     assert ds.name == "cifar10" and ds.train_images.shape == (64, 3, 32, 32)
-    recipe = get_preset("cifar").with_overrides(["batch_size=16", "max_updates=2", "workers=0",
-                                                 "width_scale=0.25", "randaug=null"])
+    recipe, ex = settings("cifar", ["batch_size=16", "max_updates=2", "workers=0",
+                                    "width_scale=0.25", "randaug=null"])
     spec = paper_plan(only=["resnet50"])[0]
-    cfg = scale_config(spec.cfg, recipe, ds.num_classes)
-    m = train_run(spec.name, cfg, recipe, recipe, ds, 0, torch.device("cpu"), progress=False)
+    m = train_run(spec.name, recipe.apply(spec.cfg, ds.num_classes), recipe, ex, ds, 0,
+                  torch.device("cpu"), progress=False)
     assert m["updates"] == 2
 
 

@@ -455,16 +455,14 @@ def _tiny_key(inputs, monkeypatch, *sets):
     """The run key `roadmap run --only resnet50 QUICK` gives on the tiny data, and its setup."""
     from roadmap import data as D
     from roadmap.plan import paper_plan
-    from roadmap.recipe import get_preset
-    from roadmap.runner import data_identity, key_for
-    from roadmap.train import scale_config
+    from roadmap.plan import data_identity, plan_runs
+    from roadmap.recipe import settings
     monkeypatch.setenv("ROADMAP_FASHION_MNIST", str(inputs / "fmnist"))
     ds = D.load_dataset("fashion-mnist")
-    recipe = get_preset("demo").with_overrides(
-        ["batch_size=16", "max_updates=2", "eval_batch_size=32", *sets])
+    recipe, ex = settings("demo", ["batch_size=16", "max_updates=2", "eval_batch_size=32", *sets])
     spec = paper_plan(only=["resnet50"])[0]
-    key = key_for(scale_config(spec.cfg, recipe, ds.num_classes), recipe, data_identity(ds), 0)
-    return key, recipe, spec, ds
+    run = plan_runs([spec], recipe, data_identity(ds), [0])[0]
+    return run.key, (recipe, ex), run, ds
 
 
 @pytest.mark.parametrize("kind", ["garbage", "crafted", "foreign"])
@@ -492,8 +490,10 @@ def test_a_bad_checkpoint_is_moved_aside_and_the_run_restarts(kind, tmp_path, in
 
 
 def test_resume_adds_up_wall_time_and_warns_about_threads(tmp_path, inputs, monkeypatch):
-    from roadmap.train import scale_config, train_run
-    key, recipe, spec, ds = _tiny_key(inputs, monkeypatch)
+    from dataclasses import replace
+
+    from roadmap.train import train_run
+    key, (recipe, ex), run, ds = _tiny_key(inputs, monkeypatch)
     ckpt = tmp_path / "out" / "checkpoints" / f"{key}.pt"
     ckpt.parent.mkdir(parents=True)
 
@@ -505,10 +505,8 @@ def test_resume_adds_up_wall_time_and_warns_about_threads(tmp_path, inputs, monk
             raise Stop
     # ckpt_every_s is not part of the key: save after every update, then stop after one
     with pytest.raises(Stop):
-        every_update = recipe.with_overrides(["ckpt_every_s=0"])
-        train_run(spec.name, scale_config(spec.cfg, recipe, ds.num_classes), every_update,
-                  every_update, ds, 0, torch.device("cpu"), str(ckpt), progress=False,
-                  on_update=stop_after_first_checkpoint)
+        train_run(run.spec.name, run.cfg, recipe, replace(ex, ckpt_every_s=0), ds, 0,
+                  torch.device("cpu"), str(ckpt), progress=False, on_update=stop_after_first_checkpoint)
     state = torch.load(ckpt, weights_only=True)
     assert state["state"]["update"] == 1
     state["state"]["wall_s"], state["threads"] = 1000.0, 7  # an earlier process's time; another machine

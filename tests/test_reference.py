@@ -10,7 +10,7 @@ from roadmap import runner
 from roadmap.config import ArchConfig
 from roadmap.model import RoadmapNet
 from roadmap.plan import paper_plan
-from roadmap.recipe import get_preset
+from roadmap.recipe import get_preset, settings
 from roadmap.registry import config_for
 
 TINY = ["train_subset=256", "val_subset=100", "batch_size=32", "max_updates=2", "eval_batch_size=100"]
@@ -20,28 +20,28 @@ TINY = ["train_subset=256", "val_subset=100", "batch_size=32", "max_updates=2", 
 def reference(tmp_path_factory):
     """A tiny 'committed reference' (2 steps x 2 seeds) in a fake repository results/ folder."""
     root = tmp_path_factory.mktemp("repo") / "results"
-    recipe = get_preset("demo").with_overrides(TINY)
-    runner.run_plan(paper_plan(only=["resnet50", "separate_downsampling"]), recipe, "demo",
+    recipe, ex = settings("demo", TINY)
+    runner.run_plan(paper_plan(only=["resnet50", "separate_downsampling"]), recipe, "demo", ex=ex,
                     seeds=(0, 1), out=str(root / "demo-fashion-mnist"), progress=False, plot=False)
-    return root, recipe
+    return root, (recipe, ex)
 
 
 def test_a_new_run_reuses_the_reference_and_writes_apart_from_it(reference, tmp_path, monkeypatch, capsys):
-    import roadmap.plot
-    root, recipe = reference
+    import roadmap.outputs
+    root, (recipe, ex) = reference
     ref = root / "demo-fashion-mnist"
     before = sorted(p.name for p in (ref / "runs").iterdir())
-    monkeypatch.setattr(runner, "REFERENCE_ROOT", root)
+    monkeypatch.setattr(roadmap.outputs, "REFERENCE_ROOT", root)
     drawn = {}
-    real = roadmap.plot.plot_trajectory
+    real = roadmap.outputs.plot_trajectory
 
-    def spy(folder, **kw):
+    def spy(table, folder, **kw):
         drawn.update(kw)
-        return real(folder, **kw)
-    monkeypatch.setattr(roadmap.plot, "plot_trajectory", spy)
+        return real(table, folder, **kw)
+    monkeypatch.setattr(roadmap.outputs, "plot_trajectory", spy)
     monkeypatch.chdir(tmp_path)                       # the user's default out: runs/<preset>-<data>
     folder = runner.run_plan(paper_plan(only=["resnet50", "separate_downsampling"]), recipe, "demo",
-                             seeds=(0, 1), progress=False)
+                             ex=ex, seeds=(0, 1), progress=False)
     assert folder == runner.Path("runs") / "demo-fashion-mnist"
     out = capsys.readouterr().out
     assert out.count("in the committed reference, skipped") == 4
@@ -50,14 +50,16 @@ def test_a_new_run_reuses_the_reference_and_writes_apart_from_it(reference, tmp_
     assert sorted(mine["key"]) == sorted(theirs["key"]) and sorted(mine["top1"]) == sorted(theirs["top1"])
     assert sorted(p.name for p in (ref / "runs").iterdir()) == before   # the reference is untouched
     assert (tmp_path / folder / "trajectory.png").stat().st_size > 5000
-    # the user's figure carries the reference's means and intervals
+    # the user's figure carries the reference's means and intervals, matched by model
     assert sorted(drawn["reference"]["run"]) == ["resnet50", "separate_downsampling"]
+    assert set(drawn["reference"]["model_key"]) == set(mine["model_key"])
 
 
 def test_no_reference_trains_instead_of_reusing(reference, tmp_path, monkeypatch, capsys):
-    root, recipe = reference
-    monkeypatch.setattr(runner, "REFERENCE_ROOT", root)
-    runner.run_plan(paper_plan(only=["resnet50"]), recipe, "demo", seeds=(0,), out=str(tmp_path),
+    import roadmap.outputs
+    root, (recipe, ex) = reference
+    monkeypatch.setattr(roadmap.outputs, "REFERENCE_ROOT", root)
+    runner.run_plan(paper_plan(only=["resnet50"]), recipe, "demo", ex=ex, seeds=(0,), out=str(tmp_path),
                     progress=False, plot=False, use_reference=False)
     out = capsys.readouterr().out
     assert "committed reference" not in out and "top-1" in out
@@ -82,12 +84,13 @@ def test_run_key_changes_with_the_data_content_not_only_its_name():
     ds = D.load_dataset("fashion-mnist").subset(train=256, val=100)
     other = D.Dataset(ds.name, ds.source, ds.num_classes, ds.mean, ds.std, ds.train_images.clone(),
                       ds.train_labels.clone(), ds.val_images.clone(), ds.val_labels.clone())
-    assert runner.data_identity(other) == runner.data_identity(ds)
+    from roadmap.plan import data_identity, plan_runs
+    assert data_identity(other) == data_identity(ds)
     other.train_images[0, 0, 0, 0] ^= 1                 # one pixel of one image
-    assert runner.data_identity(other) != runner.data_identity(ds)
-    cfg, recipe = config_for("resnet50"), get_preset("demo")
-    assert (runner.key_for(cfg, recipe, runner.data_identity(other), 0)
-            != runner.key_for(cfg, recipe, runner.data_identity(ds), 0))
+    assert data_identity(other) != data_identity(ds)
+    spec, recipe = paper_plan(only=["resnet50"]), get_preset("demo")
+    assert (plan_runs(spec, recipe, data_identity(other), [0])[0].key
+            != plan_runs(spec, recipe, data_identity(ds), [0])[0].key)
 
 
 def test_folder_fingerprint_sees_a_changed_image(tmp_path):
@@ -118,8 +121,7 @@ def test_small_input_stem_halves_the_stem_stride_only(step):
 
 
 def test_cifar_preset_applies_the_departure_to_every_step():
-    from roadmap.train import scale_config
     recipe = get_preset("cifar")
     assert recipe.small_input_stem and not get_preset("imagenet").small_input_stem
-    assert all(scale_config(s.cfg, recipe, 10).small_input_stem for s in paper_plan())
+    assert all(recipe.apply(s.cfg, 10).small_input_stem for s in paper_plan())
     assert not ArchConfig().small_input_stem

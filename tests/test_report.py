@@ -1,7 +1,7 @@
 """`roadmap report`: deltas, intervals, agreement with the paper, the files; TensorBoard logs.
 
 Expected numbers are computed here by hand (numpy, explicit ANOVA formulas, scipy's t
-distribution), never by calling roadmap.report; a simulation checks coverage and Holm.
+distribution), never by calling roadmap.report; tests/test_stats.py simulates coverage and Holm.
 """
 import itertools
 import json
@@ -16,19 +16,19 @@ from scipy.stats import t as t_dist
 from helpers import ROOT, TINY, run_roadmap
 from roadmap.cli import main
 from roadmap.errors import RoadmapError
-from roadmap.report import analyse, build, gather, plot_deltas, transitions, write_report
+from roadmap.outputs import write_report
+from roadmap.report import analyse, build, gather, plot_deltas, transitions
 from roadmap.results import ResultsDir
 
-T975_8 = 2.306004135204166  # t quantile, 97.5%, 8 df
-
 # Five paper steps, three seeds each; our top-1 is made up so that the changes are
-# clearly up, clearly down (paper: a tie), inside the noise, and clearly down (paper: up).
+# up like the paper's (its +0.54 inside our interval), clearly down (paper: a tie), inside
+# the noise, and clearly down (paper: up).
 STEPS = [  # run, paper top-1, paper sd, params (M), top-1 per seed 0,1,2, train img/s per seed
     ("resnet50", 78.82, 0.07, 1.5, [70.0, 71.0, 70.5], [400, 410, 390]),
-    ("stage_ratio", 79.36, 0.07, 1.6, [72.0, 72.6, 72.2], [380, 370, 390]),
-    ("patchify_stem", 79.51, 0.18, 1.6, [71.0, 71.9, 71.1], [500, 520, 510]),
-    ("depthwise_conv", 78.28, 0.08, 1.2, [71.5, 71.2, 71.6], [450, 460, 440]),
-    ("widen", 80.50, 0.02, 2.4, [69.0, 68.9, 69.4], [300, 310, 320]),
+    ("stage_ratio", 79.36, 0.07, 1.6, [70.5, 71.7, 71.1], [380, 370, 390]),
+    ("patchify_stem", 79.51, 0.18, 1.6, [69.5, 70.6, 70.0], [500, 520, 510]),
+    ("depthwise_conv", 78.28, 0.08, 1.2, [69.8, 70.5, 70.1], [450, 460, 440]),
+    ("widen", 80.50, 0.02, 2.4, [68.0, 68.9, 68.4], [300, 310, 320]),
 ]
 
 
@@ -68,6 +68,20 @@ def two_way(steps, seeds):
     return (resid ** 2).sum() / df, df
 
 
+def own_variances(steps, seeds):
+    """Each model's share of the two-way residuals: variance with (n-1)(K-1)/K df."""
+    y = np.array([s[4][:len(seeds)] for s in steps], dtype=float)
+    resid = y - y.mean(1, keepdims=True) - y.mean(0, keepdims=True) + y.mean()
+    k, n = y.shape
+    own_df = (n - 1) * (k - 1) / k
+    return (resid ** 2).sum(1) / own_df, own_df
+
+
+def welch(va, da, vb, db):
+    """Variance of a sum and its Welch-Satterthwaite df."""
+    return va + vb, (va + vb) ** 2 / (va ** 2 / da + vb ** 2 / db)
+
+
 def hand_holm(p):
     p = np.asarray(p, dtype=float)
     order = np.argsort(p)
@@ -88,17 +102,19 @@ def test_deltas_intervals_and_holm_match_hand_computation():
     trans = transitions(pd.DataFrame(synthetic_rows()))
     assert list(trans["from"]) == [s[0] for s in STEPS[:-1]]
     assert list(trans["to"]) == [s[0] for s in STEPS[1:]]
-    var, df = two_way(STEPS, (0, 1, 2))
-    assert df == 8
-    se = math.sqrt(var * 2 / 3)
+    var, own_df = own_variances(STEPS, (0, 1, 2))
+    assert own_df == pytest.approx(2 * 4 / 5)
     p_hand = []
     for k, r in trans.iterrows():
         a, b = STEPS[k], STEPS[k + 1]
         delta = np.mean(b[4]) - np.mean(a[4])            # Δ is the difference of the means
+        v, df = welch(var[k] / 3, own_df, var[k + 1] / 3, own_df)
+        se, t = math.sqrt(v), t_dist.ppf(0.975, df)
         assert r["delta"] == pytest.approx(delta)
-        assert r["se"] == pytest.approx(se)
-        assert (r["ci_low"], r["ci_high"]) == (pytest.approx(delta - T975_8 * se),
-                                               pytest.approx(delta + T975_8 * se))
+        assert r["se"] == pytest.approx(se) and r["df"] == pytest.approx(df)
+        assert (r["ci_low"], r["ci_high"]) == (pytest.approx(delta - t * se), pytest.approx(delta + t * se))
+        # no per-image correctness here: the full interval is the seed-only one
+        assert (r["ci_low_seed"], r["ci_high_seed"]) == (pytest.approx(r["ci_low"]), pytest.approx(r["ci_high"]))
         p_hand.append(2 * t_dist.sf(abs(delta) / se, df))
         assert r["p"] == pytest.approx(p_hand[-1])
         assert r["d_params_m"] == pytest.approx(b[3] - a[3])
@@ -123,13 +139,17 @@ def test_paper_judged_with_the_pooled_table10_sd_and_sign_table(tmp_path):
     assert list(trans["ours_sign"]) == ["+", "-", "0", "-"]
     assert list(trans["verdict"]) == ["replicates", "ours only (paper: within its noise)",
                                       "below our noise", "flips"]
+    first = trans.iloc[0]
+    assert first["ci_low"] <= first["paper_delta"] <= first["ci_high"]   # what "replicates" means
 
     write_report([write_csv(tmp_path, synthetic_rows())], plot=False)
     report = json.loads((tmp_path / "report.json").read_text())
     for t in report["transitions"]:   # the contract other tools read
         assert {"from", "to", "delta", "ci_low", "ci_high", "p", "p_holm", "resolved", "paper_delta",
-                "paper_sign", "ours_sign"} <= set(t)
+                "paper_sign", "ours_sign", "ci_low_seed", "ci_high_seed", "equivalence_bound"} <= set(t)
+        assert (t["equivalence_bound"] is None) == t["resolved"]
     a = report["agreement"]
+    assert a["sign_matches"] == 1 and 0 < a["sign_agreement_p"] <= 1
     # rows ours (-, 0, +), columns paper (-, 0, +)
     assert a["sign_table"]["counts"] == [[0, 1, 1], [1, 0, 0], [0, 0, 1]]
     assert a["sign_fisher_p"] is not None and 0 <= a["sign_fisher_p"] <= 1
@@ -142,13 +162,20 @@ def test_paper_judged_with_the_pooled_table10_sd_and_sign_table(tmp_path):
     assert a["delta_spearman"]["p"] == pytest.approx(p_exact)
     assert a["delta_kendall"]["tau"] == pytest.approx(hand_kendall(ours, np.array(paper)))
     n = report["noise"]
-    assert n["seed_sd"] == pytest.approx(math.sqrt(two_way(STEPS, (0, 1, 2))[0]))
-    assert set(n["seeds_needed"]) == {"0.3", "0.5", "1.0"}
+    sigma, df = math.sqrt(two_way(STEPS, (0, 1, 2))[0]), 8
+    assert n["seed_sd"] == pytest.approx(sigma)
+    from scipy.stats import chi2
+    assert n["seed_sd_ci"] == pytest.approx([sigma * math.sqrt(df / chi2.ppf(0.975, df)),
+                                             sigma * math.sqrt(df / chi2.ppf(0.025, df))])
+    assert set(n["seeds_needed"]) == {"0.3", "0.5", "1.0"} == set(n["power_holm"])
     assert n["seeds_needed"]["0.3"] >= n["seeds_needed"]["0.5"] >= n["seeds_needed"]["1.0"] >= 2
+    assert n["family"] == 4 and all(n["power_holm"][k] < n["power_now"][k] for k in n["power_now"])
     md = (tmp_path / "report.md").read_text()
     assert "| patchify_stem → depthwise_conv | +0.10 |" in md and "below our noise" in md
+    assert "at Holm's strictest level (5% / 4)" in md and "seeds only" in md
     assert "3 of 4 changes are resolved" in report["findings"]
     assert "1 flip (widen)" in report["findings"]
+    assert f"depthwise_conv ±{trans.iloc[2]['equivalence_bound']:.2f}" in report["findings"]
 
 
 def test_fisher_on_a_2x2_sign_table_is_the_exact_hypergeometric_p():
@@ -163,7 +190,7 @@ def test_fisher_on_a_2x2_sign_table_is_the_exact_hypergeometric_p():
     assert t["fisher_p"] == pytest.approx(hand)
 
 
-def test_disjoint_seed_sets_pool_every_run_and_keep_the_difference_of_means():
+def test_disjoint_seed_sets_use_welch_and_keep_the_difference_of_means():
     a, b, c = STEPS[0], STEPS[1], STEPS[2]
     rows = synthetic_rows([a]) + synthetic_rows([b], seeds=(3, 4, 5)) + synthetic_rows([c], seeds=(0, 7))
     for r in rows[3:6]:
@@ -172,12 +199,11 @@ def test_disjoint_seed_sets_pool_every_run_and_keep_the_difference_of_means():
         r["order"] = 2
     trans = transitions(pd.DataFrame(rows))
     groups = [a[4], b[4], c[4][:2]]
-    ss = sum(((np.array(g) - np.mean(g)) ** 2).sum() for g in groups)
-    df = sum(len(g) for g in groups) - 3
-    var = ss / df
     for k, (x, y) in enumerate([(groups[0], groups[1]), (groups[1], groups[2])]):
         r = trans.iloc[k]
-        se = math.sqrt(var * (1 / len(x) + 1 / len(y)))
+        # no shared seeds, no block: each step's own sample variance, Welch's interval
+        v, df = welch(np.var(x, ddof=1) / len(x), len(x) - 1, np.var(y, ddof=1) / len(y), len(y) - 1)
+        se = math.sqrt(v)
         half = t_dist.ppf(0.975, df) * se
         assert r["delta"] == pytest.approx(np.mean(y) - np.mean(x))
         assert (r["ci_low"], r["ci_high"]) == (pytest.approx(r["delta"] - half), pytest.approx(r["delta"] + half))
@@ -188,7 +214,7 @@ def test_single_seed_step_gets_an_interval_from_the_pool():
     rows = [r for r in rows if not (r["run"] == "stage_ratio" and r["seed"] > 0)]
     trans = transitions(pd.DataFrame(rows))
     assert trans["ci_low"].notna().all()
-    assert trans.iloc[0]["delta"] == pytest.approx(72.0 - 70.5)
+    assert trans.iloc[0]["delta"] == pytest.approx(STEPS[1][4][0] - np.mean(STEPS[0][4]))
 
 
 def test_zero_variance_step_never_gives_a_zero_width_resolved_interval(tmp_path):
@@ -215,7 +241,7 @@ def test_nan_top1_is_a_failed_run_with_a_warning(tmp_path, capsys):
     assert "stage_ratio seed 1" in capsys.readouterr().out
     report = json.loads((tmp_path / "report.json").read_text())
     sr = next(s for s in report["steps"] if s["run"] == "stage_ratio")
-    assert sr["seeds"] == 2 and sr["top1_mean"] == pytest.approx((72.0 + 72.2) / 2)
+    assert sr["seeds"] == 2 and sr["top1_mean"] == pytest.approx((STEPS[1][4][0] + STEPS[1][4][2]) / 2)
 
 
 def test_a_step_far_noisier_than_the_pool_is_warned_about():
@@ -244,42 +270,6 @@ def test_same_model_under_two_labels_is_one_point():
     assert len(same) == 1 and same["p"].isna().all() and not same["resolved"].any()
 
 
-def test_intervals_cover_and_holm_controls_false_resolutions_in_simulation():
-    """13 models x 3 seeds, sd 0.4, seed effects shared by all models: 95% intervals cover
-    the true change ~95% of the time; with no true change, Holm resolves anything <= ~5%."""
-    from roadmap import stats as S
-    rng = np.random.default_rng(1)
-    models, seeds, sims = 13, 3, 400
-    names = [f"m{i}" for i in range(models)]
-    covered = total = any_null = 0
-    for sim in range(sims):
-        effects = rng.normal(0, 1.0, models) if sim % 2 == 0 else np.zeros(models)
-        seed_fx = rng.normal(0, 0.3, seeds)
-        y = 80 + effects[:, None] + seed_fx[None, :] + rng.normal(0, 0.4, (models, seeds))
-        runs = pd.DataFrame(dict(model=np.repeat(names, seeds), seed=np.tile(range(seeds), models),
-                                 top1=y.ravel()))
-        f = S.fit(runs)
-        cs = [S.contrast(f, names[i], names[i + 1]) for i in range(models - 1)]
-        if sim % 2 == 0:
-            for i, c in enumerate(cs):
-                true = effects[i + 1] - effects[i]
-                covered += c["ci_low"] <= true <= c["ci_high"]
-                total += 1
-        else:
-            any_null += bool((S.holm([c["p"] for c in cs]) < 0.05).any())
-    coverage, fwer = covered / total, any_null / (sims // 2)
-    assert 0.93 <= coverage <= 0.97, coverage
-    assert fwer <= 0.09, fwer       # Holm: at most 5% (binomial sd over 200 roadmaps: 1.5%)
-
-
-def test_seeds_needed_matches_the_audit_and_power_is_monotone():
-    from roadmap import stats as S
-    # STATISTICS.md: sigma 0.4, pooled model, 80% power for 0.3 points -> 29 seeds
-    assert S.seeds_needed(0.3, 0.4, 13) in (28, 29, 30)
-    n = S.seeds_needed(0.5, 0.25, 13)
-    assert S.power(0.5, 0.25, n, 13) >= 0.8 > S.power(0.5, 0.25, n - 1, 13)
-
-
 def test_folder_written_by_the_previous_version_is_still_read(tmp_path):
     import shutil
     old = ROOT / "tests" / "data" / "demo-v0.1"
@@ -297,7 +287,7 @@ def test_one_seed_says_plainly_no_interval(tmp_path, capsys):
     assert report["warnings"] and "--seeds 3" in report["warnings"][0]
     assert all(t["ci_low"] is None and t["resolved"] is False for t in report["transitions"])
     first = report["transitions"][0]
-    assert first["delta"] == pytest.approx(72.0 - 70.0)
+    assert first["delta"] == pytest.approx(STEPS[1][4][0] - STEPS[0][4][0])
     assert first["ours_sign"] == ""
     assert plot_deltas(pd.DataFrame(synthetic_rows(seeds=(0,)))) is None
 
@@ -307,7 +297,7 @@ def test_one_seed_says_plainly_no_interval(tmp_path, capsys):
     (lambda d: (d / "results.csv").write_text(""), "not a readable table"),
     (lambda d: (d / "results.csv").write_text("run,seed\nresnet50,0\n"), "lacks the columns"),
     (lambda d: write_csv(d, [{k: v for k, v in r.items() if k != "order"} for r in synthetic_rows()]),
-     "lack the columns ['order']"),
+     "lacks the columns ['order']"),
     (lambda d: write_csv(d, synthetic_rows(status="failed")), "no finished runs"),
 ])
 def test_malformed_folder_is_one_clear_error(tmp_path, capsys, make, message):
@@ -351,7 +341,7 @@ def test_custom_roadmap_without_paper_numbers(tmp_path):
     rows = synthetic_rows(roadmap="mine", paper_top1=None, paper_top1_sd=None)
     report = write_report([write_csv(tmp_path, rows)], plot=False)
     assert "no comparison with the paper" in report["findings"]
-    assert report["agreement"]["sign_fisher_p"] is None
+    assert report["agreement"]["sign_fisher_p"] is None and report["agreement"]["sign_agreement_p"] is None
     assert report["agreement"]["sign_table"]["counts"] == [[0] * 3] * 3
 
 
@@ -389,7 +379,7 @@ def test_report_end_to_end(tiny_run):
     md = (tiny_run / "report.md").read_text()
     assert "![trajectory](trajectory.png)" in md and (tiny_run / "trajectory.png").stat().st_size > 5000
     assert "![changes](changes.png)" in md and (tiny_run / "changes.png").stat().st_size > 5000
-    assert "| resnet50 → separate_downsampling |" in md and "one OLS model over all runs" in md
+    assert "| resnet50 → separate_downsampling |" in md and "each step's own seed variance" in md
     assert "78.82 ± 0.07" in md and "81.97 ± 0.06" in md
     report = json.loads((tiny_run / "report.json").read_text())
     (t,) = report["transitions"]
@@ -413,3 +403,127 @@ def test_tensorboard_curves_one_run_per_step(tiny_run):
     (top1,) = events.Scalars("val/top1")
     results = pd.read_csv(tiny_run / "results.csv").query("run == 'resnet50' and seed == 0")
     assert top1.step == updates and top1.value == pytest.approx(results["top1"].iloc[0])
+
+
+# ---- per-image correctness (val_correct), and the fixes of the second audit ------------------
+
+def records_with_bits(folder, steps=STEPS[:4], seeds=(0, 1, 2), n_img=2000, drop=()):
+    """A results folder of JSON records whose top-1 is the mean of synthetic per-image
+    correctness (packed as `roadmap run` packs it); `drop`: (run, seed) left without bits."""
+    from roadmap.train import pack_bits
+    rng = np.random.default_rng(5)
+    hard = rng.beta(3, 0.5, n_img)
+    results = ResultsDir(folder)
+    for row in synthetic_rows(steps, seeds):
+        shift = (row["top1"] - 70.0) / 100
+        correct = rng.random(n_img) < np.clip(hard + shift, 0, 1)
+        row.update(top1=100 * correct.mean(), val_n=n_img, order=row["order"])
+        if (row["run"], row["seed"]) not in drop:
+            row["val_correct"] = pack_bits(correct)
+        results.record(row)
+    results.write_tables()
+    return folder
+
+
+def test_val_correct_adds_the_test_set_part_to_every_interval(tmp_path):
+    folder = records_with_bits(tmp_path / "bits")
+    report = write_report([folder], out=tmp_path / "out", plot=False)
+    trans = report["transitions"]
+    assert trans["test_sd"].notna().all()
+    assert ((trans["ci_high"] - trans["ci_low"]) >= (trans["ci_high_seed"] - trans["ci_low_seed"])).all()
+    assert (trans["test_sd"] > 0).any()
+    # the full variance is the seed part plus the image part, computed by hand here
+    from roadmap.train import unpack_bits
+    import glob
+    recs = [json.loads(open(f).read()) for f in glob.glob(str(folder / "runs" / "*.json"))]
+    bits = {(r["run"], r["seed"]): unpack_bits(r["val_correct"], r["val_n"]).astype(float) for r in recs}
+    a, b = STEPS[0][0], STEPS[1][0]
+    ca, cb = (np.vstack([bits[(m, s)] for s in (0, 1, 2)]) for m in (a, b))
+    y = cb - ca
+    resid = y - y.mean(1, keepdims=True) - y.mean(0, keepdims=True) + y.mean()
+    inter = (resid ** 2).sum() / (2 * (y.shape[1] - 1))
+    image = 1e4 * (y.mean(0).var(ddof=1) - inter / 3) / y.shape[1]
+    r = trans.iloc[0]
+    assert r["test_sd"] ** 2 == pytest.approx(image)
+    assert r["se"] ** 2 == pytest.approx(r["se_seed"] ** 2 + image)
+    assert not any("test-set part is missing" in w for w in report["warnings"])
+    # the merged folder keeps the bits in its records (results.csv has no column for them)
+    merged = [json.loads(p.read_text()) for p in (tmp_path / "out" / "runs").glob("*.json")]
+    assert all(m.get("val_correct") for m in merged)
+    assert "val_correct" not in pd.read_csv(tmp_path / "out" / "results.csv").columns
+    saved = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert saved["noise"]["test_sd"] > 0 and "test-set" in saved["method"]
+
+
+def test_records_without_val_correct_are_reported_seed_only_with_a_line(tmp_path):
+    report = write_report([write_csv(tmp_path, synthetic_rows())], plot=False)
+    assert any("test-set part is missing" in w for w in report["warnings"])
+    assert "seed noise only" in report["findings"]
+    folder = records_with_bits(tmp_path / "some", drop={("stage_ratio", 1)})
+    part = build(gather([folder]))
+    first = part["transitions"].iloc[0]
+    assert math.isnan(first["test_sd"]) and first["ci_low"] == pytest.approx(first["ci_low_seed"])
+    assert any(w.startswith("stage_ratio, patchify_stem: a run lacks per-image") for w in part["warnings"])
+
+
+def test_a_missing_run_keeps_the_seed_block_and_says_so():
+    rows = [r for r in synthetic_rows() if not (r["run"] == "widen" and r["seed"] == 2)]
+    report = build(pd.DataFrame(rows))
+    var, df = two_way(STEPS, (0, 1))               # the block on the seeds every step has
+    assert report["noise"]["seed_sd"] == pytest.approx(math.sqrt(var)) and report["noise"]["df"] == df
+    assert any("seed block is kept on the seeds every step has (0, 1)" in w for w in report["warnings"])
+    r = report["transitions"].iloc[0]
+    assert r["delta"] == pytest.approx(np.mean(STEPS[1][4][:2]) - np.mean(STEPS[0][4][:2]))
+    assert r["n_to"] == 2
+
+
+def test_holm_family_counts_each_real_change_once():
+    cfg = lambda **k: json.dumps(dict(dict(kernel_size=3, act="relu"), **k))  # noqa: E731
+    runs = [("a", 0, "", cfg(kernel_size=3)), ("b", 1, "", cfg(kernel_size=7)),
+            ("b/k7", 1, "k7", cfg(kernel_size=7)), ("c", 2, "", cfg(kernel_size=7, act="gelu"))]
+    rows = [dict(order=o, run=r, step=r.split("/")[0], variant=v, seed=s, status="ok", config=c,
+                 top1=70.0 + o + 0.1 * s + 0.05 * (s * o % 3), key=f"{r}-{s}")
+            for r, o, v, c in runs for s in (0, 1, 2)]
+    report = build(pd.DataFrame(rows))
+    trans = report["transitions"]
+    assert int(trans["same_model"].sum()) == 1 and report["noise"]["family"] == 2
+
+
+def test_same_model_and_seed_under_two_labels_is_one_observation():
+    cfg = json.dumps(dict(kernel_size=7))
+    rows = [dict(order=7, run=label, step="large_kernel", variant=v, seed=s, status="ok",
+                 top1=80.0 + s, config=cfg) for label, v in (("large_kernel", ""), ("large_kernel/k7", "k7"))
+            for s in (0, 1, 2)]
+    rows += [dict(order=8, run="gelu", step="gelu", variant="", seed=s, status="ok", top1=81.0 + 0.5 * s,
+                  config=json.dumps(dict(kernel_size=7, act="gelu"))) for s in (0, 1, 2)]
+    steps, trans, fit = analyse(pd.DataFrame(rows))
+    assert fit.counts == {m: 3 for m in fit.names} and fit.blocked and fit.df == 2
+    assert int(steps.set_index("run").loc["large_kernel", "seeds"]) == 3
+
+
+def test_leave_one_out_text_compares_with_the_start():
+    start = dict(kernel_size=7, act="gelu", norm="layer")
+    runs = [("convnext", start, 0.0), ("no_large_kernel", dict(start, kernel_size=3), -2.0),
+            ("no_layer_norm", dict(start, norm="batch"), 3.0)]
+    rows = [dict(order=i, run=run, seed=seed, status="ok", top1=80.0 + d + 0.1 * seed * (i + 1),
+                 config=json.dumps(c)) for i, (run, c, d) in enumerate(runs) for seed in (0, 1, 2)]
+    text = build(pd.DataFrame(rows))["findings"]
+    assert "compared with convnext" in text and "went from" not in text and "gains" not in text
+
+
+def test_identical_seeds_are_not_called_unreplicated():
+    rows = synthetic_rows(STEPS[:3])
+    for r in rows:
+        r["top1"] = 70.0 + r["order"]
+    text = build(pd.DataFrame(rows))["findings"]
+    assert "Without seed replication" not in text and "identical" in text
+
+
+def test_same_direction_and_the_kernel_sweep_tie_band():
+    steps = [("resnet50", 78.82, 0.07, 1.5, [70.0, 71.0, 70.5], [1] * 3),
+             ("stage_ratio", 79.36, 0.07, 1.6, [72.0, 73.0, 72.5], [1] * 3),   # +2.0, paper +0.54
+             ("k5", 79.56, None, 1.6, [72.1, 73.0, 72.6], [1] * 3)]            # paper +0.20, one run
+    trans = transitions(pd.DataFrame(synthetic_rows(steps)))
+    assert trans.iloc[0]["verdict"] == "same direction"
+    # +0.20 is outside the 3-run band (0.161) but inside a one-run point's (0.228)
+    assert trans.iloc[1]["paper_sign"] == "0"

@@ -2,9 +2,11 @@
 
 `timm.create_model`, `timm.list_models`, `features_only`, `timm.data.resolve_data_config`,
 `timm.optim.create_optimizer_v2`, `pretrained=True` with a checkpoint file written here.
-All-steps loops run at 32 px; the endpoints are checked against timm at 224 px.
+All-steps loops run at a fraction of the width, at 32 px (224 px where timm checks its default
+input size); the endpoints are checked against timm at 224 px.
 """
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -20,7 +22,7 @@ from torch import nn
 
 from helpers import randomize
 import roadmap  # noqa: F401  (registers the models)
-from roadmap.custom import Roadmap, load_roadmap
+from roadmap.custom import Roadmap, load_roadmap, toggles
 from roadmap.errors import RoadmapError
 from roadmap.model import RoadmapNet
 from roadmap.registry import config_for, kernel_sweep, step_names
@@ -106,11 +108,12 @@ def test_list_models_and_names():
 
 @pytest.mark.parametrize("name", MODELS)
 def test_create_model_with_timm_arguments(name):
-    m = timm.create_model(name, num_classes=10, drop_path_rate=0.1, in_chans=1, **SMALL)
+    m = timm.create_model(name, num_classes=10, drop_path_rate=0.1, drop_rate=0.2, in_chans=1, **SMALL)
     assert isinstance(m, RoadmapNet)
     assert m.cfg == MODELS[name].replace(num_classes=10, in_chans=1, drop_path_rate=0.1, **SMALL)
     assert m.stem.conv.in_channels == 1
     assert m.stages[-1].blocks[-1].drop_path.drop_prob == pytest.approx(0.1)
+    assert m.head.drop.p == 0.2
     with torch.no_grad():
         assert m.eval()(torch.randn(2, 1, 32, 32)).shape == (2, 10)
     cfg = m.pretrained_cfg
@@ -138,8 +141,65 @@ def test_kernel_sweep_variants_have_their_kernel():
 def test_toggles_pass_through_and_unknown_keywords_fail():
     m = timm.create_model("roadmap_gelu", num_classes=10, kernel_size=5, small_input_stem=True)
     assert m.cfg == config_for("gelu", num_classes=10, kernel_size=5, small_input_stem=True)
-    with pytest.raises(RoadmapError, match="unknown toggle.*kernel_sise"):
+    with pytest.raises(RoadmapError,
+                       match="^roadmap_gelu: unknown toggle.*'kernel_sise' .did you mean 'kernel_size'"):
         timm.create_model("roadmap_gelu", kernel_sise=5)
+    # timm's ResNet/ConvNeXt name for a toggle points to the toggle
+    with pytest.raises(RoadmapError,
+                       match="^roadmap_gelu: unknown toggle or keyword 'act_layer' .did you mean 'act'"):
+        timm.create_model("roadmap_gelu", act_layer="relu")
+
+
+# (keyword, a value it refuses, what the one-line error says it takes)
+BAD_KEYWORDS = [
+    ("kernel_size", True, "an odd positive integer"),  # not silently 1x1
+    ("kernel_size", "7", "an odd positive integer"),
+    ("kernel_size", 7.0, "an odd positive integer"),
+    ("kernel_size", 4, "an odd positive integer"),
+    ("kernel_size", 0, "an odd positive integer"),
+    ("widths", (0, 96, 192, 384), "a list of 4 positive integers, one per stage"),
+    ("depths", (0, 0, 0, 0), "a list of 4 positive integers, one per stage"),
+    ("depths", (3, 3, 9), "a list of 4 positive integers, one per stage"),
+    ("depths", "3,3,9,3", "a list of 4 positive integers, one per stage"),
+    ("expansion", 0, "a positive integer"),
+    ("patch_size", -4, "a positive integer"),
+    ("depthwise", 1, "True or False"),
+    ("act", "tanh", "one of 'relu', 'gelu'"),
+    ("layer_scale_init", "1e-6", "a number, or None"),
+    ("drop_path_rate", 1.0, r"a number in \[0, 1\)"),
+    ("drop_path_rate", "0.1", r"a number in \[0, 1\)"),
+    ("drop_rate", -0.1, r"a number in \[0, 1\)"),
+    ("num_classes", -1, "an integer >= 0"),
+    ("num_classes", 10.0, "an integer >= 0"),
+    ("in_chans", 0, "a positive integer"),
+    ("global_pool", "catavgmax", "one of '', 'avg', 'max', 'avgmax'"),
+    ("global_pool", "mean", "one of '', 'avg', 'max', 'avgmax'"),
+    ("output_stride", 4, "8, 16 or 32"),
+    ("output_stride", "16", "8, 16 or 32"),
+]
+
+
+@pytest.mark.parametrize("key,value,takes", BAD_KEYWORDS)
+def test_a_wrong_keyword_is_one_error_naming_it(key, value, takes):
+    """timm keywords are checked as a roadmap file's toggles are: a wrong type or range is one
+    line naming the model, the keyword and what it takes, before anything is built."""
+    with pytest.raises(RoadmapError) as e:
+        timm.create_model("roadmap_gelu", **{key: value})
+    assert "\n" not in str(e.value)
+    assert re.match(f"roadmap_gelu: {re.escape(key)}={re.escape(repr(value))} is not allowed; "
+                    f"{re.escape(key)} takes {takes}", str(e.value)), str(e.value)
+    if key in toggles():  # and a roadmap file refuses it too
+        with pytest.raises(RoadmapError):
+            Roadmap("timm keyword check", start="gelu", steps=[dict(name="x", changes={key: value})])
+
+
+def test_keywords_are_converted_as_toggles_are():
+    m = timm.create_model("roadmap_gelu", widths=[8, 16, 32, 64], layer_scale_init=1, drop_rate=0)
+    assert m.cfg.widths == (8, 16, 32, 64) and m.cfg.layer_scale_init == 1.0
+    assert isinstance(m.cfg.layer_scale_init, float)
+    # a combination the step cannot build: one error naming the model
+    with pytest.raises(RoadmapError, match="^roadmap_gelu: small_input_stem halves patch_size=5"):
+        timm.create_model("roadmap_gelu", small_input_stem=True, patch_size=5)
 
 
 @pytest.mark.parametrize("name", ["roadmap_resnet50", "roadmap_separate_downsampling"])
@@ -162,6 +222,87 @@ def test_data_config_with_one_channel_like_timm(name, timm_name):
     for resolve in (lambda m: timm.data.resolve_data_config({}, model=m), timm.data.resolve_input_data_config):
         got, expected = resolve(ours), resolve(ref)
         assert {k: got[k] for k in keys} == {k: expected[k] for k in keys}
+
+
+# ---- timm's conventions: global_pool, reset_classifier, output_stride ------------------
+
+@pytest.mark.parametrize("name", MODELS)
+def test_timm_default_cfg_conventions(name):
+    """What timm's test_model_default_cfgs checks of every timm model, at the default input
+    size: the unpooled map matches pool_size, num_features is its width, reset_classifier(0)
+    pools, reset_classifier(0, '') and create_model(num_classes=0, global_pool='') do not,
+    and the cfg's classifier and first conv are in the state_dict."""
+    m = timm.create_model(name, **SMALL).eval()
+    cfg, state = m.pretrained_cfg, m.state_dict()
+    assert cfg["classifier"] + ".weight" in state and cfg["first_conv"] + ".weight" in state
+    width = MODELS[name].replace(**SMALL).residual_widths[-1]
+    assert m.num_features == m.head_hidden_size == width
+    x = torch.randn(1, *cfg["input_size"])
+    unpooled = (1, width, *cfg["pool_size"])
+    with torch.no_grad():
+        assert m.forward_features(x).shape == unpooled
+        m.reset_classifier(0)
+        assert m.num_classes == 0
+        assert m(x).shape == (1, m.head_hidden_size)
+        m.reset_classifier(0, "")
+        assert m(x).shape == unpooled
+        bare = timm.create_model(name, num_classes=0, global_pool="", **SMALL).eval()
+        assert bare(x).shape == unpooled
+
+
+@pytest.mark.parametrize("name", ["roadmap_resnet50", "roadmap_separate_downsampling"])
+def test_global_pool_types(name):
+    """'avg', 'max', 'avgmax' pool the last map (then the head norm, where the step has one),
+    set at creation or by reset_classifier; '' with classes only where the head can have it."""
+    x = torch.randn(2, 3, 64, 64)
+    pools = {"avg": lambda f: f.mean((2, 3), keepdim=True), "max": lambda f: f.amax((2, 3), keepdim=True),
+             "avgmax": lambda f: 0.5 * (f.mean((2, 3), keepdim=True) + f.amax((2, 3), keepdim=True))}
+    for pool, fn in pools.items():
+        m = timm.create_model(name, num_classes=0, global_pool=pool, **SMALL).eval()
+        with torch.no_grad():
+            f = m.forward_features(x)
+            expected = getattr(m.head, "norm", nn.Identity())(fn(f)).flatten(1)
+            assert torch.allclose(m(x), expected, atol=1e-6)
+        m.reset_classifier(10, "max" if pool != "max" else "avg")
+        assert m.head.global_pool.pool_type == ("max" if pool != "max" else "avg")
+        assert m(x).shape == (2, 10) and m.num_classes == 10
+    if name == "roadmap_resnet50":  # pool -> fc: no classifier of an unpooled map, as timm's ResNet
+        with pytest.raises(RoadmapError, match="^roadmap_resnet50: global_pool='' with num_classes=10"):
+            timm.create_model(name, num_classes=10, global_pool="")
+        m = timm.create_model(name, num_classes=0, global_pool="", **SMALL)
+        with pytest.raises(RoadmapError, match="global_pool='' with num_classes=10"):
+            m.reset_classifier(10)
+    else:  # pool -> norm -> fc: a 1x1-conv classifier of every position, as timm's ConvNeXt
+        m = timm.create_model(name, num_classes=10, global_pool="", **SMALL).eval()
+        assert m(x).shape == (2, 10, 2, 2)
+
+
+@pytest.mark.parametrize("name", STEPS)
+def test_output_stride_dilates_with_the_same_parameters(name):
+    """output_stride=16 (8): the last stage (two) dilate instead of striding: 14x14 (28x28)
+    maps at 224 px, the same parameters, feature_info reductions to match."""
+    x = torch.randn(1, 3, 224, 224)
+    base = timm.create_model(name, **SMALL)
+    for output_stride, reductions in ((16, [4, 8, 16, 16]), (8, [4, 8, 8, 8])):
+        dense = timm.create_model(name, output_stride=output_stride, **SMALL).eval()
+        assert {k: v.shape for k, v in dense.state_dict().items()} == \
+            {k: v.shape for k, v in base.state_dict().items()}
+        dense.load_state_dict(base.state_dict())  # strict: the same tensors
+        assert [i["reduction"] for i in dense.feature_info] == reductions
+        with torch.no_grad():
+            assert dense.forward_features(x).shape[-2:] == (224 // output_stride,) * 2
+            assert dense(x).shape == (1, 1000)
+        feats = timm.create_model(name, features_only=True, output_stride=output_stride, **SMALL)
+        assert feats.feature_info.reduction() == reductions
+
+
+def test_output_stride_with_small_input_stem():
+    """The small-input stem halves every reduction; output_stride caps the last one."""
+    for output_stride, reductions in ((32, [2, 4, 8, 16]), (16, [2, 4, 8, 16]), (8, [2, 4, 8, 8])):
+        m = timm.create_model("roadmap_separate_downsampling", small_input_stem=True,
+                              output_stride=output_stride, **SMALL).eval()
+        assert [i["reduction"] for i in m.feature_info] == reductions
+        assert m.forward_features(torch.randn(1, 3, 32, 32)).shape[-1] == 32 // reductions[-1]
 
 
 # ---- features_only and forward_intermediates ------------------------------------------
@@ -261,6 +402,38 @@ def test_pretrained_features_only_match_timm_at_224(name, timm_name, timm_checkp
             assert (a - b).abs().max().item() <= 1e-4
 
 
+@pytest.mark.parametrize("name,timm_name", ENDPOINTS)
+@pytest.mark.parametrize("output_stride,px", [(16, 224), (8, 64)])
+def test_pretrained_endpoint_with_output_stride_matches_timm(name, timm_name, output_stride, px,
+                                                              timm_checkpoints, no_download):
+    """The same checkpoint and output_stride in ours and in timm's model: the same dense maps."""
+    _, path = timm_checkpoints[timm_name]
+    kw = dict(pretrained=True, pretrained_cfg_overlay=dict(file=path), output_stride=output_stride)
+    ours, ref = timm.create_model(name, **kw).eval(), timm.create_model(timm_name, **kw).eval()
+    # timm's resnet50 lists its stem as feature 0
+    assert [i["reduction"] for i in ours.feature_info] == [i["reduction"] for i in ref.feature_info][-4:]
+    x = torch.randn(1, 3, px, px)
+    with torch.no_grad():
+        got, expected = ours.forward_features(x), ref.forward_features(x)
+        assert got.shape[-2:] == (px // output_stride,) * 2
+        assert (got - expected).abs().max().item() <= 1e-4
+        assert (ours(x) - ref(x)).abs().max().item() <= 1e-4
+
+
+@pytest.mark.parametrize("name,timm_name", ENDPOINTS)
+def test_pretrained_endpoint_pooling_matches_timm(name, timm_name, timm_checkpoints, no_download):
+    _, path = timm_checkpoints[timm_name]
+    x = torch.randn(1, 3, 64, 64)
+    for kw in (dict(global_pool="max"), dict(global_pool="avgmax"), dict(num_classes=0, global_pool="")):
+        kw.update(pretrained=True, pretrained_cfg_overlay=dict(file=path))
+        ours, ref = timm.create_model(name, **kw).eval(), timm.create_model(timm_name, **kw).eval()
+        with torch.no_grad():
+            assert (ours(x) - ref(x)).abs().max().item() <= 1e-4
+            ours.reset_classifier(0, "avg")
+            ref.reset_classifier(0, "avg")
+            assert (ours(x) - ref(x)).abs().max().item() <= 1e-4
+
+
 def test_pretrained_errors(timm_checkpoints, no_download):
     _, resnet_file = timm_checkpoints["resnet50"]
     with pytest.raises(RoadmapError, match="only the endpoints.*checkpoint_path"):
@@ -270,6 +443,9 @@ def test_pretrained_errors(timm_checkpoints, no_download):
                           pretrained_cfg_overlay=dict(file=resnet_file))
     with pytest.raises(RoadmapError, match=r"downloads nothing.*pretrained_cfg_overlay=dict\(file=PATH\)"):
         timm.create_model("roadmap_resnet50", pretrained=True)
+    with pytest.raises(RoadmapError, match="^roadmap_resnet50: kernel_size='3' is not allowed"):
+        timm.create_model("roadmap_resnet50", pretrained=True, kernel_size="3",
+                          pretrained_cfg_overlay=dict(file=resnet_file))
     with pytest.raises(RoadmapError, match="does not fit"):
         timm.create_model("roadmap_separate_downsampling", pretrained=True,
                           pretrained_cfg_overlay=dict(file=resnet_file))

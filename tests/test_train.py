@@ -17,7 +17,7 @@ from roadmap import data as D
 from roadmap import train as T
 from roadmap.env import amp_dtype, cpus_available, cpus_per_task, loader_workers
 from roadmap.plan import paper_plan
-from roadmap.recipe import get_preset
+from roadmap.recipe import settings
 from roadmap.registry import config_for
 from roadmap.train import scale_config, train_run, unpack_bits
 
@@ -37,10 +37,10 @@ def test_numbers_are_those_of_the_loop_before_the_rewrite(step):
     torch.set_num_threads(2)
     try:
         ds = D.load_dataset("fashion-mnist").subset(None, 1000)
-        recipe = get_preset("reference").with_overrides(["max_updates=50", "val_subset=1000"])
+        recipe, ex = settings("reference", ["max_updates=50", "val_subset=1000"])
         spec = paper_plan(only=[step])[0]
         cfg = scale_config(spec.cfg, recipe, ds.num_classes)
-        m = train_run(spec.name, cfg, recipe, recipe, ds, 0, torch.device("cpu"), progress=False)
+        m = train_run(spec.name, cfg, recipe, ex, ds, 0, torch.device("cpu"), progress=False)
     finally:
         torch.set_num_threads(threads)
     assert {k: m[k] for k in BEFORE[step]} == BEFORE[step]
@@ -81,9 +81,9 @@ def image_folder(root, per_class=12, size=40):
 
 
 def run(step, ds, sets, ckpt=None, **kw):
-    recipe = get_preset(kw.pop("preset", "demo")).with_overrides(sets)
+    recipe, ex = settings(kw.pop("preset", "demo"), sets)
     cfg = scale_config(config_for(step), recipe, ds.num_classes)
-    return train_run(step, cfg, recipe, recipe, ds, 0, kw.pop("device", torch.device("cpu")),
+    return train_run(step, cfg, recipe, ex, ds, 0, kw.pop("device", torch.device("cpu")),
                      ckpt, progress=False, **kw)
 
 
@@ -139,8 +139,8 @@ def test_the_folder_loader_is_built_once_per_run(tmp_path, monkeypatch):
     built = []
     real = D.folder_loader
     monkeypatch.setattr(D, "folder_loader", lambda *a, **kw: built.append(a[3]) or real(*a, **kw))
-    m = run("resnet50", ds, ["img_size=32", "batch_size=4", "epochs=3", "width_scale=0.25",
-                             "workers=0", "eval_batch_size=4"], preset="imagenette")
+    m = run("resnet50", ds, ["img_size=32", "batch_size=4", "epochs=3", "warmup_epochs=1",
+                             "width_scale=0.25", "workers=0", "eval_batch_size=4"], preset="imagenette")
     assert m["epochs"] == 3 and m["top1_ema"] is not None
     assert built == [True, False]  # one training loader for 3 epochs; one for both evaluations
 
