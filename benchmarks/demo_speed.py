@@ -12,13 +12,14 @@ import torch
 
 from roadmap import data as D
 from roadmap.plan import paper_plan
-from roadmap.recipe import get_preset
-from roadmap.train import train_run
+from roadmap.recipe import settings
+from roadmap.train import scale_config, train_run
 
 
 def img_per_s(spec, ds, overrides, updates):
-    recipe = get_preset("demo").with_overrides([f"max_updates={updates}", *overrides])
-    m = train_run(spec.name, spec.cfg, recipe, ds, 0, torch.device("cpu"), progress=False)
+    recipe, ex = settings("demo", [f"max_updates={updates}", *overrides])
+    cfg = scale_config(spec.cfg, recipe, ds.num_classes)
+    m = train_run(spec.name, cfg, recipe, ex, ds, 0, torch.device("cpu"), progress=False)
     return m["train_img_s"]
 
 

@@ -1,20 +1,19 @@
-"""`roadmap bench`: speed and memory of our built models against timm's, and of our runner.
+"""`roadmap bench`: speed and memory of every step, of our built models against timm's, and
+of our runner.
 
-Two comparisons, on the current device, in one process:
-
+- per step: training img/s (forward, backward, AdamW step), inference img/s and the memory
+  one training / inference step allocates on top of the weights and optimizer state, beside
+  params and fvcore GFLOPs, each as a ratio to resnet50 (`--steps all`: the whole roadmap).
 - built model vs timm: for the endpoints, `build("resnet50")` vs `timm.create_model("resnet50")`
   and `build("separate_downsampling")` vs `timm.create_model("convnext_tiny")` (random
-  weights, nothing downloaded): training img/s (forward, backward, AdamW step), inference
-  img/s and the memory one training / inference step allocates on top of the weights and
-  optimizer state. Other steps are measured alone.
+  weights, nothing downloaded), on the same batch.
 - runner vs bare loop: `train_run` (the code `roadmap run` trains with) against a bare loop
   over the same model, optimizer and batches; the difference is the runner's overhead
   (batch assembly, loss bookkeeping, schedule).
 
-Measurements alternate between the contenders and keep the best of --repeats, so load
-from other processes on a shared machine hurts both alike.
+Measurements alternate their order between repeats and keep the best of --repeats, so load
+from other processes on a shared machine hurts all contenders alike.
 """
-import ctypes
 import itertools
 import platform
 import time
@@ -23,21 +22,22 @@ from typing import Callable, Dict, List, Optional
 
 import torch
 
+from .env import autocast_for, memory_format, sync
 from .errors import RoadmapError
+from .measure import (PROCESS_PEAK, current_memory_mb, model_cost, peak_memory_mb,
+                      reset_peak_memory)
 
 TIMM_TWINS = {"resnet50": "resnet50", "separate_downsampling": "convnext_tiny"}
 NUM_CLASSES = 1000
+BASELINE = "resnet50"
 
 
 # ---------------------------------------------------------------------------- measuring
 
-def sync(device: torch.device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def img_per_s(step: Callable[[], None], images: int, warmup: int, iters: int,
               device: torch.device) -> float:
+    """Images per second over `iters` calls of `step`, after `warmup` untimed ones (the first
+    compiles, autotunes and allocates)."""
     for _ in range(warmup):
         step()
     sync(device)
@@ -48,42 +48,21 @@ def img_per_s(step: Callable[[], None], images: int, warmup: int, iters: int,
     return images * iters / (time.perf_counter() - t0)
 
 
-def _status_kb(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise OSError(field)
-
-
 def step_memory_mb(step: Callable[[], None], device: torch.device) -> Optional[float]:
-    """Peak memory one call of `step` allocates above what is live before it.
-
-    CUDA: the caching allocator's peak. CPU (Linux): the peak resident set, after returning
-    freed heap pages to the OS and resetting the high-water mark; None elsewhere.
-    """
-    if device.type == "cuda":
-        sync(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-        step()
-        sync(device)
-        return (torch.cuda.max_memory_allocated(device) - base) / 2 ** 20
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-        base = _status_kb("VmRSS")
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # reset VmHWM to the current RSS
-        step()
-        return (_status_kb("VmHWM") - base) / 1024
-    except OSError:
+    """Peak memory one call of `step` allocates above what is live before it, measured as a
+    run's peak is (`measure.reset_peak_memory`); None where only a process peak exists."""
+    method = reset_peak_memory(device)
+    if method == PROCESS_PEAK:
         return None
+    base = current_memory_mb(device, method)
+    step()
+    sync(device)
+    return peak_memory_mb(device, method) - base
 
 
-def prepare(model, recipe, device: torch.device):
-    fmt = torch.channels_last if recipe.channels_last else torch.contiguous_format
-    model = model.to(device).to(memory_format=fmt)
-    return model, (torch.compile(model) if recipe.compile else model)
+def prepare(model, ex, device: torch.device):
+    model = model.to(device).to(memory_format=memory_format(ex))
+    return model, (torch.compile(model) if ex.compile else model)
 
 
 def train_step(model, run_model, batches, recipe, device):
@@ -91,7 +70,7 @@ def train_step(model, run_model, batches, recipe, device):
     loss and autocast) and nothing else."""
     from timm.loss import LabelSmoothingCrossEntropy
 
-    from .train import autocast_for, make_optimizer
+    from .train import make_optimizer
 
     optimizer = make_optimizer(model, recipe, recipe.scaled_lr(recipe.batch_size))
     criterion = LabelSmoothingCrossEntropy(recipe.smoothing)
@@ -108,16 +87,14 @@ def train_step(model, run_model, batches, recipe, device):
 
 
 def infer_step(run_model, x, recipe, device):
-    from .train import autocast_for
-
     def step():
         with torch.no_grad(), autocast_for(device, recipe.amp):
             run_model(x)
     return step
 
 
-def measure(model, x, y, recipe, device, warmup, iters, memory: bool) -> Dict[str, Optional[float]]:
-    model, run_model = prepare(model, recipe, device)
+def measure(model, x, y, recipe, ex, device, warmup, iters, memory: bool) -> Dict[str, Optional[float]]:
+    model, run_model = prepare(model, ex, device)
     model.train()
     train = train_step(model, run_model, [(x, y)], recipe, device)
     out = dict(train_img_s=img_per_s(train, len(x), warmup, iters, device),
@@ -127,6 +104,7 @@ def measure(model, x, y, recipe, device, warmup, iters, memory: bool) -> Dict[st
     out.update(infer_img_s=img_per_s(infer, len(x), warmup, iters, device),
                infer_mb=step_memory_mb(infer, device) if memory else None)
     model.train()
+    model.zero_grad(set_to_none=True)  # the gradients go with the optimizer: the next one starts even
     return out
 
 
@@ -139,43 +117,69 @@ def best(runs: List[Dict]) -> Dict:
     return out
 
 
-# ---------------------------------------------------------------------------- the two comparisons
+# ---------------------------------------------------------------------------- the comparisons
 
 def bench_recipe(batch_size: int, resolution: int, overrides=None):
-    """The paper's recipe without augmentation or stochastic depth (timm's models have none
-    by default); the speed switches (amp, channels_last, compile) as in `roadmap run`."""
-    from .recipe import get_preset
+    """(recipe, execution): the paper's recipe without augmentation or stochastic depth
+    (timm's models have none by default); the speed switches (amp, channels_last, compile)
+    as in `roadmap run`."""
+    from .recipe import apply_overrides, get_execution, get_preset
 
     recipe = replace(get_preset("imagenet"), description="roadmap bench", img_size=resolution,
                      batch_size=batch_size, epochs=1, warmup_epochs=0, randaug=None, mixup=0.0,
-                     cutmix=0.0, reprob=0.0, drop_path=0.0, max_shift=0, hflip=False,
-                     eval_batch_size=batch_size, workers=0, ckpt_every_s=1e9)  # never: only epoch ends
-    return recipe.with_overrides(overrides)
+                     cutmix=0.0, reprob=0.0, drop_path=0.0, max_shift=0, hflip=False)
+    ex = replace(get_execution("imagenet"), eval_batch_size=batch_size, workers=0,
+                 ckpt_every_s=1e9)  # never: only epoch ends
+    return apply_overrides(recipe, ex, overrides)
 
 
-def compare_with_timm(step: str, recipe, device, warmup, iters, repeats) -> List[Dict]:
-    """Rows for our model (and timm's twin, if the step has one) on the same batch."""
+def contenders(steps: List[str]) -> Dict[tuple, Callable[[], torch.nn.Module]]:
+    """(step, model) -> a builder: ours for every step, timm's twin where the step has one."""
     import timm
 
     import roadmap
 
+    out = {}
+    for step in steps:
+        out[(step, "ours")] = lambda step=step: roadmap.build(step, num_classes=NUM_CLASSES)
+        if step in TIMM_TWINS:
+            out[(step, f"timm {TIMM_TWINS[step]}")] = lambda step=step: timm.create_model(
+                TIMM_TWINS[step], pretrained=False, num_classes=NUM_CLASSES)
+    return out
+
+
+def measure_all(steps: List[str], recipe, ex, device, warmup, iters, repeats) -> List[Dict]:
+    """One row per (step, model): the best of `repeats`, the order reversed every other
+    repeat (the first measured pays the process's first-touch costs); memory in the last
+    two repeats, so once in each order."""
     g = torch.Generator().manual_seed(0)
     x = torch.randn(recipe.batch_size, 3, recipe.img_size, recipe.img_size, generator=g)
     y = torch.randint(0, NUM_CLASSES, (recipe.batch_size,), generator=g)
-    fmt = torch.channels_last if recipe.channels_last else torch.contiguous_format
-    x, y = x.to(device).contiguous(memory_format=fmt), y.to(device)
-    models = {"ours": roadmap.build(step, num_classes=NUM_CLASSES)}
-    if step in TIMM_TWINS:
-        models[f"timm {TIMM_TWINS[step]}"] = timm.create_model(TIMM_TWINS[step], pretrained=False,
-                                                               num_classes=NUM_CLASSES)
-    runs = {name: [] for name in models}
+    x, y = x.to(device).contiguous(memory_format=memory_format(ex)), y.to(device)
+    builders = contenders(steps)
+    models = {c: build() for c, build in builders.items()}
+    runs = {c: [] for c in models}
     for r in range(repeats):
-        # alternate who goes first: the first measured pays the process's first-touch costs;
-        # memory in the last two repeats, so once in each order
-        for name in (list(models) if r % 2 == 0 else list(models)[::-1]):
-            runs[name].append(measure(models[name], x, y, recipe, device, warmup, iters,
-                                      memory=(r >= repeats - 2)))
-    return [dict(step=step, model=name, **best(r)) for name, r in runs.items()]
+        for c in (list(models) if r % 2 == 0 else list(models)[::-1]):
+            runs[c].append(measure(models[c], x, y, recipe, ex, device, warmup, iters,
+                                   memory=(r >= repeats - 2)))
+    return [dict(step=step, model=name, **best(runs[(step, name)])) for step, name in models]
+
+
+def step_rows(rows: List[Dict], resolution: int) -> List[Dict]:
+    """Our rows with params and GFLOPs, and every number as a ratio to resnet50's."""
+    from .registry import config_for
+
+    ours = []
+    for row in rows:
+        if row["model"] == "ours":
+            params, gflops = model_cost(config_for(row["step"], num_classes=NUM_CLASSES), resolution)
+            ours.append(dict(row, params_m=params / 1e6, gflops=gflops))
+    base = next((r for r in ours if r["step"] == BASELINE), None)
+    for r in ours:
+        for k in ("gflops", "train_img_s", "infer_img_s", "train_mb", "infer_mb"):
+            r[f"{k}_ratio"] = _ratio(r[k], base[k]) if base is not None else None
+    return ours
 
 
 def synthetic_dataset(recipe, n: int):
@@ -190,19 +194,16 @@ def synthetic_dataset(recipe, n: int):
                      images(n), labels(n), images(recipe.batch_size), labels(recipe.batch_size))
 
 
-def runner_img_s(step: str, recipe, ds, device, warmup: int) -> float:
-    """img/s of `train_run` itself over its updates after `warmup`, by its own clock."""
+def runner_img_s(step: str, recipe, ex, ds, device) -> float:
+    """img/s of `train_run` itself, by its own clock (its first updates are warm-up)."""
     from .registry import config_for
-    from .train import train_run
+    from .train import scale_config, train_run
 
-    train_s = {0: 0.0}  # update -> training seconds so far (on_update gives cumulative img/s)
-    record = lambda m: train_s.__setitem__(m["update"], m["update"] * recipe.batch_size / m["img_s"])
-    train_run(step, config_for(step), recipe, ds, 0, device, progress=False, on_update=record)
-    last = max(train_s)
-    return (last - warmup) * recipe.batch_size / (train_s[last] - train_s[warmup])
+    cfg = scale_config(config_for(step), recipe, ds.num_classes)
+    return train_run(step, cfg, recipe, ex, ds, 0, device, progress=False)["train_img_s"]
 
 
-def bare_img_s(step: str, recipe, ds, device, warmup: int, iters: int) -> float:
+def bare_img_s(step: str, recipe, ex, ds, device, warmup: int, iters: int) -> float:
     """The same model (seed, width, memory format), optimizer and batches in a bare loop."""
     from . import data as D
     from .model import RoadmapNet
@@ -211,8 +212,8 @@ def bare_img_s(step: str, recipe, ds, device, warmup: int, iters: int) -> float:
 
     torch.manual_seed(0)
     model = RoadmapNet(scale_config(config_for(step), recipe, ds.num_classes))
-    model, run_model = prepare(model, recipe, device)
-    fmt = torch.channels_last if recipe.channels_last else torch.contiguous_format
+    model, run_model = prepare(model, ex, device)
+    fmt = memory_format(ex)
     batches = [(x.contiguous(memory_format=fmt), y) for x, y in D.memory_train_batches(
         ds, recipe.img_size, recipe.batch_size, 0, 0, 0, recipe.max_shift, recipe.hflip,
         str(device))]
@@ -220,12 +221,15 @@ def bare_img_s(step: str, recipe, ds, device, warmup: int, iters: int) -> float:
     return img_per_s(step_fn, recipe.batch_size, warmup, iters, device)
 
 
-def runner_overhead(step: str, recipe, device, warmup, iters, repeats) -> Dict:
-    ds = synthetic_dataset(recipe, (warmup + iters) * recipe.batch_size)
+def runner_overhead(step: str, recipe, ex, device, warmup, iters, repeats) -> Dict:
+    from .train import WARMUP_UPDATES
+
+    # the runner's own warm-up, then as many timed updates as the bare loop's
+    ds = synthetic_dataset(recipe, (WARMUP_UPDATES + iters) * recipe.batch_size)
     runner, bare = [], []
     for _ in range(repeats):
-        bare.append(bare_img_s(step, recipe, ds, device, warmup, iters))
-        runner.append(runner_img_s(step, recipe, ds, device, warmup))
+        bare.append(bare_img_s(step, recipe, ex, ds, device, warmup, iters))
+        runner.append(runner_img_s(step, recipe, ex, ds, device))
     r, b = max(runner), max(bare)
     return dict(step=step, runner_img_s=r, bare_img_s=b, ratio=r / b)
 
@@ -261,6 +265,19 @@ def _ratio(a, b):
     return None if a is None or b is None or b == 0 else a / b
 
 
+def format_step_table(rows: List[Dict]) -> str:
+    """Per step: params, GFLOPs, speed and memory; then each as a ratio to resnet50."""
+    keys = ("gflops", "train_img_s", "infer_img_s", "train_mb", "infer_mb")
+    cols = ("GFLOPs", "train img/s", "infer img/s", "train MB", "infer MB")
+    lines = [f"{'step':24s} {'params M':>9s}" + "".join(f"{c:>12s}" for c in cols)
+             + "   " + "".join(f"{c + ' x':>14s}" for c in cols)]
+    for r in rows:
+        lines.append(f"{r['step']:24s} {r['params_m']:9.2f}" + f"{r['gflops']:12.3f}"
+                     + "".join(f"{_fmt(r[k]):>12s}" for k in keys[1:]) + "   "
+                     + "".join(f"{_fmt(r[k + '_ratio'], '.2f', 'x'):>14s}" for k in keys))
+    return "\n".join(lines)
+
+
 def format_timm_table(rows: List[Dict]) -> str:
     cols = ("train img/s", "infer img/s", "train MB", "infer MB")
     keys = ("train_img_s", "infer_img_s", "train_mb", "infer_mb")
@@ -284,35 +301,43 @@ def format_runner_table(rows: List[Dict]) -> str:
     return "\n".join(lines)
 
 
-def cmd_bench(args):
+def bench_steps(text: str) -> List[str]:
+    """`--steps`: comma-separated step names, or `all` (the whole roadmap, in order)."""
     from .plan import paper_plan
-    from .train import configure_cuda, resolve_device
+
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    return [s.name for s in paper_plan(only=None if names == ["all"] else names)]
+
+
+def cmd_bench(args):
+    from .env import configure_cuda, resolve_device
 
     device = resolve_device(args.device)
     cuda = device.type == "cuda"
     if args.threads:
         torch.set_num_threads(args.threads)
-    steps = [s.name for s in paper_plan(only=[t.strip() for t in args.steps.split(",") if t.strip()])]
+    steps = bench_steps(args.steps)
     # A CPU takes seconds per ResNet-50 update at 224 px: smaller defaults there.
     default = lambda value, on_cuda, on_cpu: value if value is not None else (on_cuda if cuda else on_cpu)
     batch = default(args.batch_size, 64, 8)
     iters, warmup, repeats = default(args.iters, 20, 2), default(args.warmup, 5, 1), default(args.repeats, 3, 5)
     if min(batch, iters, repeats) < 1 or warmup < 0:
         raise RoadmapError("--batch-size, --iters and --repeats must be at least 1, --warmup at least 0")
-    recipe = bench_recipe(batch, args.resolution, args.set)
+    recipe, ex = bench_recipe(batch, args.resolution, args.set)
     if cuda:
-        configure_cuda(recipe)  # as `roadmap run` does
-    if cuda:
-        torch.backends.cudnn.benchmark = recipe.cudnn_benchmark
+        configure_cuda(ex)  # as `roadmap run` does
     print(f"roadmap bench on {device_line(device)}")
     print(f"batch {batch} at {args.resolution} px, {iters} timed iterations after {warmup} warm-up, "
-          f"best of {repeats}; amp {recipe.amp and cuda}, channels_last {recipe.channels_last}, "
-          f"compile {recipe.compile}", flush=True)
-    rows = [row for step in steps
-            for row in compare_with_timm(step, recipe, device, warmup, iters, repeats)]
-    print("\nbuilt model vs timm (MB: what one step allocates above weights and optimizer state)")
-    print(format_timm_table(rows), flush=True)
+          f"best of {repeats}; amp {recipe.amp and cuda}, channels_last {ex.channels_last}, "
+          f"compile {ex.compile}", flush=True)
+    rows = measure_all(steps, recipe, ex, device, warmup, iters, repeats)
+    print(f"\nper step (MB: what one step allocates above weights and optimizer state; "
+          f"x: ratio to {BASELINE})")
+    print(format_step_table(step_rows(rows, args.resolution)), flush=True)
+    if any(r["model"] != "ours" for r in rows):
+        print("\nbuilt model vs timm")
+        print(format_timm_table([r for r in rows if r["step"] in TIMM_TWINS]), flush=True)
     if not args.no_runner:
-        overhead = [runner_overhead(step, recipe, device, warmup, iters, repeats) for step in steps]
+        overhead = [runner_overhead(step, recipe, ex, device, warmup, iters, repeats) for step in steps]
         print("\nrunner (train_run) vs a bare loop: same model, optimizer and batches")
         print(format_runner_table(overhead))

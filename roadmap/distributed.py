@@ -10,7 +10,7 @@ import torch
 import torch.distributed
 
 from .errors import RoadmapError
-from .train import Dist, resolve_device
+from .env import Dist, resolve_device
 
 ENV_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 

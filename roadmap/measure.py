@@ -1,6 +1,11 @@
-"""Model measurements: parameters and fvcore FLOPs (one multiply-add = one FLOP, as in the paper)."""
+"""Model measurements: parameters and fvcore FLOPs (one multiply-add = one FLOP, as in the
+paper), and the peak memory of one run or one step alone."""
+import ctypes
+import functools
 import logging
+import resource
 import warnings
+from typing import Optional, Tuple
 
 import pandas as pd
 import torch
@@ -12,6 +17,7 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", FutureWarning)
     from fvcore.nn import FlopCountAnalysis
 
+from .config import ArchConfig
 from .model import RoadmapNet
 from .registry import config_for, get_step, step_names
 
@@ -35,6 +41,67 @@ def count_gflops(model: nn.Module, resolution: int = 224, in_chans: int = 3) -> 
         total = flops.total()
     model.train(was_training)
     return total / 1e9
+
+
+@functools.lru_cache(maxsize=None)
+def model_cost(cfg: ArchConfig, resolution: int) -> Tuple[int, float]:
+    """(parameters, GFLOPs at `resolution`) of `cfg`: fvcore traces each configuration once
+    per process, however many seeds train it. The model counted is built here, on the CPU,
+    without touching the caller's random numbers."""
+    with torch.random.fork_rng(devices=[]):
+        model = RoadmapNet(cfg)
+    return count_params(model), count_gflops(model, resolution)
+
+
+# ---------------------------------------------------------------------------- peak memory
+# CUDA: the caching allocator's peak since a reset. CPU (Linux): the peak resident set
+# (VmHWM) since writing "5" to /proc/self/clear_refs, after handing freed heap pages back
+# (malloc_trim), so what an earlier run left behind does not count; where that is refused,
+# the process's lifetime peak (ru_maxrss), which an earlier, larger run would hide.
+CUDA_PEAK, CPU_PEAK, PROCESS_PEAK = "cuda_max_allocated", "cpu_vmhwm_reset", "cpu_process_maxrss"
+
+
+def _status_kb(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise OSError(f"no {field} in /proc/self/status")
+
+
+def reset_peak_memory(device: torch.device) -> str:
+    """Start a peak-memory measurement here; return its method (one of the names above)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        return CUDA_PEAK
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # VmHWM := the current RSS
+        _status_kb("VmHWM")
+        return CPU_PEAK
+    except OSError:  # not Linux, or /proc refused
+        return PROCESS_PEAK
+
+
+def peak_memory_mb(device: torch.device, method: str) -> Optional[float]:
+    """The peak since `reset_peak_memory` returned `method`: CUDA memory allocated (the data
+    stays on the host), or the process's resident set, the data in memory included."""
+    if method == CUDA_PEAK:
+        return torch.cuda.max_memory_allocated(device) / 2 ** 20
+    if method == CPU_PEAK:
+        return _status_kb("VmHWM") / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def current_memory_mb(device: torch.device, method: str) -> Optional[float]:
+    """What is live now, by the same measure (the base a step's own growth starts from)."""
+    if method == CUDA_PEAK:
+        return torch.cuda.memory_allocated(device) / 2 ** 20
+    if method == CPU_PEAK:
+        return _status_kb("VmRSS") / 1024
+    return None
 
 
 def flops_table(resolution: int = 224, steps=None, **overrides) -> pd.DataFrame:

@@ -1,8 +1,12 @@
-"""Train and measure one run (one step, one seed): a straight line, top to bottom.
+"""Train and measure one run (one step, one seed), in four parts a reader can take in order:
 
-data -> model -> optimizer/schedule/mixup/EMA (timm) -> updates (checkpointed) -> measure.
-Every update's randomness is seeded from (seed, update), so a run resumed from a
-checkpoint takes exactly the path an uninterrupted one would.
+    setup      model, DDP/compile, optimizer, schedule, loss scaler, EMA, loss and mixup
+    state      where the run is (what its checkpoint holds); the running loss on the device
+    batches    uint8 to the device, normalized and augmented there (`data`)
+    the loop   `train_run`: a straight line, one host sync every LOG_EVERY updates
+
+Every update's randomness is seeded from (seed, update) and every batch from (seed, epoch,
+batch), so a run resumed from a checkpoint takes exactly the path an uninterrupted one would.
 """
 import base64
 import contextlib
@@ -10,12 +14,10 @@ import errno
 import math
 import os
 import random
-import resource
 import sys
 import time
-from contextlib import nullcontext
-from dataclasses import dataclass
-from typing import Callable, Dict, Optional
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 import torch
@@ -28,73 +30,218 @@ from timm.utils import ModelEmaV3
 
 from . import data as D
 from .config import ArchConfig
+from .env import (Dist, amp_dtype, autocast_for, configure_cuda, loader_workers,  # noqa: F401
+                  memory_format, resolve_device, sync)  # Dist ... resolve_device: re-exported
 from .errors import RoadmapError
-from .measure import count_gflops, count_params
+from .measure import model_cost, peak_memory_mb, reset_peak_memory
 from .model import RoadmapNet
-from .recipe import Recipe
+
+LOG_EVERY = 10       # updates between host syncs: the loss's finiteness, progress, on_update
+WARMUP_UPDATES = 2   # untimed in each process: compiling, cuDNN autotuning, first allocations
+EVAL_WARMUP = 1      # untimed passes over the first validation batch before timing inference
 
 
 class NonFiniteLoss(RoadmapError):
     """The loss became NaN/inf; the run is recorded as failed."""
 
 
-@dataclass
-class Dist:
-    """Where this process sits in a (torchrun) process group; world_size 1 without one."""
-    world_size: int = 1
-    rank: int = 0
-    local_rank: int = 0
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    def gather(self, value) -> list:
-        """`value` from every rank, in rank order (a collective: every rank must call it)."""
-        if self.world_size == 1:
-            return [value]
-        out = [None] * self.world_size
-        torch.distributed.all_gather_object(out, value)
-        return out
-
-    def mean(self, t: torch.Tensor) -> float:
-        """The mean of a scalar over the ranks: the same float on every rank."""
-        t = t.detach().float().reshape(1)
-        if self.world_size > 1:
-            t = t.clone()
-            torch.distributed.all_reduce(t)
-            t /= self.world_size
-        return t.item()
-
-
-def scale_config(cfg: ArchConfig, recipe: Recipe, num_classes: int) -> ArchConfig:
+def scale_config(cfg: ArchConfig, recipe, num_classes: int) -> ArchConfig:
     """The step's final configuration (see `Recipe.apply`)."""
     return recipe.apply(cfg, num_classes)
 
 
-def resolve_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, ValueError):
-        raise RoadmapError(f"--device {device}: not a device; use auto, cpu, cuda or cuda:N") from None
-    if dev.type not in ("cpu", "cuda"):
-        raise RoadmapError(f"--device {device}: roadmap trains on cpu or cuda; use auto, cpu, cuda or cuda:N")
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RoadmapError(f"--device {device}: no CUDA device is visible; use --device cpu")
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise RoadmapError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) are "
-                           "visible (cuda:0 ...)")
-    return dev
-
-
 def seed_update(seed: int, update: int):
-    """Seed every RNG the update touches (torch: drop path; numpy: mixup; random: erasing)."""
+    """Seed every RNG the update touches (torch: drop path, erasing; numpy: mixup; random: erasing)."""
     s = (seed * 1_000_003 + update) % (2 ** 31)
     torch.manual_seed(s)
     np.random.seed(s)
     random.seed(s)
+
+
+# ---------------------------------------------------------------------------- setup
+
+@dataclass
+class Setup:
+    """What a run trains with, built once from its configuration, recipe and execution."""
+    model: torch.nn.Module        # the weights: what checkpoints and the EMA hold
+    train_model: torch.nn.Module  # the model in DDP and/or compiled
+    eval_model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: CosineLRScheduler
+    scaler: torch.amp.GradScaler
+    ema: Optional[ModelEmaV3]
+    criterion: torch.nn.Module
+    mixup: Optional[Mixup]
+    erasing: Optional[RandomErasing]
+    device: torch.device
+    dist: Dist
+    amp: bool
+    fmt: torch.memory_format
+    per_epoch: int
+    total: int
+    lr: float
+    global_batch: int
+
+    @property
+    def current_lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+
+def schedule_length(ds: D.Dataset, recipe, dist: Dist) -> Tuple[int, int, int]:
+    """(updates per epoch, updates in all, warmup updates)."""
+    per_epoch = D.batches_per_epoch(ds, recipe.batch_size, dist.world_size)
+    if per_epoch < 1:
+        raise RoadmapError(f"{ds.num_train} training images cannot fill one global batch of "
+                           f"{recipe.batch_size * dist.world_size}; lower --set batch_size")
+    total = max(1, round(recipe.epochs * per_epoch))
+    if recipe.max_updates:
+        total = min(total, recipe.max_updates)
+    return per_epoch, total, min(round(recipe.warmup_epochs * per_epoch), total - 1)
+
+
+def make_optimizer(model, recipe, lr: float):
+    return create_optimizer_v2(model, "adamw", lr=lr, weight_decay=recipe.weight_decay,
+                               betas=tuple(recipe.betas))
+
+
+def make_loss(recipe, num_classes: int):
+    """(mixup or None, the criterion): soft targets under mixup/cutmix, else smoothed labels."""
+    if recipe.mixup > 0 or recipe.cutmix > 0:
+        return (Mixup(mixup_alpha=recipe.mixup, cutmix_alpha=recipe.cutmix,
+                      label_smoothing=recipe.smoothing, num_classes=num_classes),
+                SoftTargetCrossEntropy())
+    if recipe.smoothing > 0:
+        return None, LabelSmoothingCrossEntropy(recipe.smoothing)
+    return None, torch.nn.CrossEntropyLoss()
+
+
+def setup(cfg: ArchConfig, recipe, ex, ds: D.Dataset, seed: int, device: torch.device,
+          dist: Dist) -> Setup:
+    torch.manual_seed(seed)
+    model = RoadmapNet(cfg).to(device).to(memory_format=memory_format(ex))
+    per_epoch, total, warmup = schedule_length(ds, recipe, dist)
+    global_batch = recipe.batch_size * dist.world_size
+    lr = recipe.scaled_lr(global_batch)
+    optimizer = make_optimizer(model, recipe, lr)
+    # fp16 (GPUs without native bf16) needs loss scaling; a disabled scaler passes through.
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype(device, recipe.amp) == torch.float16)
+    # Cosine over the updates after a linear warmup (warmup_prefix), stepped every update.
+    scheduler = CosineLRScheduler(optimizer, t_initial=max(1, total - warmup), lr_min=recipe.min_lr,
+                                  warmup_t=warmup, warmup_lr_init=min(1e-6, lr), warmup_prefix=True,
+                                  t_in_epochs=False)
+    mixup, criterion = make_loss(recipe, ds.num_classes)
+    # on the device, batch by batch, as timm's prefetcher does it (seeded by seed_update)
+    erasing = (RandomErasing(recipe.reprob, mode="pixel", device=str(device))
+               if recipe.reprob > 0 else None)
+    train_model = eval_model = model
+    if dist.world_size > 1:
+        train_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    if ex.compile:
+        train_model, eval_model = torch.compile(train_model), torch.compile(model)
+    ema = ModelEmaV3(model, decay=recipe.ema_decay) if recipe.ema_decay else None
+    return Setup(model, train_model, eval_model, optimizer, scheduler, scaler, ema, criterion,
+                 mixup, erasing, device, dist, recipe.amp, memory_format(ex), per_epoch, total, lr,
+                 global_batch)
+
+
+def train_step(s: Setup, x: torch.Tensor, y: torch.Tensor, update: int) -> torch.Tensor:
+    """Update `update` + 1 on a batch on the device; its loss, left on the device."""
+    if s.erasing is not None:
+        x = s.erasing(x)
+    target = y
+    if s.mixup is not None:
+        x, target = s.mixup(x, y)
+    x = x.contiguous(memory_format=s.fmt)
+    with autocast_for(s.device, s.amp):
+        loss = s.criterion(s.train_model(x), target)
+    s.optimizer.zero_grad(set_to_none=True)
+    s.scaler.scale(loss).backward()
+    s.scaler.step(s.optimizer)
+    s.scaler.update()
+    s.scheduler.step_update(update + 1)
+    if s.ema is not None:
+        s.ema.update(s.model, step=update + 1)
+    return loss
+
+
+# ---------------------------------------------------------------------------- state
+
+SAVED = ("update", "images", "loss_sum", "resumed", "wall_s", "train_s", "timed_images",
+         "data_wait_s")
+
+
+@dataclass
+class TrainState:
+    """Where a run is: what its checkpoint holds beside the weights.
+
+    `loss_sum` (the sum of every update's global-batch loss) stays on the device in float64,
+    so its mean equals a host sum of the same float32 losses, and is read only every
+    LOG_EVERY updates and at checkpoints. Seconds and images add up over resumed processes.
+    """
+    update: int = 0
+    images: int = 0
+    loss_sum: torch.Tensor = None
+    resumed: int = 0
+    wall_s: float = 0.0        # seconds of every process the run has had
+    train_s: float = 0.0       # timed training seconds (after each process's warm-up)
+    timed_images: int = 0
+    data_wait_s: float = 0.0   # of train_s, waiting for the next batch
+    checked: Tuple[int, float] = (0, 0.0)  # (update, loss_sum) at the last finiteness check
+    started: float = field(default_factory=time.time)
+
+    @classmethod
+    def of(cls, device: torch.device, saved: Optional[Dict] = None) -> "TrainState":
+        """A fresh state, or one from a checkpoint's `state` (older checkpoints' extra keys,
+        epoch, batch and loss_n, follow from `update`)."""
+        st = cls(**{k: v for k, v in (saved or {}).items() if k in SAVED})
+        loss = float(st.loss_sum or 0.0)
+        st.loss_sum = torch.tensor(loss, dtype=torch.float64, device=device)
+        st.checked = (st.update, loss)
+        return st
+
+    def add(self, loss: torch.Tensor, images: int, dist: Dist):
+        # the global batch's loss, so every rank sees the same sum: none syncs for it
+        self.loss_sum += dist.mean_on_device(loss).double().reshape(())
+        self.update += 1
+        self.images += images
+
+    def check_finite(self, name: str, s: Setup) -> float:
+        """The mean loss since the last check; raises NonFiniteLoss naming the updates."""
+        total = self.loss_sum.item()
+        (since, before), self.checked = self.checked, (self.update, total)
+        if not math.isfinite(total):
+            raise NonFiniteLoss(
+                f"step {name}: the training loss became {total} in updates {since + 1}-"
+                f"{self.update} of {s.total} (lr {s.current_lr:.2e}, peak lr {s.lr:.2e}). Lower the "
+                "learning rate (--set lr=...) or lengthen the warmup (--set warmup_epochs=...).")
+        return (total - before) / max(1, self.update - since)
+
+    def save(self, path: str, s: Setup, name: str):
+        """Rank 0 writes the checkpoint, never of a non-finite loss: one process raises; in
+        DDP, where rank 0 alone must not, every rank raises at the next check instead."""
+        if not s.dist.is_main:
+            return
+        if not math.isfinite(self.loss_sum.item()):
+            if s.dist.world_size == 1:
+                self.check_finite(name, s)  # raises, naming the updates since the last check
+            return
+        state = {k: getattr(self, k) for k in SAVED}
+        state.update(loss_sum=self.loss_sum.item(), wall_s=self.wall_s + time.time() - self.started)
+        atomic_torch_save(dict(model=s.model.state_dict(), optimizer=s.optimizer.state_dict(),
+                               ema=s.ema.state_dict() if s.ema is not None else None,
+                               scaler=s.scaler.state_dict(), threads=torch.get_num_threads(),
+                               state=state), path)
+
+    def summary(self, s: Setup) -> Dict:
+        compute_s = self.train_s - self.data_wait_s
+        return dict(
+            train_loss=self.loss_sum.item() / max(self.update, 1),
+            train_img_s=self.timed_images / self.train_s if self.train_s > 0 else None,
+            compute_img_s=self.timed_images / compute_s if compute_s > 0 else None,
+            data_wait_s=self.data_wait_s, updates=self.update, epochs=self.update / s.per_epoch,
+            lr=s.lr, global_batch=s.global_batch,
+            resumed=self.resumed, wall_s=self.wall_s + time.time() - self.started)
 
 
 def atomic_torch_save(obj, path: str):
@@ -121,7 +268,7 @@ class BadCheckpoint(Exception):
     """A checkpoint that cannot be loaded or applied; it is moved aside and the run restarts."""
 
 
-def set_aside(path: str, reason, dist: "Dist"):
+def set_aside(path: str, reason, dist: Dist):
     """Move a bad checkpoint to `<path>.bad` (rank 0) and say so; every rank then starts over."""
     bad = f"{path}.bad"
     if dist.is_main:
@@ -137,35 +284,13 @@ def _one_line(e) -> str:
     return (f"{type(e).__name__}: {text}" if isinstance(e, BaseException) else text)[:300]
 
 
-def configure_cuda(ex):
-    """cuDNN autotuning (a recipe switch) and TF32 matmuls and convolutions."""
-    torch.backends.cudnn.benchmark = ex.cudnn_benchmark
-    torch.backends.cuda.matmul.allow_tf32 = True
-    torch.backends.cudnn.allow_tf32 = True
-
-
-def amp_dtype(device: torch.device, enabled: bool) -> Optional[torch.dtype]:
-    if device.type != "cuda" or not enabled:
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-
-
-def autocast_for(device: torch.device, enabled: bool):
-    dtype = amp_dtype(device, enabled)
-    return nullcontext() if dtype is None else torch.autocast("cuda", dtype=dtype)
-
-
-def make_optimizer(model, recipe: Recipe, lr: float):
-    return create_optimizer_v2(model, "adamw", lr=lr, weight_decay=recipe.weight_decay,
-                               betas=tuple(recipe.betas))
-
-
-def load_checkpoint(path: Optional[str], device: torch.device, dist: Dist) -> Optional[Dict]:
+def load_checkpoint(path: Optional[str], dist: Dist = Dist()) -> Optional[Dict]:
     """The run's checkpoint, loaded by every rank or by none (ranks must not diverge).
 
-    `weights_only=True`: a checkpoint holds only tensors and plain numbers, and torch's
-    restricted unpickler refuses anything else, so a crafted file cannot run code. One that
-    does not load is moved aside (`<path>.bad`) and the run starts from scratch.
+    On the CPU: load_state_dict copies weights to the device, and AdamW's step counters stay
+    on the host where it expects them. `weights_only=True`: a checkpoint holds only tensors
+    and plain numbers, and torch's restricted unpickler refuses anything else, so a crafted
+    file cannot run code. One that does not load is moved aside (`<path>.bad`).
     """
     seen = dist.gather(bool(path) and os.path.exists(path))
     if any(seen) and not all(seen):
@@ -176,7 +301,7 @@ def load_checkpoint(path: Optional[str], device: torch.device, dist: Dist) -> Op
         return None
     ckpt, error = None, None
     try:
-        ckpt = torch.load(path, map_location=device, weights_only=True)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
         if not isinstance(ckpt, dict) or not {"model", "optimizer", "state"} <= set(ckpt):
             raise BadCheckpoint("not a roadmap checkpoint (no model, optimizer and state)")
     except Exception as e:  # a truncated zip, a foreign pickle, a refused global alike
@@ -188,38 +313,219 @@ def load_checkpoint(path: Optional[str], device: torch.device, dist: Dist) -> Op
     return ckpt
 
 
+def restore(ckpt: Dict, s: Setup) -> TrainState:
+    """Apply a loaded checkpoint to `s`; its state, counted as one more resume."""
+    s.model.load_state_dict(ckpt["model"])
+    s.optimizer.load_state_dict(ckpt["optimizer"])
+    if ckpt.get("scaler"):
+        s.scaler.load_state_dict(ckpt["scaler"])
+    if s.ema is not None and ckpt.get("ema") is not None:
+        s.ema.load_state_dict(ckpt["ema"])
+    st = TrainState.of(s.device, ckpt["state"])
+    st.resumed += 1
+    s.scheduler.step_update(st.update)
+    return st
+
+
+def start(name: str, cfg: ArchConfig, recipe, ex, ds: D.Dataset, seed: int,
+          device: torch.device, ckpt_path: Optional[str], dist: Dist) -> Tuple[Setup, TrainState]:
+    """The run's setup and state, from its checkpoint if it has a good one."""
+    s = setup(cfg, recipe, ex, ds, seed, device, dist)
+    ckpt = load_checkpoint(ckpt_path, dist)
+    if ckpt is None:
+        return s, TrainState.of(device)
+    try:
+        st = restore(ckpt, s)
+    except Exception as e:  # it loaded, but is not this run's: the model is half-written now
+        set_aside(ckpt_path, e, dist)
+        return setup(cfg, recipe, ex, ds, seed, device, dist), TrainState.of(device)
+    threads = ckpt.get("threads")
+    if device.type == "cpu" and threads and threads != torch.get_num_threads() and dist.is_main:
+        print(f"roadmap: warning: {name}: its checkpoint was made with {threads} CPU thread(s), "
+              f"this process has {torch.get_num_threads()}; CPU results depend on the thread "
+              "count, so the resumed run may differ slightly from an uninterrupted one "
+              f"(--threads {threads} to match)", file=sys.stderr, flush=True)
+    return s, st
+
+
+# ---------------------------------------------------------------------------- batches
+
+def workers_for(ex, dist: Dist) -> int:
+    """The execution's loader workers, within this process's share of its node's CPUs."""
+    return loader_workers(ex.workers, int(os.environ.get("LOCAL_WORLD_SIZE", dist.world_size)))
+
+
+def batches(ds: D.Dataset, recipe, ex, seed: int, start_update: int, total: int,
+            device: torch.device, dist: Dist):
+    """The batches of updates start_update..total-1, normalized on the device: in-memory
+    data augmented there too; a DataLoader of timm's transforms for folders or RandAugment."""
+    if ds.in_memory and not recipe.randaug:
+        return D.memory_run_batches(ds, recipe.img_size, recipe.batch_size, seed, start_update,
+                                    total, recipe.max_shift, recipe.hflip, str(device),
+                                    dist.world_size, dist.rank)
+    loader = D.folder_loader(ds, recipe.img_size, recipe.batch_size, True, workers_for(ex, dist),
+                             seed, start_update, total, recipe.randaug, recipe.hflip,
+                             dist.world_size, dist.rank, pin=device.type == "cuda")
+    return D.OnDevice(loader, ds, recipe.img_size, device)
+
+
+class ValBatches:
+    """The validation split in order, normalized on the device; iterated once per model
+    evaluated (a folder's DataLoader and its workers are built once)."""
+
+    def __init__(self, ds: D.Dataset, recipe, ex, device: torch.device, dist: Dist = Dist()):
+        self.ds, self.img_size, self.batch_size, self.device = ds, recipe.img_size, ex.eval_batch_size, device
+        self.loader = None if ds.in_memory else D.OnDevice(
+            D.folder_loader(ds, recipe.img_size, ex.eval_batch_size, False, workers_for(ex, dist),
+                            pin=device.type == "cuda"), ds, recipe.img_size, device)
+
+    def __iter__(self):
+        if self.loader is not None:
+            return iter(self.loader)
+        return D.memory_eval_batches(self.ds, self.img_size, self.batch_size, str(self.device))
+
+
+# ---------------------------------------------------------------------------- the loop
+
+class Meter:
+    """The loop's clock and its reports.
+
+    Timed: each process's updates after its first WARMUP_UPDATES, checkpoints excepted (the
+    clock stops on a device sync, so queued work counts where it ran). Data wait: the part of
+    that spent waiting for the next batch. Reports (progress bar, on_update) use host values:
+    the update count, the lr, and the loss read by the last check.
+    """
+
+    def __init__(self, name: str, s: Setup, st: TrainState, progress: bool,
+                 on_update: Optional[Callable[[Dict], None]]):
+        self.s, self.st, self.on_update = s, st, on_update
+        left = s.total - st.update
+        self.warm_until = st.update + min(WARMUP_UPDATES, max(0, left - 1))
+        self.t = None  # the end of the last timed update; None while warming up
+        if left > 0 and self.warm_until == st.update:  # one update left: time it, warm or not
+            sync(s.device)
+            self.t = time.perf_counter()
+        self.last_save = time.time()
+        self.bar = None
+        if progress:
+            from tqdm.auto import tqdm
+            self.bar = tqdm(total=s.total, initial=st.update, desc=name, unit="upd",
+                            dynamic_ncols=True, leave=False)
+
+    def wait(self, source):
+        """`source`'s batches, timing the wait for each."""
+        it = iter(source)
+        while True:
+            t0 = time.perf_counter()
+            batch = next(it, None)
+            if batch is None:
+                return
+            if self.t is not None:
+                self.st.data_wait_s += time.perf_counter() - t0
+            yield batch
+
+    def tick(self, images: int):
+        if self.bar is not None:
+            self.bar.update(1)
+        if self.t is not None:
+            now = time.perf_counter()
+            self.st.train_s += now - self.t
+            self.st.timed_images += images
+            self.t = now
+        elif self.st.update >= self.warm_until:
+            sync(self.s.device)
+            self.t = time.perf_counter()
+
+    def log(self, loss: float):
+        st = self.st
+        img_s = st.timed_images / st.train_s if st.train_s > 0 else math.nan
+        if self.bar is not None:
+            self.bar.set_postfix(loss=f"{loss:.3f}", lr=f"{self.s.current_lr:.1e}",
+                                 img_s=f"{img_s:.0f}")
+        if self.on_update is not None:
+            self.on_update(dict(update=st.update, loss=loss, lr=self.s.current_lr, img_s=img_s))
+
+    def due(self, every_s: float) -> bool:
+        return time.time() - self.last_save >= every_s
+
+    @contextlib.contextmanager
+    def paused(self):
+        """Checkpoint time is not training time."""
+        self.stop()
+        yield
+        self.last_save = time.time()
+        if self.t is not None:
+            self.t = time.perf_counter()
+
+    def stop(self):
+        if self.t is not None:
+            sync(self.s.device)
+            self.st.train_s += time.perf_counter() - self.t
+
+    def close(self):
+        self.stop()
+        if self.bar is not None:
+            self.bar.close()
+
+
+def train_run(name: str, cfg: ArchConfig, recipe, ex, ds: D.Dataset, seed: int,
+              device: torch.device, ckpt_path: Optional[str] = None, dist: Dist = Dist(),
+              progress: bool = True, on_update: Optional[Callable[[Dict], None]] = None) -> Dict:
+    """Train `cfg` (final: widths already scaled) with `recipe` on `ds`, run as `ex` says;
+    return the run's measurements (raises NonFiniteLoss). on_update: every LOG_EVERY updates."""
+    (params, gflops), gflops_224 = model_cost(cfg, recipe.img_size), model_cost(cfg, 224)[1]
+    memory = reset_peak_memory(device)  # after counting: the model fvcore traces is not the run's
+    s, st = start(name, cfg, recipe, ex, ds, seed, device, ckpt_path, dist)
+    meter = Meter(name, s, st, progress and dist.is_main, on_update)
+    s.train_model.train()
+    for x, y in meter.wait(batches(ds, recipe, ex, seed, st.update, s.total, device, dist)):
+        seed_update(seed * 1009 + dist.rank, st.update)
+        st.add(train_step(s, x, y, st.update), len(x) * dist.world_size, dist)
+        meter.tick(len(x) * dist.world_size)
+        if st.update % LOG_EVERY == 0 or st.update == s.total:
+            meter.log(st.check_finite(name, s))  # the one host sync per LOG_EVERY updates
+        if ckpt_path and (meter.due(ex.ckpt_every_s) or st.update % s.per_epoch == 0
+                          or st.update == s.total):
+            with meter.paused():
+                st.save(ckpt_path, s, name)
+    meter.close()
+
+    val = ValBatches(ds, recipe, ex, device, dist)
+    metrics = evaluate(s.eval_model, val, s)
+    metrics["top1_ema"] = evaluate(s.ema.module, val, s)["top1"] if s.ema is not None else None
+    return dict(**metrics, **st.summary(s), val_n=ds.num_val, params_m=params / 1e6,
+                gflops=gflops, gflops_224=gflops_224,
+                peak_mem_mb=peak_memory_mb(device, memory), peak_mem_method=memory)
+
+
+# ---------------------------------------------------------------------------- evaluation
+
 @torch.no_grad()
-def evaluate(model, ds: D.Dataset, recipe: Recipe, ex, device: torch.device) -> Dict[str, float]:
-    """Top-1/top-5 on the validation split and inference img/s (timed over the whole pass)."""
+def evaluate(model, val, s: Setup) -> Dict:
+    """Top-1/top-5 on the validation split, per-image top-1 hits, and inference img/s: the
+    forward passes of full-size batches, after EVAL_WARMUP untimed passes of the first."""
     model.eval()
-    fmt = torch.channels_last if ex.channels_last else torch.contiguous_format
-    if ds.in_memory:
-        batches = D.memory_eval_batches(ds, recipe.img_size, ex.eval_batch_size, str(device))
-    else:
-        batches = D.folder_loader(ds, recipe.img_size, ex.eval_batch_size, False, ex.workers)
-    correct1 = correct5 = seen = 0
-    compute_s = 0.0
-    hits = []  # per-image top-1 correctness, in the validation set's order
-    for x, y in batches:
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        x = x.contiguous(memory_format=fmt)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+    hits1, hits5, timed_n, timed_s, first = [], [], 0, 0.0, None
+    for x, y in val:
+        x = x.contiguous(memory_format=s.fmt)
+        if first is None:
+            first = len(x)
+            for _ in range(EVAL_WARMUP):
+                with autocast_for(s.device, s.amp):
+                    model(x)
+        sync(s.device)
         t0 = time.perf_counter()
-        with autocast_for(device, recipe.amp):
+        with autocast_for(s.device, s.amp):
             logits = model(x)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        compute_s += time.perf_counter() - t0
+        sync(s.device)
+        if len(x) == first:  # a smaller last batch is a new shape: compiled or tuned anew
+            timed_s, timed_n = timed_s + time.perf_counter() - t0, timed_n + len(x)
         top = logits.float().topk(min(5, logits.shape[1]), dim=1).indices
-        hit = top[:, 0] == y
-        hits.append(hit.cpu())
-        correct1 += hit.sum().item()
-        correct5 += (top == y[:, None]).any(dim=1).sum().item()
-        seen += len(y)
-    return dict(top1=100.0 * correct1 / seen, top5=100.0 * correct5 / seen,
-                infer_img_s=seen / max(compute_s, 1e-9),
-                val_correct=pack_bits(torch.cat(hits).numpy()) if hits else "")
+        hits1.append(top[:, 0] == y)
+        hits5.append((top == y[:, None]).any(dim=1))
+    hit1, seen = torch.cat(hits1).cpu(), sum(len(h) for h in hits1)
+    return dict(top1=100.0 * int(hit1.sum()) / seen, top5=100.0 * int(torch.cat(hits5).sum()) / seen,
+                infer_img_s=timed_n / max(timed_s, 1e-9), val_correct=pack_bits(hit1.numpy()))
 
 
 def pack_bits(correct: np.ndarray) -> str:
@@ -231,188 +537,3 @@ def unpack_bits(text: str, n: int) -> np.ndarray:
     """The boolean array `pack_bits` wrote, `n` images long."""
     raw = np.frombuffer(base64.b64decode(text), dtype=np.uint8)
     return np.unpackbits(raw, count=n, bitorder="little").astype(bool)
-
-
-def peak_memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2 ** 20
-    # CPU: the process's peak resident set (Linux reports KiB); it includes the data in memory.
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def train_run(name: str, cfg: ArchConfig, recipe: Recipe, ex, ds: D.Dataset, seed: int,
-              device: torch.device, ckpt_path: Optional[str] = None, dist: Dist = Dist(),
-              progress: bool = True, on_update: Optional[Callable[[Dict], None]] = None) -> Dict:
-    """Train the final configuration `cfg` with `recipe` on `ds`, executed as `ex` says;
-    return the run's measurements (raises NonFiniteLoss)."""
-    wall0 = time.time()
-    torch.manual_seed(seed)
-    model = RoadmapNet(cfg).to(device)
-    params, gflops = count_params(model), count_gflops(model, recipe.img_size)
-    gflops_224 = count_gflops(model, 224) if recipe.img_size != 224 else gflops
-    fmt = torch.channels_last if ex.channels_last else torch.contiguous_format
-    model = model.to(memory_format=fmt)
-
-    global_batch = recipe.batch_size * dist.world_size
-    per_epoch = D.batches_per_epoch(ds, recipe.batch_size, dist.world_size)
-    if per_epoch < 1:
-        raise RoadmapError(f"{ds.num_train} training images cannot fill one global batch of "
-                           f"{global_batch}; lower --set batch_size")
-    total = max(1, round(recipe.epochs * per_epoch))
-    if recipe.max_updates:
-        total = min(total, recipe.max_updates)
-    warmup = min(round(recipe.warmup_epochs * per_epoch), total - 1)
-    lr = recipe.scaled_lr(global_batch)
-
-    optimizer = make_optimizer(model, recipe, lr)
-    # fp16 (GPUs without bf16) needs loss scaling; a disabled scaler passes everything through.
-    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype(device, recipe.amp) == torch.float16)
-    # Cosine over the updates after a linear warmup (warmup_prefix), stepped every update.
-    scheduler = CosineLRScheduler(optimizer, t_initial=max(1, total - warmup), lr_min=recipe.min_lr,
-                                  warmup_t=warmup, warmup_lr_init=min(1e-6, lr), warmup_prefix=True,
-                                  t_in_epochs=False)
-    mixup = None
-    if recipe.mixup > 0 or recipe.cutmix > 0:
-        mixup = Mixup(mixup_alpha=recipe.mixup, cutmix_alpha=recipe.cutmix,
-                      label_smoothing=recipe.smoothing, num_classes=ds.num_classes)
-        criterion = SoftTargetCrossEntropy()
-    elif recipe.smoothing > 0:
-        criterion = LabelSmoothingCrossEntropy(recipe.smoothing)
-    else:
-        criterion = torch.nn.CrossEntropyLoss()
-    fast_path = ds.in_memory and not recipe.randaug
-    erasing = (RandomErasing(recipe.reprob, mode="pixel", device=str(device))
-               if fast_path and recipe.reprob > 0 else None)
-
-    train_model = model
-    if dist.world_size > 1:
-        train_model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
-    eval_model = model
-    if ex.compile:
-        train_model, eval_model = torch.compile(train_model), torch.compile(model)
-    ema = ModelEmaV3(model, decay=recipe.ema_decay) if recipe.ema_decay else None
-
-    # wall_s: seconds of every process this run has had (a resumed run adds up its parts).
-    state = dict(update=0, epoch=0, batch=0, train_s=0.0, images=0, loss_sum=0.0, loss_n=0,
-                 resumed=0, wall_s=0.0)
-    ckpt = load_checkpoint(ckpt_path, device, dist)
-    if ckpt is not None:
-        try:
-            model.load_state_dict(ckpt["model"])
-            optimizer.load_state_dict(ckpt["optimizer"])
-            if ckpt.get("scaler"):
-                scaler.load_state_dict(ckpt["scaler"])
-            if ema is not None and ckpt.get("ema") is not None:
-                ema.load_state_dict(ckpt["ema"])
-            state.update(ckpt["state"])
-        except Exception as e:  # it loaded, but is not this run's: the model is half-written now
-            set_aside(ckpt_path, e, dist)
-            return train_run(name, cfg, recipe, ex, ds, seed, device, ckpt_path, dist, progress,
-                             on_update)
-        state["resumed"] += 1
-        scheduler.step_update(state["update"])
-        threads = ckpt.get("threads")
-        if device.type == "cpu" and threads and threads != torch.get_num_threads() and dist.is_main:
-            print(f"roadmap: warning: {name}: its checkpoint was made with {threads} CPU thread(s), "
-                  f"this process has {torch.get_num_threads()}; CPU results depend on the thread "
-                  "count, so the resumed run may differ slightly from an uninterrupted one "
-                  f"(--threads {threads} to match)", file=sys.stderr, flush=True)
-    wall_before = state["wall_s"]
-
-    def save():
-        if ckpt_path and dist.is_main:
-            state["wall_s"] = wall_before + time.time() - wall0
-            atomic_torch_save(dict(model=model.state_dict(), optimizer=optimizer.state_dict(),
-                                   ema=ema.state_dict() if ema is not None else None,
-                                   scaler=scaler.state_dict(), threads=torch.get_num_threads(),
-                                   state=dict(state)), ckpt_path)
-
-    bar = None
-    if progress and dist.is_main:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=total, initial=state["update"], desc=f"{name}", unit="upd",
-                   dynamic_ncols=True, leave=False)
-    last_save = time.time()
-    train_model.train()
-    n_epochs = math.ceil(total / per_epoch)
-    while state["update"] < total and state["epoch"] < n_epochs:
-        epoch, start = state["epoch"], state["batch"]
-        if fast_path:
-            batches = D.memory_train_batches(ds, recipe.img_size, recipe.batch_size, seed, epoch,
-                                             start, recipe.max_shift, recipe.hflip, str(device),
-                                             dist.world_size, dist.rank)
-        else:
-            batches = D.folder_loader(ds, recipe.img_size, recipe.batch_size, True, ex.workers,
-                                      seed, epoch, start, recipe.randaug, recipe.reprob,
-                                      recipe.hflip, dist.world_size, dist.rank)
-        t0 = time.perf_counter()
-        for x, y in batches:
-            if state["update"] >= total:
-                break
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            seed_update(seed * 1009 + dist.rank, state["update"])
-            target = y
-            if mixup is not None:
-                x, target = mixup(x, y)
-            if erasing is not None:
-                x = erasing(x)
-            x = x.contiguous(memory_format=fmt)
-            with autocast_for(device, recipe.amp):
-                loss = criterion(train_model(x), target)
-            # The global batch's loss, so every rank stops on the same update if it is NaN.
-            loss_value = dist.mean(loss)
-            if not math.isfinite(loss_value):
-                raise NonFiniteLoss(
-                    f"step {name}: the training loss became {loss_value} at update "
-                    f"{state['update'] + 1}/{total} (lr {optimizer.param_groups[0]['lr']:.2e}, peak "
-                    f"lr {lr:.2e}). Lower the learning rate (--set lr=...) or lengthen the warmup "
-                    "(--set warmup_epochs=...).")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            state["update"] += 1
-            state["batch"] += 1
-            scheduler.step_update(state["update"])
-            if ema is not None:
-                ema.update(model, step=state["update"])
-            state["images"] += len(x) * dist.world_size
-            state["loss_sum"] += loss_value
-            state["loss_n"] += 1
-            now = time.perf_counter()
-            state["train_s"] += now - t0
-            t0 = now
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{optimizer.param_groups[0]['lr']:.1e}",
-                                img_s=f"{state['images'] / max(state['train_s'], 1e-9):.0f}")
-            if on_update is not None:
-                on_update(dict(update=state["update"], loss=loss_value,
-                               lr=optimizer.param_groups[0]["lr"],
-                               img_s=state["images"] / max(state["train_s"], 1e-9)))
-            if time.time() - last_save >= ex.ckpt_every_s:
-                save()
-                last_save = time.time()
-                t0 = time.perf_counter()
-        if state["update"] < total or state["batch"] >= per_epoch:
-            state["epoch"] += 1
-            state["batch"] = 0
-        save()
-    if bar is not None:
-        bar.close()
-
-    metrics = evaluate(eval_model, ds, recipe, ex, device)
-    if ema is not None:
-        metrics["top1_ema"] = evaluate(ema.module, ds, recipe, ex, device)["top1"]
-    return dict(
-        top1=metrics["top1"], top5=metrics["top5"], top1_ema=metrics.get("top1_ema"),
-        val_correct=metrics["val_correct"], val_n=ds.num_val,
-        train_loss=state["loss_sum"] / max(state["loss_n"], 1),
-        params_m=params / 1e6, gflops=gflops, gflops_224=gflops_224,
-        train_img_s=state["images"] / max(state["train_s"], 1e-9),
-        infer_img_s=metrics["infer_img_s"], peak_mem_mb=peak_memory_mb(device),
-        updates=state["update"], epochs=state["update"] / per_epoch, lr=lr,
-        global_batch=global_batch, resumed=state["resumed"],
-        wall_s=wall_before + time.time() - wall0,
-    )

@@ -20,7 +20,8 @@ import torch.multiprocessing as mp
 
 from helpers import ROOT
 from roadmap.errors import RoadmapError
-from roadmap.train import Dist, load_checkpoint
+from roadmap.env import Dist
+from roadmap.train import load_checkpoint
 
 TORCHRUN = str(Path(sys.executable).parent / "torchrun")
 # 20 updates of a global batch of 32, no augmentation: the two runs see the same pixels.
@@ -108,12 +109,12 @@ def _collectives(rank, folder):
         if rank == 0:
             torch.save(saved, shared)
         torch.distributed.barrier()
-        assert load_checkpoint(str(shared), torch.device("cpu"), dist) == saved
-        assert load_checkpoint(str(folder / "none.pt"), torch.device("cpu"), dist) is None
+        assert load_checkpoint(str(shared), dist) == saved
+        assert load_checkpoint(str(folder / "none.pt"), dist) is None
         # a file only rank 0 sees (an --out that is not shared): every rank raises, none hangs
         local = shared if rank == 0 else folder / "elsewhere.pt"
         with pytest.raises(RoadmapError, match=r"visible to ranks \[0\] but not to \[1\]"):
-            load_checkpoint(str(local), torch.device("cpu"), dist)
+            load_checkpoint(str(local), dist)
     finally:
         torch.distributed.destroy_process_group()
 
