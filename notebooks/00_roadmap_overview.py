@@ -22,7 +22,8 @@
 
 # %%
 import warnings
-warnings.filterwarnings("ignore")   # fvcore / timm deprecation chatter
+
+warnings.filterwarnings("ignore")  # fvcore / timm deprecation chatter
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -31,11 +32,18 @@ import torch
 from torch import nn
 
 import roadmap
+from nbtools import (
+    flops_by_module,
+    ours_vs_paper,
+    reference_report,
+    show_reference_changes,
+    show_trajectory,
+    size_table,
+    tiny_run,
+)
 from roadmap.plan import paper_plan
-from nbtools import (flops_by_module, ours_vs_paper, reference_report, show_reference_changes,
-                     show_trajectory, size_table, tiny_run)
 
-torch.set_num_threads(2)            # the CI machine has 2 cores
+torch.set_num_threads(2)  # the CI machine has 2 cores
 pd.set_option("display.precision", 3)
 pd.set_option("display.width", 140)
 # %matplotlib inline
@@ -47,10 +55,19 @@ pd.set_option("display.width", 140)
 # it, and the paper's ImageNet-1K top-1 and GFLOPs (Table 10).
 
 # %%
-steps = pd.DataFrame([dict(step=s.name, phase=s.phase, change=s.title,
-                           toggles=", ".join(f"{k}={v}" for k, v in s.changes.items()),
-                           paper_top1=s.paper_top1, paper_gflops=s.paper_gflops)
-                      for s in map(roadmap.get_step, roadmap.step_names())])
+steps = pd.DataFrame(
+    [
+        dict(
+            step=s.name,
+            phase=s.phase,
+            change=s.title,
+            toggles=", ".join(f"{k}={v}" for k, v in s.changes.items()),
+            paper_top1=s.paper_top1,
+            paper_gflops=s.paper_gflops,
+        )
+        for s in map(roadmap.get_step, roadmap.step_names())
+    ]
+)
 steps
 
 # %% [markdown]
@@ -98,11 +115,13 @@ fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.6), sharey=True)
 left.barh(y, sizes["gflops"], color=colors, height=0.6, label="ours (fvcore)")
 left.plot(sizes["paper_gflops"], y, "kD", ms=4, label="paper")
 left.set_xlim(0, 1.35 * sizes["gflops"].max())
-left.set_xlabel("GFLOPs at 224 px"); left.legend(loc="upper right", fontsize=8)
+left.set_xlabel("GFLOPs at 224 px")
+left.legend(loc="upper right", fontsize=8)
 right.plot(steps["paper_top1"], y, "-", color="#bbbbbb")
 right.scatter(steps["paper_top1"], y, c=colors, s=40, zorder=3)
 right.set_xlabel("paper: ImageNet-1K top-1 (%)")
-left.set_yticks(y, sizes.index); left.invert_yaxis()
+left.set_yticks(y, sizes.index)
+left.invert_yaxis()
 fig.suptitle("The paper's roadmap: compute per step (left), accuracy per step (right)")
 fig.tight_layout()
 
@@ -148,14 +167,18 @@ ours.drop(columns="variant")
 from roadmap.results import read_results
 
 first, last = ours.loc["resnet50"], ours.loc["separate_downsampling"]
-print(f"ResNet-50 -> ConvNeXt-T, here : {first.top1:5.1f}% -> {last.top1:5.1f}%  "
-      f"({last.top1 - first.top1:+.1f} points, mean of {int(last.seeds)} seeds each)")
-print(f"ResNet-50 -> ConvNeXt-T, paper: {first.paper_top1:5.1f}% -> {last.paper_top1:5.1f}%  "
-      f"({last.paper_top1 - first.paper_top1:+.1f} points, ImageNet-1K)")
+print(
+    f"ResNet-50 -> ConvNeXt-T, here : {first.top1:5.1f}% -> {last.top1:5.1f}%  "
+    f"({last.top1 - first.top1:+.1f} points, mean of {int(last.seeds)} seeds each)"
+)
+print(
+    f"ResNet-50 -> ConvNeXt-T, paper: {first.paper_top1:5.1f}% -> {last.paper_top1:5.1f}%  "
+    f"({last.paper_top1 - first.paper_top1:+.1f} points, ImageNet-1K)"
+)
 
 runs = read_results(folder)
 spread = runs[runs["run"].isin(["resnet50", "separate_downsampling"])].groupby("run")["top1"]
-spread = (spread.max() - spread.min())
+spread = spread.max() - spread.min()
 noise = spread.max()
 for run, s in spread.items():
     print(f"seed 0 vs seed 1 of {run}: {s:.1f} points apart")
@@ -166,15 +189,18 @@ ours_step = seed0.diff().iloc[1:]
 paper_step = ours["paper_top1"].diff().iloc[1:]
 big = ours_step.abs() > noise
 same_sign = np.sign(ours_step) == np.sign(paper_step)
-print(f"{big.sum()} of {len(ours_step)} single-step changes (seed 0) are larger than that seed spread "
-      f"({noise:.1f} points)")
+print(
+    f"{big.sum()} of {len(ours_step)} single-step changes (seed 0) are larger than that seed spread "
+    f"({noise:.1f} points)"
+)
 print(f"{same_sign.sum()} of {len(ours_step)} single-step changes have the sign of the paper's")
 
 # %%
 fig, ax = plt.subplots(figsize=(10, 3.8))
 x = np.arange(len(ours_step))
-ax.bar(x - 0.2, ours_step, 0.4, color=[PHASE_COLORS[p] for p in ours["phase"].iloc[1:]],
-       label="ours (Fashion-MNIST, tiny)")
+ax.bar(
+    x - 0.2, ours_step, 0.4, color=[PHASE_COLORS[p] for p in ours["phase"].iloc[1:]], label="ours (Fashion-MNIST, tiny)"
+)
 ax.bar(x + 0.2, paper_step, 0.4, color="black", label="paper (ImageNet-1K)")
 ax.axhspan(-noise, noise, color="#dddddd", zorder=0, label="seed spread of our ends")
 ax.axhline(0, color="black", lw=0.8)
@@ -198,12 +224,16 @@ fig.tight_layout()
 # 0.05. These numbers are read from the committed files, not from the tiny run above.
 
 # %%
+from IPython.display import display
+
 ref = reference_report()
 if ref is not None:
     ref_steps, ref_changes, ref_noise = ref
-    print(f"pooled seed sd {ref_noise['seed_sd']:.3f} points ({ref_noise['df']} df); "
-          f"median 95% half-width of a change {ref_noise['median_half_width']:.3f} points; "
-          f"{int(ref_changes['resolved'].sum())} of {len(ref_changes)} changes resolved")
+    print(
+        f"pooled seed sd {ref_noise['seed_sd']:.3f} points ({ref_noise['df']} df); "
+        f"median 95% half-width of a change {ref_noise['median_half_width']:.3f} points; "
+        f"{int(ref_changes['resolved'].sum())} of {len(ref_changes)} changes resolved"
+    )
     display(ref_changes.round(3))
     show_reference_changes()
 

@@ -13,7 +13,8 @@
 
 # %%
 import warnings
-warnings.filterwarnings("ignore")   # fvcore / timm deprecation chatter
+
+warnings.filterwarnings("ignore")  # fvcore / timm deprecation chatter
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -22,11 +23,18 @@ import torch
 from torch import nn
 
 import roadmap
+from nbtools import (
+    flops_by_module,
+    ours_vs_paper,
+    reference_report,
+    show_reference_changes,
+    show_trajectory,
+    size_table,
+    tiny_run,
+)
 from roadmap.plan import paper_plan
-from nbtools import (flops_by_module, ours_vs_paper, reference_report, show_reference_changes,
-                     show_trajectory, size_table, tiny_run)
 
-torch.set_num_threads(2)            # the CI machine has 2 cores
+torch.set_num_threads(2)  # the CI machine has 2 cores
 pd.set_option("display.precision", 3)
 pd.set_option("display.width", 140)
 # %matplotlib inline
@@ -38,6 +46,7 @@ pd.set_option("display.width", 140)
 
 # %%
 from roadmap.describe import describe_step
+
 print(describe_step("stage_ratio"))
 
 # %% [markdown]
@@ -53,7 +62,8 @@ for step in ["resnet50", "stage_ratio"]:
 share = pd.DataFrame(share).T
 
 ax = share.plot.barh(stacked=True, figsize=(9, 2.6), colormap="viridis", width=0.6)
-ax.set_xlabel("share of the model's GFLOPs at 224 px"); ax.invert_yaxis()
+ax.set_xlabel("share of the model's GFLOPs at 224 px")
+ax.invert_yaxis()
 ax.legend(ncol=6, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.35))
 plt.tight_layout()
 (100 * share).round(1)
@@ -84,11 +94,13 @@ ds = load_dataset("fashion-mnist").subset(train=1, val=16)
 images, labels = next(iter(memory_eval_batches(ds, 32, 16)))
 image = images[0, 0]
 
+
 def seen_by(stem, i, j):
     """Input pixels with a non-zero gradient for output position (i, j), over random inputs."""
-    x = torch.randn(16, 3, 32, 32, requires_grad=True)   # random inputs: every max-pool path is used
+    x = torch.randn(16, 3, 32, 32, requires_grad=True)  # random inputs: every max-pool path is used
     stem.eval()(x)[:, :, i, j].sum().backward()
     return (x.grad.abs().sum(dim=(0, 1)) > 0).numpy()
+
 
 fig, axes = plt.subplots(1, 2, figsize=(8, 4))
 for ax, (name, stem) in zip(axes, [("ResNet stem", resnet_stem), ("patchify stem", patchify_stem)]):
@@ -97,8 +109,7 @@ for ax, (name, stem) in zip(axes, [("ResNet stem", resnet_stem), ("patchify stem
     ax.imshow(image, cmap="gray")
     ax.imshow(np.ma.masked_where(~a, a), cmap="autumn", alpha=0.45)
     ax.imshow(np.ma.masked_where(~b, b), cmap="winter", alpha=0.45)
-    ax.set_title(f"{name}: {h}x{w} px per output pixel,\n{(a & b).sum()} px shared with its neighbour",
-                 fontsize=9)
+    ax.set_title(f"{name}: {h}x{w} px per output pixel,\n{(a & b).sum()} px shared with its neighbour", fontsize=9)
     ax.axis("off")
 fig.suptitle(f"Receptive fields of output pixels (3,3) and (3,4) on a '{ds.classes[labels[0]]}'")
 fig.tight_layout()
@@ -131,9 +142,11 @@ ours.drop(columns="variant")
 # %%
 for prev, step in [("resnet50", "stage_ratio"), ("stage_ratio", "patchify_stem")]:
     a, b = ours.loc[prev], ours.loc[step]
-    print(f"{step:14s}: top-1 {a.top1:.1f} -> {b.top1:.1f}% here ({b.top1 - a.top1:+.1f}), "
-          f"paper {a.paper_top1:.2f} -> {b.paper_top1:.2f} ({b.paper_top1 - a.paper_top1:+.2f}); "
-          f"training speed x{b.train_img_s / a.train_img_s:.2f}")
+    print(
+        f"{step:14s}: top-1 {a.top1:.1f} -> {b.top1:.1f}% here ({b.top1 - a.top1:+.1f}), "
+        f"paper {a.paper_top1:.2f} -> {b.paper_top1:.2f} ({b.paper_top1 - a.paper_top1:+.2f}); "
+        f"training speed x{b.train_img_s / a.train_img_s:.2f}"
+    )
 show_trajectory(folder)
 
 # %% [markdown]

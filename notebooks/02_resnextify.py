@@ -13,7 +13,8 @@
 
 # %%
 import warnings
-warnings.filterwarnings("ignore")   # fvcore / timm deprecation chatter
+
+warnings.filterwarnings("ignore")  # fvcore / timm deprecation chatter
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -22,11 +23,18 @@ import torch
 from torch import nn
 
 import roadmap
+from nbtools import (
+    flops_by_module,
+    ours_vs_paper,
+    reference_report,
+    show_reference_changes,
+    show_trajectory,
+    size_table,
+    tiny_run,
+)
 from roadmap.plan import paper_plan
-from nbtools import (flops_by_module, ours_vs_paper, reference_report, show_reference_changes,
-                     show_trajectory, size_table, tiny_run)
 
-torch.set_num_threads(2)            # the CI machine has 2 cores
+torch.set_num_threads(2)  # the CI machine has 2 cores
 pd.set_option("display.precision", 3)
 pd.set_option("display.width", 140)
 # %matplotlib inline
@@ -55,22 +63,24 @@ print(after)
 # %%
 C = 64
 fig, axes = plt.subplots(1, 3, figsize=(10, 3.6))
-for ax, (name, groups) in zip(axes, [("dense (ResNet)", 1), ("32 groups (ResNeXt)", 32),
-                                      ("depthwise (ConvNeXt)", C)]):
+for ax, (name, groups) in zip(axes, [("dense (ResNet)", 1), ("32 groups (ResNeXt)", 32), ("depthwise (ConvNeXt)", C)]):
     conv = nn.Conv2d(C, C, 3, groups=groups, bias=False)
     per_group = C // groups
     mask = np.zeros((C, C))
     for o in range(C):
-        g = o // per_group                       # output channel o reads its group's inputs
-        mask[o, g * per_group:(g + 1) * per_group] = 1
+        g = o // per_group  # output channel o reads its group's inputs
+        mask[o, g * per_group : (g + 1) * per_group] = 1
     ax.imshow(mask, cmap="Greys", vmin=0, vmax=1)
     ax.set_title(f"{name}\n{conv.weight.numel():,} weights", fontsize=9)
-    ax.set_xlabel("input channel"); ax.set_ylabel("output channel")
-    ax.set_xticks([]); ax.set_yticks([])
+    ax.set_xlabel("input channel")
+    ax.set_ylabel("output channel")
+    ax.set_xticks([])
+    ax.set_yticks([])
 fig.tight_layout()
 
 # %%
 from roadmap.describe import describe_step
+
 print(describe_step("depthwise_conv"))
 print()
 print(describe_step("widen"))
@@ -108,8 +118,10 @@ ours.drop(columns="variant")
 for prev, step in [("patchify_stem", "depthwise_conv"), ("depthwise_conv", "widen")]:
     a, b = ours.loc[prev], ours.loc[step]
     print(f"{step}:")
-    print(f"  top-1      {a.top1:5.1f} -> {b.top1:5.1f}% here ({b.top1 - a.top1:+.1f}); "
-          f"paper {a.paper_top1:.2f} -> {b.paper_top1:.2f} ({b.paper_top1 - a.paper_top1:+.2f})")
+    print(
+        f"  top-1      {a.top1:5.1f} -> {b.top1:5.1f}% here ({b.top1 - a.top1:+.1f}); "
+        f"paper {a.paper_top1:.2f} -> {b.paper_top1:.2f} ({b.paper_top1 - a.paper_top1:+.2f})"
+    )
     print(f"  GFLOPs     x{b.gflops_224 / a.gflops_224:.2f} here, x{b.paper_gflops / a.paper_gflops:.2f} in the paper")
     print(f"  train img/s x{b.train_img_s / a.train_img_s:.2f} here")
 show_trajectory(folder)

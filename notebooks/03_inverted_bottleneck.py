@@ -13,7 +13,8 @@
 
 # %%
 import warnings
-warnings.filterwarnings("ignore")   # fvcore / timm deprecation chatter
+
+warnings.filterwarnings("ignore")  # fvcore / timm deprecation chatter
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -22,11 +23,18 @@ import torch
 from torch import nn
 
 import roadmap
+from nbtools import (
+    flops_by_module,
+    ours_vs_paper,
+    reference_report,
+    show_reference_changes,
+    show_trajectory,
+    size_table,
+    tiny_run,
+)
 from roadmap.plan import paper_plan
-from nbtools import (flops_by_module, ours_vs_paper, reference_report, show_reference_changes,
-                     show_trajectory, size_table, tiny_run)
 
-torch.set_num_threads(2)            # the CI machine has 2 cores
+torch.set_num_threads(2)  # the CI machine has 2 cores
 pd.set_option("display.precision", 3)
 pd.set_option("display.width", 140)
 # %matplotlib inline
@@ -46,23 +54,34 @@ print("inverted_bottleneck:", after, sep="\n")
 # The width along one block, read from the convs above: the bottleneck narrows inside, the
 # inverted bottleneck widens inside.
 
+
 # %%
 def width_profile(block):
     convs = [block.conv1, block.conv2, block.conv3]
     return [convs[0].in_channels] + [c.out_channels for c in convs]
 
+
 points = ["block input", "after conv1", "after conv2", "after conv3 (output)"]
 fig, ax = plt.subplots(figsize=(7, 3.2))
-for name, block, color in [("bottleneck (widen)", before, "#dd8452"),
-                           ("inverted bottleneck", after, "#55a868")]:
+for name, block, color in [("bottleneck (widen)", before, "#dd8452"), ("inverted bottleneck", after, "#55a868")]:
     widths = width_profile(block)
     ax.step(range(4), widths, where="mid", color=color, lw=2.5, label=name)
     for i, w in enumerate(widths):
-        ax.annotate(str(w), (i, w), textcoords="offset points", xytext=(0, 7), ha="center",
-                    color=color, fontsize=9, backgroundcolor="white")
-ax.set_xticks(range(4), points); ax.set_ylabel("channels")
+        ax.annotate(
+            str(w),
+            (i, w),
+            textcoords="offset points",
+            xytext=(0, 7),
+            ha="center",
+            color=color,
+            fontsize=9,
+            backgroundcolor="white",
+        )
+ax.set_xticks(range(4), points)
+ax.set_ylabel("channels")
 ax.set_ylim(0, 1.2 * max(width_profile(before) + width_profile(after)))
-ax.legend(); ax.set_title("Channel width through a stage-1 block")
+ax.legend()
+ax.set_title("Channel width through a stage-1 block")
 fig.tight_layout()
 
 # %% [markdown]
@@ -77,6 +96,7 @@ size_table(["widen", "inverted_bottleneck"])
 # %%
 import re
 
+
 def flops_by_kind(step):
     kinds = {}
     for name, gflops in flops_by_module(roadmap.build(step)).items():
@@ -89,12 +109,15 @@ def flops_by_kind(step):
             kinds["total"] = gflops
     return kinds
 
+
 kinds = pd.DataFrame({step: flops_by_kind(step) for step in ["widen", "inverted_bottleneck"]})
 kinds["change"] = kinds["inverted_bottleneck"] - kinds["widen"]
 kinds = kinds.round(3)
 biggest = kinds.drop(index="total")["change"].idxmin()
-print(f"largest saving: {biggest} ({kinds.loc[biggest, 'change']:+.3f} GFLOPs of "
-      f"{kinds.loc['total', 'change']:+.3f} in total)")
+print(
+    f"largest saving: {biggest} ({kinds.loc[biggest, 'change']:+.3f} GFLOPs of "
+    f"{kinds.loc['total', 'change']:+.3f} in total)"
+)
 kinds
 
 # %% [markdown]
@@ -112,10 +135,14 @@ kinds
 folder = tiny_run(paper_plan(only=["widen", "inverted_bottleneck"]), "inverted")
 ours = ours_vs_paper(folder)
 a, b = ours.loc["widen"], ours.loc["inverted_bottleneck"]
-print(f"top-1 {a.top1:.1f} -> {b.top1:.1f}% here ({b.top1 - a.top1:+.1f}); "
-      f"paper {a.paper_top1:.2f} -> {b.paper_top1:.2f} ({b.paper_top1 - a.paper_top1:+.2f})")
-print(f"GFLOPs x{b.gflops_224 / a.gflops_224:.2f} here, x{b.paper_gflops / a.paper_gflops:.2f} in the paper; "
-      f"training speed x{b.train_img_s / a.train_img_s:.2f} here")
+print(
+    f"top-1 {a.top1:.1f} -> {b.top1:.1f}% here ({b.top1 - a.top1:+.1f}); "
+    f"paper {a.paper_top1:.2f} -> {b.paper_top1:.2f} ({b.paper_top1 - a.paper_top1:+.2f})"
+)
+print(
+    f"GFLOPs x{b.gflops_224 / a.gflops_224:.2f} here, x{b.paper_gflops / a.paper_gflops:.2f} in the paper; "
+    f"training speed x{b.train_img_s / a.train_img_s:.2f} here"
+)
 ours.drop(columns="variant")
 
 # %%

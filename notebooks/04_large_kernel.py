@@ -14,7 +14,8 @@
 
 # %%
 import warnings
-warnings.filterwarnings("ignore")   # fvcore / timm deprecation chatter
+
+warnings.filterwarnings("ignore")  # fvcore / timm deprecation chatter
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -23,11 +24,18 @@ import torch
 from torch import nn
 
 import roadmap
+from nbtools import (
+    flops_by_module,
+    ours_vs_paper,
+    reference_report,
+    show_reference_changes,
+    show_trajectory,
+    size_table,
+    tiny_run,
+)
 from roadmap.plan import paper_plan
-from nbtools import (flops_by_module, ours_vs_paper, reference_report, show_reference_changes,
-                     show_trajectory, size_table, tiny_run)
 
-torch.set_num_threads(2)            # the CI machine has 2 cores
+torch.set_num_threads(2)  # the CI machine has 2 cores
 pd.set_option("display.precision", 3)
 pd.set_option("display.width", 140)
 # %matplotlib inline
@@ -52,12 +60,15 @@ print(roadmap.build("large_kernel").stages[0].blocks[0])
 size_table(["inverted_bottleneck", "move_up_dwconv", "large_kernel"])
 
 # %%
-from steps import KERNEL_SWEEP
 from roadmap.measure import count_gflops
+from steps import KERNEL_SWEEP
 
-sweep = pd.DataFrame([dict(kernel=k, gflops=count_gflops(roadmap.build("large_kernel", kernel_size=k)),
-                           paper_gflops=g, paper_top1=t)
-                      for k, (t, g) in KERNEL_SWEEP.items()]).set_index("kernel")
+sweep = pd.DataFrame(
+    [
+        dict(kernel=k, gflops=count_gflops(roadmap.build("large_kernel", kernel_size=k)), paper_gflops=g, paper_top1=t)
+        for k, (t, g) in KERNEL_SWEEP.items()
+    ]
+).set_index("kernel")
 sweep.round(3)
 
 
@@ -75,6 +86,7 @@ sweep.round(3)
 # below). To see what the kernels can reach, the pictures redraw the conv weights with He
 # initialisation, as in Luo et al.
 
+
 # %%
 def effective_rf(step, size=128, he_init=True, n=8, **toggles):
     """|d centre output of stage 1 / d input|, summed over channels and n random inputs."""
@@ -90,6 +102,7 @@ def effective_rf(step, size=128, he_init=True, n=8, **toggles):
     features[:, :, c, c].sum().backward()
     return x.grad.abs().sum(dim=(0, 1)).numpy()
 
+
 def radius(grad, mass=0.9):
     """Radius (px) of the disc around the centre holding `mass` of the gradient."""
     yy, xx = np.indices(grad.shape)
@@ -99,8 +112,10 @@ def radius(grad, mass=0.9):
     cum = np.cumsum(grad.ravel()[order]) / grad.sum()
     return r[order][np.searchsorted(cum, mass)]
 
+
 def extent(grad):
     return int(np.ptp(np.argwhere(grad > 0)[:, 0]) + 1)
+
 
 kernels = [3, 7, 11]
 erfs = {k: effective_rf("large_kernel", kernel_size=k) for k in kernels}
@@ -108,14 +123,17 @@ fig, axes = plt.subplots(1, len(kernels), figsize=(11, 4.2), layout="constrained
 for ax, k in zip(axes, kernels):
     g = erfs[k]
     ax.imshow(np.log10(g / g.max() + 1e-4), cmap="magma", vmin=-4, vmax=0)
-    ax.set_title(f"{k}x{k} depthwise kernel\nextent {extent(g)} px, 90% of gradient within r={radius(g):.0f} px",
-                 fontsize=9)
+    ax.set_title(
+        f"{k}x{k} depthwise kernel\nextent {extent(g)} px, 90% of gradient within r={radius(g):.0f} px", fontsize=9
+    )
     ax.axis("off")
 fig.suptitle("Effective receptive field of one stage-1 output pixel (log scale, He init, 128 px input)")
 
 own = {k: radius(effective_rf("large_kernel", kernel_size=k, he_init=False)) for k in [3, 7]}
-print(f"with the package's own init, 90% of the gradient lies within r={own[3]:.1f} px for k=3 "
-      f"and r={own[7]:.1f} px for k=7: little more than the stem's 4x4 patch")
+print(
+    f"with the package's own init, 90% of the gradient lies within r={own[3]:.1f} px for k=3 "
+    f"and r={own[7]:.1f} px for k=7: little more than the stem's 4x4 patch"
+)
 
 # %% [markdown]
 # The extent is the theoretical receptive field; the bright core is where the influence
@@ -139,24 +157,29 @@ print(f"with the package's own init, 90% of the gradient lies within r={own[3]:.
 # `large_kernel/k3` is the `move_up_dwconv` model.
 
 # %%
-folder = tiny_run(paper_plan(only=["inverted_bottleneck", "large_kernel"], kernel_sizes=[3, 5, 7, 11]),
-                  "large-kernel")
+folder = tiny_run(paper_plan(only=["inverted_bottleneck", "large_kernel"], kernel_sizes=[3, 5, 7, 11]), "large-kernel")
 ours = ours_vs_paper(folder)
 ours
 
 # %%
 a, b = ours.loc["inverted_bottleneck"], ours.loc["large_kernel/k3"]
-print(f"tiny run, one seed - move up the depthwise conv: top-1 {a.top1:.1f} -> {b.top1:.1f}% "
-      f"({b.top1 - a.top1:+.1f}); paper {a.paper_top1:.2f} -> {b.paper_top1:.2f} "
-      f"({b.paper_top1 - a.paper_top1:+.2f})")
+print(
+    f"tiny run, one seed - move up the depthwise conv: top-1 {a.top1:.1f} -> {b.top1:.1f}% "
+    f"({b.top1 - a.top1:+.1f}); paper {a.paper_top1:.2f} -> {b.paper_top1:.2f} "
+    f"({b.paper_top1 - a.paper_top1:+.2f})"
+)
 swept = ours[ours["variant"] != ""].copy()
 swept["kernel"] = swept["variant"].str[1:].astype(int)
-print("tiny run, one seed - kernels ranked:", list(swept.sort_values("top1", ascending=False)["kernel"]),
-      "(a single 100-update run cannot rank them: the differences are within seed noise)")
+print(
+    "tiny run, one seed - kernels ranked:",
+    list(swept.sort_values("top1", ascending=False)["kernel"]),
+    "(a single 100-update run cannot rank them: the differences are within seed noise)",
+)
 
 fig, ax = plt.subplots(figsize=(6.5, 3.6))
 ax.plot(swept["kernel"], swept["top1"], "o-", color="#c44e52", label="ours (Fashion-MNIST, tiny)")
-ax.set_xlabel("depthwise kernel size"); ax.set_ylabel("our top-1 (%)", color="#c44e52")
+ax.set_xlabel("depthwise kernel size")
+ax.set_ylabel("our top-1 (%)", color="#c44e52")
 top = ax.twinx()
 top.plot(list(KERNEL_SWEEP), [t for t, _ in KERNEL_SWEEP.values()], "kD--", label="paper (ImageNet-1K)")
 top.set_ylabel("paper top-1 (%)")
@@ -175,12 +198,15 @@ fig.tight_layout(rect=(0, 0.06, 1, 1))
 # leaves stage 1 at 16x16 instead of 8x8.
 
 # %%
+from IPython.display import display
+
 ref = reference_report()
 if ref is not None:
     _, ref_changes, _ = ref
     kernel = ref_changes[ref_changes["to"].isin(["move_up_dwconv", "large_kernel", "gelu"])]
     display(kernel.round(3))
 from roadmap.runner import REFERENCE_ROOT
+
 sweep = REFERENCE_ROOT / "small-input-stem" / "sweep.csv"
 if sweep.is_file():
     display(pd.read_csv(sweep).round(3))

@@ -16,7 +16,8 @@
 
 # %%
 import warnings
-warnings.filterwarnings("ignore")   # fvcore / timm deprecation chatter
+
+warnings.filterwarnings("ignore")  # fvcore / timm deprecation chatter
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -25,11 +26,18 @@ import torch
 from torch import nn
 
 import roadmap
+from nbtools import (
+    flops_by_module,
+    ours_vs_paper,
+    reference_report,
+    show_reference_changes,
+    show_trajectory,
+    size_table,
+    tiny_run,
+)
 from roadmap.plan import paper_plan
-from nbtools import (flops_by_module, ours_vs_paper, reference_report, show_reference_changes,
-                     show_trajectory, size_table, tiny_run)
 
-torch.set_num_threads(2)            # the CI machine has 2 cores
+torch.set_num_threads(2)  # the CI machine has 2 cores
 pd.set_option("display.precision", 3)
 pd.set_option("display.width", 140)
 # %matplotlib inline
@@ -42,8 +50,10 @@ x = torch.linspace(-4, 3, 400)
 fig, ax = plt.subplots(figsize=(5.5, 3.2))
 ax.plot(x, nn.ReLU()(x), label="ReLU")
 ax.plot(x, nn.GELU()(x), label="GELU: x * Phi(x)")
-ax.axhline(0, color="#999999", lw=0.6); ax.axvline(0, color="#999999", lw=0.6)
-ax.legend(); ax.set_title("GELU is a smooth ReLU that lets small negatives through")
+ax.axhline(0, color="#999999", lw=0.6)
+ax.axvline(0, color="#999999", lw=0.6)
+ax.legend()
+ax.set_title("GELU is a smooth ReLU that lets small negatives through")
 fig.tight_layout()
 
 # %% [markdown]
@@ -56,6 +66,7 @@ fig.tight_layout()
 MICRO = ["large_kernel", "gelu", "fewer_activations", "fewer_norms", "layer_norm", "separate_downsampling"]
 slots = ["conv1", "norm1", "act1", "conv2", "norm2", "act2", "conv3", "norm3", "act3"]
 
+
 def slot_name(m):
     if isinstance(m, nn.Identity):
         return "·"
@@ -63,6 +74,7 @@ def slot_name(m):
         k = m.kernel_size[0]
         return f"{k}x{k}{' dw' if m.groups > 1 else ''}"
     return type(m).__name__
+
 
 rows = {}
 for step in MICRO:
@@ -94,8 +106,10 @@ for step in ["fewer_norms", "layer_norm"]:
         out_a = model(torch.cat([image, mates_a]))[0]
         out_b = model(torch.cat([image, mates_b]))[0]
     change = ((out_a - out_b).norm() / out_a.norm()).item()
-    print(f"{step:12s} ({model.cfg.norm} norm): the image's logits change by {change:.1e} "
-          f"(relative) when its batch-mates change")
+    print(
+        f"{step:12s} ({model.cfg.norm} norm): the image's logits change by {change:.1e} "
+        f"(relative) when its batch-mates change"
+    )
 
 # %% [markdown]
 # ## Separate downsampling layers
@@ -138,8 +152,10 @@ folder = tiny_run(paper_plan(only=MICRO), "micro")
 ours = ours_vs_paper(folder)
 for prev, step in zip(MICRO, MICRO[1:]):
     a, b = ours.loc[prev], ours.loc[step]
-    print(f"{step:22s} top-1 {a.top1:5.1f} -> {b.top1:5.1f}% here ({b.top1 - a.top1:+5.1f}); "
-          f"paper {a.paper_top1:.2f} -> {b.paper_top1:.2f} ({b.paper_top1 - a.paper_top1:+.2f})")
+    print(
+        f"{step:22s} top-1 {a.top1:5.1f} -> {b.top1:5.1f}% here ({b.top1 - a.top1:+5.1f}); "
+        f"paper {a.paper_top1:.2f} -> {b.paper_top1:.2f} ({b.paper_top1 - a.paper_top1:+.2f})"
+    )
 ours.drop(columns="variant")
 
 # %%
