@@ -1,5 +1,6 @@
 """`roadmap run --launcher submitit`, with submitit's local executor standing in for SLURM."""
 import pandas as pd
+import pytest
 
 from helpers import TINY, run_roadmap
 from roadmap.cli import main
@@ -40,11 +41,46 @@ def test_cluster_flags_without_submitit_are_an_error(capsys):
     assert "--partition, --nodes need --launcher submitit" in capsys.readouterr().err
 
 
-def test_a_preempted_job_requeues_itself():
+def test_a_preempted_job_requeues_itself_and_resumes(tmp_path, monkeypatch):
+    import pickle
+
+    import torch
+
+    from roadmap import data as D
+    from roadmap import distributed
     from roadmap.launch import StepJob
     from roadmap.plan import paper_plan
     from roadmap.recipe import get_preset
+    from roadmap.runner import data_identity, key_for
+    from roadmap.train import Dist, scale_config, train_run
 
-    job = StepJob(paper_plan(only=["gelu"])[0], 1, get_preset("demo"), "demo", "fashion-mnist", "/x")
-    again = job.checkpoint()
-    assert again.function is job  # the same (step, seed, folder): it resumes from its checkpoint
+    spec = paper_plan(only=["gelu"])[0]
+    recipe = get_preset("demo").with_overrides(
+        ["train_subset=64", "val_subset=32", "batch_size=16", "max_updates=2", "eval_batch_size=32"])
+    job = StepJob(spec, 1, recipe, "demo", "fashion-mnist", str(tmp_path))
+    # The run the job was in when preempted left its checkpoint after update 1 of 2.
+    ds = D.load_dataset("fashion-mnist").subset(recipe.train_subset, recipe.val_subset)
+    key = key_for(scale_config(spec.cfg, recipe, ds.num_classes), recipe, data_identity(ds), 1)
+    ckpt = tmp_path / "checkpoints" / f"{key}.pt"
+    ckpt.parent.mkdir()
+
+    class Preempted(Exception):
+        pass
+
+    def preempt_in_update_2(m):
+        if m["update"] == 2:
+            raise Preempted
+    with pytest.raises(Preempted):
+        train_run(spec.name, spec.cfg, recipe.with_overrides(["ckpt_every_s=0"]), ds, 1, torch.device("cpu"),
+                  str(ckpt), progress=False, on_update=preempt_in_update_2)
+    assert torch.load(ckpt, weights_only=True)["state"]["update"] == 1
+
+    # submitit pickles what checkpoint() returns and submits it again: the same step, seed and folder
+    again = pickle.loads(pickle.dumps(job.checkpoint()))
+    assert again.function == job and again.args == () and again.kwargs == {}
+    monkeypatch.setattr(distributed, "init_from_submitit", lambda device="auto": Dist())  # a one-task job
+    assert again.function(*again.args, **again.kwargs) == str(tmp_path)
+    row = read_results(tmp_path).iloc[0]
+    assert (row["run"], row["seed"], row["status"], row["key"]) == ("gelu", 1, "ok", key)
+    assert row["resumed"] == 1 and row["updates"] == 2, "the requeued job resumed from the checkpoint"
+    assert not ckpt.exists()
