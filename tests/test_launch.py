@@ -41,18 +41,21 @@ def test_cluster_flags_without_submitit_are_an_error(capsys):
     assert "--partition, --nodes need --launcher submitit" in capsys.readouterr().err
 
 
-def test_a_preempted_job_requeues_itself_and_resumes(tmp_path, monkeypatch):
+def test_a_preempted_job_requeues_itself_and_resumes(tmp_path, monkeypatch, cached_gflops):
     import pickle
 
     import torch
 
     from roadmap import data as D
     from roadmap import distributed
+    from roadmap import train as T
     from roadmap.launch import StepJob
     from roadmap.plan import paper_plan
     from roadmap.recipe import get_preset
     from roadmap.runner import data_identity, key_for
     from roadmap.train import Dist, scale_config, train_run
+
+    monkeypatch.setattr(T, "count_gflops", cached_gflops)  # both runs measure one model: trace it once
 
     spec = paper_plan(only=["gelu"])[0]
     recipe = get_preset("demo").with_overrides(
