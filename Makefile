@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test data install clean
+.PHONY: run test check data install clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,13 @@ run: install data
 
 test: install data
 	$(VENV)/bin/python -m pytest -q
+
+# Lint, formatting and the package's import layers (pyproject.toml: [tool.ruff], [tool.importlinter]).
+# Not part of `test` yet. Fix with: $(VENV)/bin/ruff check --fix . && $(VENV)/bin/ruff format .
+check: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -6,6 +6,7 @@
 - `size_table`: params and fvcore GFLOPs of the full-size models at 224 px next to the paper's.
 - `flops_by_module`: fvcore GFLOPs of every submodule, to see where a step moves compute.
 """
+
 import logging
 import tempfile
 import warnings
@@ -33,9 +34,17 @@ def tiny_recipe(updates: int = UPDATES, batch: int = BATCH, val: int = VAL):
     """The `demo` preset (widths x0.25, 32 px, AdamW, light augmentation) cut to `updates`
     updates of `batch` images. `lr_batch=batch` keeps the demo's learning rate at this
     smaller batch instead of scaling it down."""
-    return settings("demo", [
-        f"train_subset={updates * batch}", f"val_subset={val}", f"batch_size={batch}",
-        f"lr_batch={batch}", f"max_updates={updates}", f"eval_batch_size={val}"])
+    return settings(
+        "demo",
+        [
+            f"train_subset={updates * batch}",
+            f"val_subset={val}",
+            f"batch_size={batch}",
+            f"lr_batch={batch}",
+            f"max_updates={updates}",
+            f"eval_batch_size={val}",
+        ]
+    )
 
 
 def tiny_run(specs, label: str, seeds=(0,), folder=None, **recipe_kw) -> Path:
@@ -56,12 +65,19 @@ def ours_vs_paper(folder) -> pd.DataFrame:
     10 classes), GFLOPs at 224 px so that their shape compares with the paper's column.
     """
     s = summarize(read_results(folder)).set_index("run")
-    return pd.DataFrame({
-        "phase": s["phase"], "variant": s["variant"].fillna(""),
-        "top1": s["top1_mean"], "seeds": s["seeds"], "paper_top1": s["paper_top1"],
-        "params_m": s["params_m"], "gflops_224": s["gflops_224"], "paper_gflops": s["paper_gflops"],
-        "train_img_s": s["train_img_s_mean"],
-    })
+    return pd.DataFrame(
+        {
+            "phase": s["phase"],
+            "variant": s["variant"].fillna(""),
+            "top1": s["top1_mean"],
+            "seeds": s["seeds"],
+            "paper_top1": s["paper_top1"],
+            "params_m": s["params_m"],
+            "gflops_224": s["gflops_224"],
+            "paper_gflops": s["paper_gflops"],
+            "train_img_s": s["train_img_s_mean"],
+        }
+    )
 
 
 def show_trajectory(folder, width: int = 820):
@@ -76,8 +92,7 @@ def size_table(steps) -> pd.DataFrame:
     t["d_params_m"] = t["params_m"].diff()
     t["d_gflops"] = t["gflops"].diff()
     t["d_paper_gflops"] = t["paper_gflops"].diff()
-    return t[["phase", "params_m", "d_params_m", "gflops", "paper_gflops", "d_gflops",
-              "d_paper_gflops"]].round(3)
+    return t[["phase", "params_m", "d_params_m", "gflops", "paper_gflops", "d_gflops", "d_paper_gflops"]].round(3)
 
 
 def flops_by_module(model: torch.nn.Module, resolution: int = 224) -> dict:
@@ -97,6 +112,7 @@ def reference_report():
     when the reference is not in this checkout."""
     from roadmap.report import build
     from roadmap.outputs import REFERENCE_ROOT
+
     folder = REFERENCE_ROOT / "reference-fashion-mnist"
     if not (folder / "runs").is_dir():
         print(f"no committed reference at {folder}")
@@ -109,6 +125,7 @@ def reference_report():
 def show_reference_changes(width: int = 760):
     """The committed reference's per-change chart (our Δ with 95% intervals, the paper's Δ)."""
     from roadmap.outputs import REFERENCE_ROOT
+
     path = REFERENCE_ROOT / "reference-fashion-mnist" / "changes.png"
     if path.is_file():
         display(Image(filename=str(path), width=width))

@@ -13,17 +13,16 @@ from roadmap.plan import paper_plan
 from roadmap.recipe import get_preset, settings
 from roadmap.registry import config_for
 
-TINY = ["train_subset=256", "val_subset=100", "batch_size=32", "max_updates=2", "eval_batch_size=100"]
-
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    """A tiny 'committed reference' (2 steps x 2 seeds) in a fake repository results/ folder."""
-    root = tmp_path_factory.mktemp("repo") / "results"
-    recipe, ex = settings("demo", TINY)
-    runner.run_plan(paper_plan(only=["resnet50", "separate_downsampling"]), recipe, "demo", ex=ex,
-                    seeds=(0, 1), out=str(root / "demo-fashion-mnist"), progress=False, plot=False)
-    return root, (recipe, ex)
+def reference(tiny_run_shared):
+    """A tiny 'committed reference' (2 steps x 2 seeds): conftest's session run, in a folder
+    named as `results/<preset>-<data>` is, and the recipe it was trained with."""
+    from helpers import TINY
+    sets = [v for flag, v in zip(TINY, TINY[1:]) if flag == "--set"]
+    ref = tiny_run_shared.folder
+    assert ref.name == "demo-fashion-mnist"
+    return ref.parent, settings("demo", sets)
 
 
 def test_a_new_run_reuses_the_reference_and_writes_apart_from_it(reference, tmp_path, monkeypatch, capsys):

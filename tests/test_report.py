@@ -13,7 +13,7 @@ import pytest
 
 from scipy.stats import t as t_dist
 
-from helpers import ROOT, TINY, run_roadmap
+from helpers import ROOT
 from roadmap.cli import main
 from roadmap.errors import RoadmapError
 from roadmap.outputs import write_report
@@ -363,13 +363,11 @@ def test_several_folders_merge_and_dedupe(tmp_path):
         gather([a.root, tmp_path / "job2"])
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("report_run")
-    proc = run_roadmap("run", "--only", "resnet50,separate_downsampling", "--seeds", "2",
-                       "--log", "tensorboard", "--out", out, *TINY)
-    assert proc.returncode == 0, proc.stderr
-    return out
+@pytest.fixture
+def tiny_run(tiny_run_copy):
+    # conftest's session run (`roadmap run --only resnet50,separate_downsampling --seeds 2
+    # --log tensorboard` on helpers.TINY), copied: the report writes into it
+    return tiny_run_copy
 
 
 def test_report_end_to_end(tiny_run):

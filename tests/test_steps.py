@@ -6,7 +6,6 @@ from torch import nn
 import roadmap
 from roadmap.config import ArchConfig
 from roadmap.errors import RoadmapError
-from roadmap.measure import count_gflops
 from roadmap.registry import config_for, configs, kernel_sweep, previous_step
 from steps import ROADMAP
 
@@ -47,14 +46,14 @@ def test_builds_and_trains_small(step):
 
 
 @pytest.mark.parametrize("step", ROADMAP, ids=lambda s: s.name)
-def test_flops_within_paper_tolerance(step):
-    gflops = count_gflops(roadmap.build(step.name), 224)
+def test_flops_within_paper_tolerance(step, cached_gflops):
+    gflops = cached_gflops(roadmap.build(step.name), 224)
     assert abs(gflops - step.paper_gflops) <= 0.10, (step.name, gflops, step.paper_gflops)
 
 
-def test_kernel_sweep_flops_match_paper():
+def test_kernel_sweep_flops_match_paper(cached_gflops):
     for k, (top1, paper_gflops) in kernel_sweep().items():
-        gflops = count_gflops(roadmap.build("large_kernel", kernel_size=k), 224)
+        gflops = cached_gflops(roadmap.build("large_kernel", kernel_size=k), 224)
         assert abs(gflops - paper_gflops) <= 0.10, (k, gflops, paper_gflops)
 
 
