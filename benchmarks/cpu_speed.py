@@ -12,6 +12,7 @@ setting (fp32, channels-last, batch 128), with the ratio:
 All ratios come from one run on one machine, so they compare; absolute numbers do not
 travel between machines.
 """
+
 import argparse
 import time
 from contextlib import nullcontext
@@ -87,8 +88,10 @@ def main():
         print(f"{spec.name:24s} {base:10.0f} img/s  " + "  ".join(cells), flush=True)
     # time for one epoch of every step: the sum of per-step times, not the mean of speeds
     epoch = {k: sum(60_000 / v for v in vals) for k, vals in totals.items()}
-    print("one epoch of every step: " + ", ".join(f"{k} {s / 60:.1f} min ({epoch['demo'] / s:.2f}x)"
-                                                  for k, s in epoch.items()))
+    print(
+        "one epoch of every step: "
+        + ", ".join(f"{k} {s / 60:.1f} min ({epoch['demo'] / s:.2f}x)" for k, s in epoch.items())
+    )
 
 
 if __name__ == "__main__":

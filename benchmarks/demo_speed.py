@@ -6,6 +6,7 @@ Compares, with the runner's own `train_run` on Fashion-MNIST at the demo width:
 channels_last vs contiguous memory, batch 64/128/256, and the in-memory batch
 pipeline vs a DataLoader of PIL images through timm's transforms.
 """
+
 import argparse
 
 import torch

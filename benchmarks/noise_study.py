@@ -13,6 +13,7 @@ fixed CPU budget buys (lower is better; seeds scale the width by 1/sqrt(n) and t
 
 Writes OUT/noise.csv and OUT/noise.png.
 """
+
 import argparse
 import math
 from pathlib import Path
@@ -34,8 +35,7 @@ SETTINGS = {
     "2 epochs": ["epochs=2", "warmup_epochs=0.25"],
     "2 epochs, lr 2e-3": ["epochs=2", "warmup_epochs=0.25", "lr=2e-3"],
     "2 epochs, lr 8e-3": ["epochs=2", "warmup_epochs=0.25", "lr=8e-3"],
-    "2 epochs, batch 128": ["epochs=2", "warmup_epochs=0.25", "batch_size=128", "lr=2e-3",
-                            "lr_batch=128"],
+    "2 epochs, batch 128": ["epochs=2", "warmup_epochs=0.25", "batch_size=128", "lr=2e-3", "lr_batch=128"],
     "2 epochs, width x0.125": ["epochs=2", "warmup_epochs=0.25", "width_scale=0.125"],
     "4 epochs (reference)": [],  # last: it reuses the committed reference runs
 }
@@ -66,6 +66,7 @@ def summarize_setting(label, table):
 def plot(table: pd.DataFrame, path: Path, steps):
     import matplotlib
     from matplotlib.figure import Figure
+
     matplotlib.rcParams["svg.hashsalt"] = "roadmap"
     fig = Figure(figsize=(10, 4))
     ax1, ax2 = fig.subplots(1, 2)
@@ -75,10 +76,18 @@ def plot(table: pd.DataFrame, path: Path, steps):
     for s in steps:
         ax1.plot(by_epochs["epochs"], by_epochs[f"{s}_sd"], "o-", label=f"{s} (raw)")
         ax1.plot(by_epochs["epochs"], by_epochs[f"{s}_ema_sd"], "x--", label=f"{s} (EMA)")
-    ax1.errorbar(by_epochs["epochs"], by_epochs["pooled_sd"],
-                 yerr=[by_epochs["pooled_sd"] - by_epochs["pooled_sd_low"],
-                       by_epochs["pooled_sd_high"] - by_epochs["pooled_sd"]],
-                 fmt="k-", lw=2, capsize=3, label="pooled (95% CI)")
+    ax1.errorbar(
+        by_epochs["epochs"],
+        by_epochs["pooled_sd"],
+        yerr=[
+            by_epochs["pooled_sd"] - by_epochs["pooled_sd_low"],
+            by_epochs["pooled_sd_high"] - by_epochs["pooled_sd"],
+        ],
+        fmt="k-",
+        lw=2,
+        capsize=3,
+        label="pooled (95% CI)",
+    )
     ax1.set_ylim(0, 1.2)  # EMA of a BatchNorm net can collapse (sd of several points): off the chart
     ax1.set_xlabel("epochs")
     ax1.set_ylabel("seed sd of top-1 (points)")
@@ -86,8 +95,10 @@ def plot(table: pd.DataFrame, path: Path, steps):
     ax1.grid(alpha=0.3)
     y = range(len(table))
     merit = table["half_x_sqrt_cpu_min"]
-    err = [merit * (1 - table["pooled_sd_low"] / table["pooled_sd"]),
-           merit * (table["pooled_sd_high"] / table["pooled_sd"] - 1)]   # from the sd's 95% CI
+    err = [
+        merit * (1 - table["pooled_sd_low"] / table["pooled_sd"]),
+        merit * (table["pooled_sd_high"] / table["pooled_sd"] - 1),
+    ]  # from the sd's 95% CI
     ax2.barh(list(y), merit, color="#4c72b0", xerr=err, error_kw=dict(lw=1, capsize=3))
     ax2.set_yticks(list(y), table["setting"], fontsize=8)
     ax2.invert_yaxis()
@@ -114,22 +125,35 @@ def main():
     specs = paper_plan(only=steps)
     chosen = args.settings.split(";") if args.settings else list(SETTINGS)
     out = Path(args.out)
-    folder = {label: out / label.replace(" ", "_").replace(",", "").replace("(", "").replace(")", "")
-              for label in SETTINGS}
+    folder = {
+        label: out / label.replace(" ", "_").replace(",", "").replace("(", "").replace(")", "") for label in SETTINGS
+    }
     for label in chosen:
         overrides = SETTINGS[label]
         recipe = get_preset("reference").with_overrides(overrides)
         print(f"== {label}: {' '.join(overrides) or 'the reference preset'}", flush=True)
-        run_plan(specs, recipe, "reference", seeds=range(args.seeds), out=str(folder[label]),
-                 progress=False, plot=False)
+        run_plan(
+            specs, recipe, "reference", seeds=range(args.seeds), out=str(folder[label]), progress=False, plot=False
+        )
         # every setting measured so far (also by earlier calls), in the order of SETTINGS
-        rows = [summarize_setting(lb, read_results(folder[lb])) for lb in SETTINGS
-                if (folder[lb] / "runs").is_dir()]
+        rows = [summarize_setting(lb, read_results(folder[lb])) for lb in SETTINGS if (folder[lb] / "runs").is_dir()]
         table = pd.DataFrame(rows)
         atomic_write_text(out / "noise.csv", table.to_csv(index=False, float_format="%.4f"))
         plot(table, out / "noise.png", steps)
-        print(table[["setting", "pooled_sd", "pooled_sd_low", "pooled_sd_high", "half_width_3_seeds", "cpu_s_per_run",
-                     "half_x_sqrt_cpu_min"]].to_string(index=False), flush=True)
+        print(
+            table[
+                [
+                    "setting",
+                    "pooled_sd",
+                    "pooled_sd_low",
+                    "pooled_sd_high",
+                    "half_width_3_seeds",
+                    "cpu_s_per_run",
+                    "half_x_sqrt_cpu_min",
+                ]
+            ].to_string(index=False),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

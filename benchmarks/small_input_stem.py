@@ -8,6 +8,7 @@ This trains the paper's kernel sweep on `large_kernel` with both stems (the refe
 preset, shortened to --epochs) and reports each kernel change with its 95% interval
 from the pooled model of each stem. Writes OUT/sweep.csv and OUT/sweep.md.
 """
+
 import argparse
 from pathlib import Path
 
@@ -37,25 +38,39 @@ def main():
     rows = []
     for stem in (False, True):
         recipe = get_preset("reference").with_overrides(
-            [f"epochs={args.epochs}", "warmup_epochs=0.1", f"small_input_stem={str(stem).lower()}"])
+            [f"epochs={args.epochs}", "warmup_epochs=0.1", f"small_input_stem={str(stem).lower()}"]
+        )
         folder = out / ("stem_stride_2" if stem else "stem_stride_4")
         run_plan(specs, recipe, "reference", seeds=range(args.seeds), out=str(folder), progress=False)
         steps, trans, fit = analyse(read_results(folder))
         for _, t in trans.iterrows():
-            rows.append(dict(stem="stride 2 (small_input_stem)" if stem else "stride 4 (paper)",
-                             change=f"{t['from']} -> {t['to']}", delta=t["delta"], ci_low=t["ci_low"],
-                             ci_high=t["ci_high"], p_holm=t["p_holm"], resolved=t["resolved"],
-                             paper_delta=t["paper_delta"], seed_sd=fit.sigma, df=fit.df))
+            rows.append(
+                dict(
+                    stem="stride 2 (small_input_stem)" if stem else "stride 4 (paper)",
+                    change=f"{t['from']} -> {t['to']}",
+                    delta=t["delta"],
+                    ci_low=t["ci_low"],
+                    ci_high=t["ci_high"],
+                    p_holm=t["p_holm"],
+                    resolved=t["resolved"],
+                    paper_delta=t["paper_delta"],
+                    seed_sd=fit.sigma,
+                    df=fit.df,
+                )
+            )
         for _, s in steps.iterrows():
-            print(f"{folder.name} {s['run']}: {s['top1_mean']:.2f} ± {s['top1_std']:.2f} "
-                  f"({s['seeds']} seeds)", flush=True)
+            print(
+                f"{folder.name} {s['run']}: {s['top1_mean']:.2f} ± {s['top1_std']:.2f} ({s['seeds']} seeds)", flush=True
+            )
     table = pd.DataFrame(rows)
     atomic_write_text(out / "sweep.csv", table.to_csv(index=False, float_format="%.4f"))
     md = ["| stem | change | Δ top-1 | 95% CI | Holm p | resolved | paper Δ |", "|---|---|---:|---|---:|---|---:|"]
-    md += [f"| {r.stem} | {r.change} | {r.delta:+.2f} | [{r.ci_low:+.2f}, {r.ci_high:+.2f}] | {r.p_holm:.2g} "
-           f"| {'yes' if r.resolved else 'no'} | {r.paper_delta:+.2f} |" for r in table.itertuples()]
-    cmd = (f"python benchmarks/small_input_stem.py --kernels {args.kernels} --seeds {args.seeds} "
-           f"--epochs {args.epochs}")
+    md += [
+        f"| {r.stem} | {r.change} | {r.delta:+.2f} | [{r.ci_low:+.2f}, {r.ci_high:+.2f}] | {r.p_holm:.2g} "
+        f"| {'yes' if r.resolved else 'no'} | {r.paper_delta:+.2f} |"
+        for r in table.itertuples()
+    ]
+    cmd = f"python benchmarks/small_input_stem.py --kernels {args.kernels} --seeds {args.seeds} --epochs {args.epochs}"
     atomic_write_text(out / "sweep.md", f"Made by `{cmd}`.\n\n" + "\n".join(md) + "\n")
     print("\n".join(md))
 

@@ -43,7 +43,7 @@ def tiny_recipe(updates: int = UPDATES, batch: int = BATCH, val: int = VAL):
             f"lr_batch={batch}",
             f"max_updates={updates}",
             f"eval_batch_size={val}",
-        ]
+        ],
     )
 
 
@@ -110,8 +110,8 @@ def reference_report():
     """`roadmap report`'s reading of the committed reference (results/reference-fashion-mnist:
     13 steps x 3 seeds, 4 epochs, full Fashion-MNIST): (steps, transitions, noise), or None
     when the reference is not in this checkout."""
-    from roadmap.report import build
     from roadmap.outputs import REFERENCE_ROOT
+    from roadmap.report import build
 
     folder = REFERENCE_ROOT / "reference-fashion-mnist"
     if not (folder / "runs").is_dir():

@@ -3,12 +3,17 @@
 The package imports neither torch nor timm by itself, so that `roadmap list` and `--help`
 start at once; `RoadmapNet` and `build` import the model when first used.
 """
+
 import importlib.abc
 import sys
+from typing import TYPE_CHECKING
 
 from .config import ArchConfig
 from .errors import RoadmapError
 from .registry import config_for, get_step, step_names
+
+if TYPE_CHECKING:
+    from .model import RoadmapNet
 
 __version__ = "0.1.0"
 
@@ -16,12 +21,14 @@ __version__ = "0.1.0"
 def build(step: str, num_classes: int = 1000, **overrides) -> "RoadmapNet":
     """The model of roadmap step `step`; `overrides` change any toggle of its ArchConfig."""
     from .model import RoadmapNet
+
     return RoadmapNet(config_for(step, num_classes=num_classes, **overrides))
 
 
 def __getattr__(name):
     if name == "RoadmapNet":  # the model needs torch: imported on first use only
         from .model import RoadmapNet
+
         return RoadmapNet
     raise AttributeError(f"module 'roadmap' has no attribute {name!r}")
 
@@ -30,6 +37,7 @@ def __getattr__(name):
 # as soon as both roadmap and timm are imported, in either order. Registering needs
 # roadmap.model, which imports timm itself: when timm arrives halfway through a roadmap module,
 # registering waits for the end of that module.
+
 
 class _Then(importlib.abc.Loader):
     """A module's own loader, then an attempt to register."""
@@ -55,8 +63,7 @@ class _WatchImports(importlib.abc.MetaPathFinder):
         if fullname != "timm" and not fullname.startswith("roadmap."):
             return None
         for finder in sys.meta_path:
-            spec = None if finder is self else getattr(finder, "find_spec", lambda *a: None)(
-                fullname, path, target)
+            spec = None if finder is self else getattr(finder, "find_spec", lambda *a: None)(fullname, path, target)
             if spec is not None:
                 if hasattr(spec.loader, "exec_module"):
                     spec.loader = _Then(spec.loader)
@@ -81,5 +88,4 @@ elif not any(isinstance(f, _WatchImports) for f in sys.meta_path):
     sys.meta_path.insert(0, _WatchImports())
 
 
-__all__ = ["ArchConfig", "RoadmapError", "RoadmapNet", "build", "config_for", "get_step",
-           "step_names"]
+__all__ = ["ArchConfig", "RoadmapError", "RoadmapNet", "build", "config_for", "get_step", "step_names"]

@@ -14,6 +14,7 @@ of our runner.
 Measurements alternate their order between repeats and keep the best of --repeats, so load
 from other processes on a shared machine hurts all contenders alike.
 """
+
 import itertools
 import platform
 import time
@@ -24,8 +25,7 @@ import torch
 
 from .env import autocast_for, memory_format, sync
 from .errors import RoadmapError
-from .measure import (PROCESS_PEAK, current_memory_mb, model_cost, peak_memory_mb,
-                      reset_peak_memory)
+from .measure import PROCESS_PEAK, current_memory_mb, model_cost, peak_memory_mb, reset_peak_memory
 
 TIMM_TWINS = {"resnet50": "resnet50", "separate_downsampling": "convnext_tiny"}
 NUM_CLASSES = 1000
@@ -34,8 +34,8 @@ BASELINE = "resnet50"
 
 # ---------------------------------------------------------------------------- measuring
 
-def img_per_s(step: Callable[[], None], images: int, warmup: int, iters: int,
-              device: torch.device) -> float:
+
+def img_per_s(step: Callable[[], None], images: int, warmup: int, iters: int, device: torch.device) -> float:
     """Images per second over `iters` calls of `step`, after `warmup` untimed ones (the first
     compiles, autotunes and allocates)."""
     for _ in range(warmup):
@@ -83,6 +83,7 @@ def train_step(model, run_model, batches, recipe, device):
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+
     return step
 
 
@@ -90,6 +91,7 @@ def infer_step(run_model, x, recipe, device):
     def step():
         with torch.no_grad(), autocast_for(device, recipe.amp):
             run_model(x)
+
     return step
 
 
@@ -97,12 +99,16 @@ def measure(model, x, y, recipe, ex, device, warmup, iters, memory: bool) -> Dic
     model, run_model = prepare(model, ex, device)
     model.train()
     train = train_step(model, run_model, [(x, y)], recipe, device)
-    out = dict(train_img_s=img_per_s(train, len(x), warmup, iters, device),
-               train_mb=step_memory_mb(train, device) if memory else None)
+    out = dict(
+        train_img_s=img_per_s(train, len(x), warmup, iters, device),
+        train_mb=step_memory_mb(train, device) if memory else None,
+    )
     model.eval()
     infer = infer_step(run_model, x, recipe, device)
-    out.update(infer_img_s=img_per_s(infer, len(x), warmup, iters, device),
-               infer_mb=step_memory_mb(infer, device) if memory else None)
+    out.update(
+        infer_img_s=img_per_s(infer, len(x), warmup, iters, device),
+        infer_mb=step_memory_mb(infer, device) if memory else None,
+    )
     model.train()
     model.zero_grad(set_to_none=True)  # the gradients go with the optimizer: the next one starts even
     return out
@@ -119,17 +125,31 @@ def best(runs: List[Dict]) -> Dict:
 
 # ---------------------------------------------------------------------------- the comparisons
 
+
 def bench_recipe(batch_size: int, resolution: int, overrides=None):
     """(recipe, execution): the paper's recipe without augmentation or stochastic depth
     (timm's models have none by default); the speed switches (amp, channels_last, compile)
     as in `roadmap run`."""
     from .recipe import apply_overrides, get_execution, get_preset
 
-    recipe = replace(get_preset("imagenet"), description="roadmap bench", img_size=resolution,
-                     batch_size=batch_size, epochs=1, warmup_epochs=0, randaug=None, mixup=0.0,
-                     cutmix=0.0, reprob=0.0, drop_path=0.0, max_shift=0, hflip=False)
-    ex = replace(get_execution("imagenet"), eval_batch_size=batch_size, workers=0,
-                 ckpt_every_s=1e9)  # never: only epoch ends
+    recipe = replace(
+        get_preset("imagenet"),
+        description="roadmap bench",
+        img_size=resolution,
+        batch_size=batch_size,
+        epochs=1,
+        warmup_epochs=0,
+        randaug=None,
+        mixup=0.0,
+        cutmix=0.0,
+        reprob=0.0,
+        drop_path=0.0,
+        max_shift=0,
+        hflip=False,
+    )
+    ex = replace(
+        get_execution("imagenet"), eval_batch_size=batch_size, workers=0, ckpt_every_s=1e9
+    )  # never: only epoch ends
     return apply_overrides(recipe, ex, overrides)
 
 
@@ -144,7 +164,8 @@ def contenders(steps: List[str]) -> Dict[tuple, Callable[[], torch.nn.Module]]:
         out[(step, "ours")] = lambda step=step: roadmap.build(step, num_classes=NUM_CLASSES)
         if step in TIMM_TWINS:
             out[(step, f"timm {TIMM_TWINS[step]}")] = lambda step=step: timm.create_model(
-                TIMM_TWINS[step], pretrained=False, num_classes=NUM_CLASSES)
+                TIMM_TWINS[step], pretrained=False, num_classes=NUM_CLASSES
+            )
     return out
 
 
@@ -160,9 +181,8 @@ def measure_all(steps: List[str], recipe, ex, device, warmup, iters, repeats) ->
     models = {c: build() for c, build in builders.items()}
     runs = {c: [] for c in models}
     for r in range(repeats):
-        for c in (list(models) if r % 2 == 0 else list(models)[::-1]):
-            runs[c].append(measure(models[c], x, y, recipe, ex, device, warmup, iters,
-                                   memory=(r >= repeats - 2)))
+        for c in list(models) if r % 2 == 0 else list(models)[::-1]:
+            runs[c].append(measure(models[c], x, y, recipe, ex, device, warmup, iters, memory=(r >= repeats - 2)))
     return [dict(step=step, model=name, **best(runs[(step, name)])) for step, name in models]
 
 
@@ -190,8 +210,17 @@ def synthetic_dataset(recipe, n: int):
     size = (3, recipe.img_size, recipe.img_size)
     images = lambda k: torch.randint(0, 256, (k, *size), dtype=torch.uint8, generator=g)
     labels = lambda k: torch.randint(0, NUM_CLASSES, (k,), generator=g)
-    return D.Dataset("synthetic", "roadmap bench", NUM_CLASSES, D.IMAGENET_MEAN, D.IMAGENET_STD,
-                     images(n), labels(n), images(recipe.batch_size), labels(recipe.batch_size))
+    return D.Dataset(
+        "synthetic",
+        "roadmap bench",
+        NUM_CLASSES,
+        D.IMAGENET_MEAN,
+        D.IMAGENET_STD,
+        images(n),
+        labels(n),
+        images(recipe.batch_size),
+        labels(recipe.batch_size),
+    )
 
 
 def runner_img_s(step: str, recipe, ex, ds, device) -> float:
@@ -214,9 +243,12 @@ def bare_img_s(step: str, recipe, ex, ds, device, warmup: int, iters: int) -> fl
     model = RoadmapNet(scale_config(config_for(step), recipe, ds.num_classes))
     model, run_model = prepare(model, ex, device)
     fmt = memory_format(ex)
-    batches = [(x.contiguous(memory_format=fmt), y) for x, y in D.memory_train_batches(
-        ds, recipe.img_size, recipe.batch_size, 0, 0, 0, recipe.max_shift, recipe.hflip,
-        str(device))]
+    batches = [
+        (x.contiguous(memory_format=fmt), y)
+        for x, y in D.memory_train_batches(
+            ds, recipe.img_size, recipe.batch_size, 0, 0, 0, recipe.max_shift, recipe.hflip, str(device)
+        )
+    ]
     step_fn = train_step(model, run_model, batches, recipe, device)
     return img_per_s(step_fn, recipe.batch_size, warmup, iters, device)
 
@@ -235,6 +267,7 @@ def runner_overhead(step: str, recipe, ex, device, warmup, iters, repeats) -> Di
 
 
 # ---------------------------------------------------------------------------- command line
+
 
 def device_line(device: torch.device) -> str:
     import timm
@@ -269,12 +302,20 @@ def format_step_table(rows: List[Dict]) -> str:
     """Per step: params, GFLOPs, speed and memory; then each as a ratio to resnet50."""
     keys = ("gflops", "train_img_s", "infer_img_s", "train_mb", "infer_mb")
     cols = ("GFLOPs", "train img/s", "infer img/s", "train MB", "infer MB")
-    lines = [f"{'step':24s} {'params M':>9s}" + "".join(f"{c:>12s}" for c in cols)
-             + "   " + "".join(f"{c + ' x':>14s}" for c in cols)]
+    lines = [
+        f"{'step':24s} {'params M':>9s}"
+        + "".join(f"{c:>12s}" for c in cols)
+        + "   "
+        + "".join(f"{c + ' x':>14s}" for c in cols)
+    ]
     for r in rows:
-        lines.append(f"{r['step']:24s} {r['params_m']:9.2f}" + f"{r['gflops']:12.3f}"
-                     + "".join(f"{_fmt(r[k]):>12s}" for k in keys[1:]) + "   "
-                     + "".join(f"{_fmt(r[k + '_ratio'], '.2f', 'x'):>14s}" for k in keys))
+        lines.append(
+            f"{r['step']:24s} {r['params_m']:9.2f}"
+            + f"{r['gflops']:12.3f}"
+            + "".join(f"{_fmt(r[k]):>12s}" for k in keys[1:])
+            + "   "
+            + "".join(f"{_fmt(r[k + '_ratio'], '.2f', 'x'):>14s}" for k in keys)
+        )
     return "\n".join(lines)
 
 
@@ -283,21 +324,23 @@ def format_timm_table(rows: List[Dict]) -> str:
     keys = ("train_img_s", "infer_img_s", "train_mb", "infer_mb")
     lines = [f"{'step':24s} {'model':22s}" + "".join(f"{c:>13s}" for c in cols)]
     for row in rows:
-        lines.append(f"{row['step']:24s} {row['model']:22s}"
-                     + "".join(f"{_fmt(row[k]):>13s}" for k in keys))
+        lines.append(f"{row['step']:24s} {row['model']:22s}" + "".join(f"{_fmt(row[k]):>13s}" for k in keys))
         if row["model"] != "ours":
             ours = next(r for r in rows if r["step"] == row["step"] and r["model"] == "ours")
-            lines.append(f"{'':24s} {'ours / timm':22s}" + "".join(
-                f"{_fmt(_ratio(ours[k], row[k]), '.2f', 'x'):>13s}" for k in keys))
+            lines.append(
+                f"{'':24s} {'ours / timm':22s}"
+                + "".join(f"{_fmt(_ratio(ours[k], row[k]), '.2f', 'x'):>13s}" for k in keys)
+            )
     return "\n".join(lines)
 
 
 def format_runner_table(rows: List[Dict]) -> str:
-    lines = [f"{'step':24s} {'runner img/s':>13s} {'bare img/s':>11s} {'runner / bare':>14s} "
-             f"{'overhead':>9s}"]
+    lines = [f"{'step':24s} {'runner img/s':>13s} {'bare img/s':>11s} {'runner / bare':>14s} {'overhead':>9s}"]
     for r in rows:
-        lines.append(f"{r['step']:24s} {r['runner_img_s']:13.1f} {r['bare_img_s']:11.1f} "
-                     f"{r['ratio']:13.3f}x {100 * (1 - r['ratio']):8.1f}%")
+        lines.append(
+            f"{r['step']:24s} {r['runner_img_s']:13.1f} {r['bare_img_s']:11.1f} "
+            f"{r['ratio']:13.3f}x {100 * (1 - r['ratio']):8.1f}%"
+        )
     return "\n".join(lines)
 
 
@@ -327,12 +370,14 @@ def cmd_bench(args):
     if cuda:
         configure_cuda(ex)  # as `roadmap run` does
     print(f"roadmap bench on {device_line(device)}")
-    print(f"batch {batch} at {args.resolution} px, {iters} timed iterations after {warmup} warm-up, "
-          f"best of {repeats}; amp {recipe.amp and cuda}, channels_last {ex.channels_last}, "
-          f"compile {ex.compile}", flush=True)
+    print(
+        f"batch {batch} at {args.resolution} px, {iters} timed iterations after {warmup} warm-up, "
+        f"best of {repeats}; amp {recipe.amp and cuda}, channels_last {ex.channels_last}, "
+        f"compile {ex.compile}",
+        flush=True,
+    )
     rows = measure_all(steps, recipe, ex, device, warmup, iters, repeats)
-    print(f"\nper step (MB: what one step allocates above weights and optimizer state; "
-          f"x: ratio to {BASELINE})")
+    print(f"\nper step (MB: what one step allocates above weights and optimizer state; x: ratio to {BASELINE})")
     print(format_step_table(step_rows(rows, args.resolution)), flush=True)
     if any(r["model"] != "ours" for r in rows):
         print("\nbuilt model vs timm")

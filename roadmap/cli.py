@@ -6,10 +6,10 @@ resume; nothing ends in a traceback unless ROADMAP_DEBUG=1 asks for one.
 
 Commands import what they need when they run: `roadmap list` and `--help` load no torch.
 """
+
 import argparse
 import errno
 import os
-
 import signal
 import sys
 from pathlib import Path
@@ -18,9 +18,17 @@ from .errors import RoadmapError
 
 # Seeds feed torch/numpy generators through small linear mixes (train.py, data.py); below
 # 2^31 every mix stays inside the 64-bit seeds the generators take.
-MAX_SEED = 2 ** 31 - 1
-CLUSTER_FLAGS = ("--partition", "--nodes", "--gpus-per-node", "--tasks-per-node", "--cpus-per-task",
-                 "--mem-gb", "--timeout-min", "--wait")
+MAX_SEED = 2**31 - 1
+CLUSTER_FLAGS = (
+    "--partition",
+    "--nodes",
+    "--gpus-per-node",
+    "--tasks-per-node",
+    "--cpus-per-task",
+    "--mem-gb",
+    "--timeout-min",
+    "--wait",
+)
 INTERRUPTED = "finished runs are saved, rerun the same command to resume"
 
 
@@ -37,6 +45,7 @@ class Terminated(KeyboardInterrupt):
 
 
 # ---------------------------------------------------------------------------- flag values
+
 
 def _resolution(text: str) -> int:
     try:
@@ -82,8 +91,11 @@ def use_threads(threads) -> int:
 
     cores = available_cores()
     if threads is not None and threads > cores:
-        print(f"roadmap: note: --threads {threads}: only {cores} core(s) available here; "
-              f"using {cores}", file=sys.stderr, flush=True)
+        print(
+            f"roadmap: note: --threads {threads}: only {cores} core(s) available here; using {cores}",
+            file=sys.stderr,
+            flush=True,
+        )
         threads = cores
     torch.set_num_threads(threads or torch.get_num_threads())
     return torch.get_num_threads()
@@ -91,8 +103,10 @@ def use_threads(threads) -> int:
 
 # ---------------------------------------------------------------------------- commands
 
+
 def cmd_list(args):
     from steps import ROADMAP
+
     print(f"{'#':>2}  {'step':24s} {'phase':20s} {'top-1':>12s} {'GFLOPs':>7s}  change")
     for i, s in enumerate(ROADMAP):
         sd = f" ± {s.paper_top1_sd:.2f}" if s.paper_top1_sd is not None else ""
@@ -102,6 +116,7 @@ def cmd_list(args):
 
 def cmd_flops(args):
     from .measure import flops_table
+
     table = flops_table(resolution=args.resolution)
     if args.format == "csv":
         print(table.to_csv(index=False), end="")
@@ -116,6 +131,7 @@ def cmd_flops(args):
 
 def cmd_show(args):
     from .describe import describe_step
+
     print(describe_step(args.step, resolution=args.resolution))
 
 
@@ -128,9 +144,11 @@ def _check_run_flags(args):
     if args.seeds < 1:
         raise RoadmapError("--seeds must be at least 1")
     if not 0 <= args.seed_offset <= MAX_SEED - (args.seeds - 1):
-        raise RoadmapError(f"--seed-offset {args.seed_offset}: seeds run from 0 to {MAX_SEED} "
-                           f"(2^31 - 1), so with --seeds {args.seeds} the offset is 0 to "
-                           f"{MAX_SEED - args.seeds + 1}")
+        raise RoadmapError(
+            f"--seed-offset {args.seed_offset}: seeds run from 0 to {MAX_SEED} "
+            f"(2^31 - 1), so with --seeds {args.seeds} the offset is 0 to "
+            f"{MAX_SEED - args.seeds + 1}"
+        )
     check_threads(args.threads)
 
 
@@ -138,14 +156,19 @@ def _run_specs(args):
     """The runs `roadmap run` asks for, and the custom roadmap's name (None: the paper's)."""
     if args.roadmap:
         from .custom import load_roadmap
+
         if args.only is not None or args.kernel_sizes is not None:
             raise RoadmapError("--roadmap runs its own steps; drop --only/--kernel-sizes")
         custom = load_roadmap(args.roadmap)
         return custom.plan(upto=args.upto, start=getattr(args, "from")), custom.name
     from .plan import paper_plan
-    return paper_plan(upto=args.upto, start=getattr(args, "from"),
-                      only=_csv_list(args.only, flag="--only"),
-                      kernel_sizes=_csv_list(args.kernel_sizes, int, "--kernel-sizes")), None
+
+    return paper_plan(
+        upto=args.upto,
+        start=getattr(args, "from"),
+        only=_csv_list(args.only, flag="--only"),
+        kernel_sizes=_csv_list(args.kernel_sizes, int, "--kernel-sizes"),
+    ), None
 
 
 def cmd_run(args):
@@ -157,7 +180,8 @@ def cmd_run(args):
     seeds = list(range(args.seed_offset, args.seed_offset + args.seeds))
     if args.launcher == "submitit":
         from .launch import submit_plan
-        return submit_plan(specs, seeds, recipe, ex, args, roadmap_name)
+
+        return submit_plan(specs, seeds, recipe, ex, args, run_defaults(), roadmap_name)
     cluster_flags = [f for f in CLUSTER_FLAGS if getattr(args, f.lstrip("-").replace("-", "_"))]
     if cluster_flags:
         raise RoadmapError(f"{', '.join(cluster_flags)} need --launcher submitit")
@@ -174,13 +198,27 @@ def run_local(specs, recipe, ex, seeds, roadmap_name, args):
     dist = Dist()
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         from .distributed import init_distributed
+
         dist = init_distributed(args.device)
     use_threads(args.threads)
     try:
-        run_plan(specs, recipe, args.preset, dist, ex=ex, data=args.data, seeds=seeds, out=args.out,
-                 roadmap=roadmap_name, device=args.device, progress=not args.no_progress,
-                 plot=not args.no_plot, tensorboard=(args.log == "tensorboard"),
-                 retry_failed=args.retry_failed, use_reference=not args.no_reference)
+        run_plan(
+            specs,
+            recipe,
+            args.preset,
+            dist,
+            ex=ex,
+            data=args.data,
+            seeds=seeds,
+            out=args.out,
+            roadmap=roadmap_name,
+            device=args.device,
+            progress=not args.no_progress,
+            plot=not args.no_plot,
+            tensorboard=(args.log == "tensorboard"),
+            retry_failed=args.retry_failed,
+            use_reference=not args.no_reference,
+        )
     finally:
         if dist.world_size > 1:
             torch.distributed.destroy_process_group()
@@ -188,6 +226,7 @@ def run_local(specs, recipe, ex, seeds, roadmap_name, args):
 
 def cmd_plot(args):
     from .outputs import write_outputs
+
     written = write_outputs(args.dir)
     if not written["figures"]:
         raise RoadmapError(f"{args.dir}: no finished runs to plot yet")
@@ -198,7 +237,7 @@ def cmd_plot(args):
 def cmd_report(args):
     """`roadmap report A B --out M` merges runs: first warn where A and B disagree about a run
     (the same key with other numbers) or mix CPU thread counts; then report as usual."""
-    from . import report
+    from .outputs import write_report
     from .results import merge_warnings, read_results
 
     if len(args.dirs) > 1 or args.out is not None:
@@ -211,7 +250,12 @@ def cmd_report(args):
                 pass  # the report itself says what is wrong with that folder
         for w in merge_warnings(tables):
             print(f"roadmap: warning: {w}", file=sys.stderr, flush=True)
-    return report.cmd_report(args)
+    report = write_report(args.dirs, out=args.out, plot=not args.no_plot)
+    for w in report["warnings"]:
+        print(f"warning: {w}")
+    print(report["findings"])
+    for p in report["paths"]:
+        print(p)
 
 
 def cmd_bench(args):
@@ -220,74 +264,116 @@ def cmd_bench(args):
         raise RoadmapError("--set img_size: bench's image size is --resolution (at least 32)")
     args.threads = use_threads(args.threads)  # bad --set values fail in bench_recipe, as in run
     from . import bench
+
     return bench.cmd_bench(args)
 
 
 # ---------------------------------------------------------------------------- parsers
 # argparse %-formats help strings: a literal percent sign is written %%.
 
+
 def _shared_flags() -> argparse.ArgumentParser:
     """--device, --threads and --set, for the commands that train or time models (run, bench)."""
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--threads", type=int,
-                   help="CPU threads (default: torch's; at most the cores available)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="override a recipe field, e.g. --set epochs=3 (repeatable)")
+    p.add_argument("--threads", type=int, help="CPU threads (default: torch's; at most the cores available)")
+    p.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="override a recipe field, e.g. --set epochs=3 (repeatable)"
+    )
     return p
 
 
 def _add_run(sub, shared):
-    p = sub.add_parser("run", parents=[shared],
-                       help="train and measure the roadmap's steps, write results and the figure")
+    p = sub.add_parser(
+        "run", parents=[shared], help="train and measure the roadmap's steps, write results and the figure"
+    )
     p.add_argument("--upto", metavar="STEP", help="last step to run (inclusive)")
     p.add_argument("--from", metavar="STEP", help="first step to run (inclusive)")
     p.add_argument("--only", metavar="STEP[,STEP...]", help="run just these steps")
-    p.add_argument("--kernel-sizes", metavar="K[,K...]",
-                   help="the paper's kernel sweep on large_kernel, e.g. 3,5,7,9,11")
-    p.add_argument("--roadmap", metavar="FILE", help="a custom roadmap instead of the paper's: a "
-                   "TOML/YAML file, or the name of a shipped example (micro_first, leave_one_out)")
-    p.add_argument("--preset", default="demo", help="recipe scale: demo (CPU, minutes; default), "
-                   "reference (CPU, the committed 3-seed reference), cifar, imagenette, imagenet")
-    p.add_argument("--data", default="fashion-mnist",
-                   help="fashion-mnist (default), or PATH to an ImageFolder tree or CIFAR batches")
+    p.add_argument(
+        "--kernel-sizes", metavar="K[,K...]", help="the paper's kernel sweep on large_kernel, e.g. 3,5,7,9,11"
+    )
+    p.add_argument(
+        "--roadmap",
+        metavar="FILE",
+        help="a custom roadmap instead of the paper's: a "
+        "TOML/YAML file, or the name of a shipped example (micro_first, leave_one_out)",
+    )
+    p.add_argument(
+        "--preset",
+        default="demo",
+        help="recipe scale: demo (CPU, minutes; default), "
+        "reference (CPU, the committed 3-seed reference), cifar, imagenette, imagenet",
+    )
+    p.add_argument(
+        "--data",
+        default="fashion-mnist",
+        help="fashion-mnist (default), or PATH to an ImageFolder tree or CIFAR batches",
+    )
     p.add_argument("--seeds", type=int, default=1, help="number of seeds per step (default 1)")
     p.add_argument("--seed-offset", type=int, default=0, help="first seed (default 0)")
-    p.add_argument("--out", metavar="DIR", help="results folder (default runs/<preset>-<data>, "
-                   "runs/<preset>-<data>-<roadmap> for --roadmap; finished runs of the committed "
-                   "results/<preset>-<data> are reused)")
-    p.add_argument("--log", choices=("none", "tensorboard"), default="none",
-                   help="also write training curves (tensorboard: DIR/tensorboard/<step>-seed<N>)")
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        help="results folder (default runs/<preset>-<data>, "
+        "runs/<preset>-<data>-<roadmap> for --roadmap; finished runs of the committed "
+        "results/<preset>-<data> are reused)",
+    )
+    p.add_argument(
+        "--log",
+        choices=("none", "tensorboard"),
+        default="none",
+        help="also write training curves (tensorboard: DIR/tensorboard/<step>-seed<N>)",
+    )
     p.add_argument("--no-plot", action="store_true", help="skip the figure at the end")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("--no-reference", action="store_true",
-                   help="train every run here, even those found in the committed results/<preset>-<data>")
-    p.add_argument("--retry-failed", action="store_true",
-                   help="run again the runs recorded as failed (by default a rerun reports them and exits 1)")
-    g = p.add_argument_group("cluster", "--launcher submitit: one job per step and seed, each a "
-                             "`roadmap run` of that step and seed with every flag above "
-                             "(multi-GPU in one process: torchrun --nproc_per_node=N -m roadmap run)")
-    g.add_argument("--launcher", choices=("local", "submitit"), default="local",
-                   help="local: train here (default); submitit: submit jobs")
-    g.add_argument("--cluster", choices=("slurm", "local"), default="slurm",
-                   help="submitit's executor: slurm (default) or local (this machine, for tests)")
+    p.add_argument(
+        "--no-reference",
+        action="store_true",
+        help="train every run here, even those found in the committed results/<preset>-<data>",
+    )
+    p.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="run again the runs recorded as failed (by default a rerun reports them and exits 1)",
+    )
+    g = p.add_argument_group(
+        "cluster",
+        "--launcher submitit: one job per step and seed, each a "
+        "`roadmap run` of that step and seed with every flag above "
+        "(multi-GPU in one process: torchrun --nproc_per_node=N -m roadmap run)",
+    )
+    g.add_argument(
+        "--launcher",
+        choices=("local", "submitit"),
+        default="local",
+        help="local: train here (default); submitit: submit jobs",
+    )
+    g.add_argument(
+        "--cluster",
+        choices=("slurm", "local"),
+        default="slurm",
+        help="submitit's executor: slurm (default) or local (this machine, for tests)",
+    )
     g.add_argument("--partition", help="SLURM partition")
     g.add_argument("--nodes", type=int, help="nodes per job (default 1)")
     g.add_argument("--gpus-per-node", type=int, help="GPUs per node; one DDP process each")
-    g.add_argument("--tasks-per-node", type=int,
-                   help="processes per node (default: the GPUs per node, or 1)")
-    g.add_argument("--cpus-per-task", type=int,
-                   help="CPU cores per process (default: the data loader's workers + 1)")
+    g.add_argument("--tasks-per-node", type=int, help="processes per node (default: the GPUs per node, or 1)")
+    g.add_argument("--cpus-per-task", type=int, help="CPU cores per process (default: the data loader's workers + 1)")
     g.add_argument("--mem-gb", type=float, help="memory per node")
     g.add_argument("--timeout-min", type=int, help="job time limit; a job requeues and resumes past it")
-    g.add_argument("--wait", action="store_true",
-                   help="wait for the jobs, then write the tables and figure (always on --cluster local)")
+    g.add_argument(
+        "--wait",
+        action="store_true",
+        help="wait for the jobs, then write the tables and figure (always on --cluster local)",
+    )
     p.set_defaults(func=cmd_run)
 
 
 def _add_report(sub):
-    p = sub.add_parser("report", help="per-step changes with 95%% intervals, agreement with the "
-                                      "paper: report.md, report.json")
+    p = sub.add_parser(
+        "report", help="per-step changes with 95%% intervals, agreement with the paper: report.md, report.json"
+    )
     p.add_argument("dirs", nargs="+", metavar="DIR", help="results folder(s); several are merged")
     p.add_argument("--out", metavar="DIR", help="where to write (default: the one DIR; required with several)")
     p.add_argument("--no-plot", action="store_true", help="skip the figure")
@@ -295,16 +381,17 @@ def _add_report(sub):
 
 
 def _add_bench(sub, shared):
-    p = sub.add_parser("bench", parents=[shared],
-                       help="img/s and memory of our models vs timm's, and of our runner")
-    p.add_argument("--steps", default="resnet50,separate_downsampling",
-                   help="steps to measure (default: the two endpoints, compared with timm)")
+    p = sub.add_parser("bench", parents=[shared], help="img/s and memory of our models vs timm's, and of our runner")
+    p.add_argument(
+        "--steps",
+        default="resnet50,separate_downsampling",
+        help="steps to measure (default: the two endpoints, compared with timm)",
+    )
     p.add_argument("--batch-size", type=int, help="images per step (default 64 on CUDA, 8 on CPU)")
     p.add_argument("--resolution", type=_resolution, default=224, help="image size (>= 32, default 224)")
     p.add_argument("--iters", type=int, help="timed iterations (default 20 on CUDA, 2 on CPU)")
     p.add_argument("--warmup", type=int, help="untimed iterations first (default 5 on CUDA, 1 on CPU)")
-    p.add_argument("--repeats", type=int,
-                   help="measurements, alternating, the best kept (default 3 on CUDA, 5 on CPU)")
+    p.add_argument("--repeats", type=int, help="measurements, alternating, the best kept (default 3 on CUDA, 5 on CPU)")
     p.add_argument("--no-runner", action="store_true", help="skip the runner-overhead measurement")
     p.set_defaults(func=cmd_bench)
 
@@ -347,6 +434,7 @@ def run_command(argv) -> int:
 
 
 # ---------------------------------------------------------------------------- main
+
 
 def _one_line(text) -> str:
     return " ".join(str(text).split())
@@ -391,8 +479,11 @@ def main(argv=None) -> int:
     except Exception as e:  # a bug, or a mistake not caught by name yet: still one line
         if os.environ.get("ROADMAP_DEBUG"):
             raise
-        print(f"roadmap: error: {type(e).__name__}: {_one_line(e)} (unexpected; rerun with "
-              "ROADMAP_DEBUG=1 for the traceback, and please report it)", file=sys.stderr)
+        print(
+            f"roadmap: error: {type(e).__name__}: {_one_line(e)} (unexpected; rerun with "
+            "ROADMAP_DEBUG=1 for the traceback, and please report it)",
+            file=sys.stderr,
+        )
         return 1
     finally:
         if previous is not None:

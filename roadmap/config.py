@@ -1,4 +1,5 @@
 """One frozen dataclass holds every architectural toggle; the builder reads only this."""
+
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Dict, Optional, Tuple
 
@@ -48,6 +49,7 @@ class ArchConfig:
         the stem strides 2 instead of 4 (ResNet: no max-pool; patchify: patch_size / 2),
         so stage 1 sees 16x16 instead of 8x8. Off for the paper's ImageNet setting.
     """
+
     depths: Tuple[int, ...] = (3, 4, 6, 3)
     widths: Tuple[int, ...] = (64, 128, 256, 512)
     expansion: int = 4
@@ -73,10 +75,10 @@ class ArchConfig:
         for name, allowed in CHOICES.items():
             if getattr(self, name) not in allowed:
                 raise RoadmapError(
-                    f"{name}={getattr(self, name)!r} is not a valid value; allowed: {', '.join(allowed)}")
+                    f"{name}={getattr(self, name)!r} is not a valid value; allowed: {', '.join(allowed)}"
+                )
         if len(self.depths) != len(self.widths):
-            raise RoadmapError(
-                f"depths {self.depths} and widths {self.widths} must have one entry per stage")
+            raise RoadmapError(f"depths {self.depths} and widths {self.widths} must have one entry per stage")
         if self.kernel_size < 1 or self.kernel_size % 2 == 0:
             raise RoadmapError(f"kernel_size={self.kernel_size}: use an odd size (3, 5, 7, ...)")
         if self.small_input_stem and self.stem == "patchify" and self.patch_size % 2:
@@ -104,14 +106,16 @@ class ArchConfig:
 
     def diff(self, other: "ArchConfig") -> Dict[str, Tuple[Any, Any]]:
         """Fields whose value differs: {name: (self's value, other's value)}."""
-        return {f.name: (getattr(self, f.name), getattr(other, f.name))
-                for f in fields(self) if getattr(self, f.name) != getattr(other, f.name)}
+        return {
+            f.name: (getattr(self, f.name), getattr(other, f.name))
+            for f in fields(self)
+            if getattr(self, f.name) != getattr(other, f.name)
+        }
 
     def replace(self, **changes) -> "ArchConfig":
         unknown = sorted(set(changes) - set(field_names()))
         if unknown:
-            raise RoadmapError(
-                f"unknown toggle(s) {', '.join(unknown)}; valid toggles: {', '.join(field_names())}")
+            raise RoadmapError(f"unknown toggle(s) {', '.join(unknown)}; valid toggles: {', '.join(field_names())}")
         return replace(self, **changes)
 
 

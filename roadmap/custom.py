@@ -26,13 +26,13 @@ numbers, so the chart shows them.
 In Python the same thing is `Roadmap("name", start=..., steps=[CustomStep(...) or dict])`.
 Every mistake is one RoadmapError naming the file (line, [[step]], key) and what is allowed.
 """
+
 import difflib
 import json
 import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import (Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union,
-                    get_origin, get_type_hints)
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union, get_origin, get_type_hints
 
 import steps as _steps_pkg
 from steps import ROADMAP, Step
@@ -48,8 +48,11 @@ FILE_KEYS = ("name", "description", "start", "mode", "step")
 STEP_KEYS = ("name", "paper_step", "revert", "changes", "phase", "why")
 MODES = ("cumulative", "independent")
 # Toggles the run sets from the data and the recipe; a roadmap setting them would be overridden.
-RUNTIME_FIELDS = {"num_classes": "the data", "in_chans": "the data",
-                  "drop_path_rate": "the recipe (--set drop_path=...)"}
+RUNTIME_FIELDS = {
+    "num_classes": "the data",
+    "in_chans": "the data",
+    "drop_path_rate": "the recipe (--set drop_path=...)",
+}
 _HINTS = get_type_hints(ArchConfig)
 # Which phase a toggle belongs to: the phase of the paper step that changes it.
 _TOGGLE_PHASE = {k: s.phase for s in ROADMAP for k in s.changes}
@@ -70,6 +73,7 @@ def examples() -> Tuple[str, ...]:
 @dataclass(frozen=True)
 class CustomStep:
     """One row of a custom roadmap; the fields are the keys of a [[step]] table."""
+
     name: str = ""
     paper_step: Union[str, Sequence[str]] = ()
     revert: Union[str, Sequence[str]] = ()
@@ -81,10 +85,11 @@ class CustomStep:
 @dataclass(frozen=True)
 class Row:
     """A resolved row: its configuration, what it changed, and the paper step it equals (if any)."""
+
     name: str
     phase: str
     cfg: ArchConfig
-    changes: Mapping[str, Any]    # toggles that differ from the row it was applied to
+    changes: Mapping[str, Any]  # toggles that differ from the row it was applied to
     why: str
     paper: Optional[Step]
 
@@ -96,8 +101,9 @@ class _Invalid(Exception):
 class _Origin:
     """Where a roadmap came from, so that errors can say the file, the line and the key."""
 
-    def __init__(self, label: str, locate: Optional[Callable[[Path_], Optional[int]]] = None,
-                 step_label: str = "steps[{i}]"):
+    def __init__(
+        self, label: str, locate: Optional[Callable[[Path_], Optional[int]]] = None, step_label: str = "steps[{i}]"
+    ):
         self.label, self.locate, self.step_label = label, locate, step_label
 
     def error(self, path: Path_, message: str) -> RoadmapError:
@@ -116,6 +122,7 @@ class _Origin:
 
 # ---- values -------------------------------------------------------------------------
 
+
 def _show(value) -> str:
     """A value as the file would spell it (JSON is close to TOML for scalars and lists)."""
     return '"none"' if value is None else json.dumps(value, default=str)
@@ -133,8 +140,7 @@ def check_toggle(key: str, value: Any) -> Any:
     if key in RUNTIME_FIELDS:
         raise _Invalid(f"{key} is set at run time by {RUNTIME_FIELDS[key]}, not by a roadmap")
     if key not in _HINTS:
-        raise _Invalid(f"unknown toggle {key!r}.{_did_you_mean(key, toggles())} "
-                       f"Valid toggles: {', '.join(toggles())}")
+        raise _Invalid(f"unknown toggle {key!r}.{_did_you_mean(key, toggles())} Valid toggles: {', '.join(toggles())}")
     hint, example = _HINTS[key], getattr(ArchConfig(), key)  # the defaults are resnet50's
     none_ok, base = split_optional(hint)
     bad = f"{key} = {_show(value)} is not allowed; {key} takes "
@@ -169,8 +175,9 @@ def _names(value) -> Tuple[str, ...]:
         return (value,)
     if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
         return tuple(value)
-    raise _Invalid(f"{_show(value)} is not allowed; give a paper step name or a list of them: "
-                   f"{', '.join(step_names())}")
+    raise _Invalid(
+        f"{_show(value)} is not allowed; give a paper step name or a list of them: {', '.join(step_names())}"
+    )
 
 
 def _paper_changes(name: str) -> Dict[str, Any]:
@@ -181,12 +188,15 @@ def _reverted(name: str) -> Dict[str, Any]:
     """The toggles paper step `name` changed, at their values before it."""
     before = previous_step(name)
     if before is None:
-        raise _Invalid(f"{name!r} is the paper's start and changes nothing, so there is nothing to "
-                       f"revert; revert one of {', '.join(step_names()[1:])}")
+        raise _Invalid(
+            f"{name!r} is the paper's start and changes nothing, so there is nothing to "
+            f"revert; revert one of {', '.join(step_names()[1:])}"
+        )
     return {k: getattr(config_for(before), k) for k in get_step(name).changes}
 
 
 # ---- the roadmap --------------------------------------------------------------------
+
 
 class Roadmap:
     """A start step and a list of steps; `rows` is the resolved, validated table.
@@ -195,9 +205,15 @@ class Roadmap:
     a step is a CustomStep or a dict with the keys of a [[step]] table.
     """
 
-    def __init__(self, name: str, start: str = "resnet50",
-                 steps: Sequence[Union[CustomStep, Mapping[str, Any]]] = (),
-                 mode: str = "cumulative", description: str = "", origin: Optional[_Origin] = None):
+    def __init__(
+        self,
+        name: str,
+        start: str = "resnet50",
+        steps: Sequence[Union[CustomStep, Mapping[str, Any]]] = (),
+        mode: str = "cumulative",
+        description: str = "",
+        origin: Optional[_Origin] = None,
+    ):
         self.origin = origin or _Origin(f"roadmap {name!r}")
         self.name = self._text(("name",), name, required=True)
         self.description = self._text(("description",), description)
@@ -227,54 +243,71 @@ class Roadmap:
         characters); returns the model names. E.g. `load_roadmap("micro_first").register()`,
         then `timm.create_model("roadmap_micro_design_first_gelu", num_classes=10)`."""
         from .timm_models import register_rows
-        return register_rows([(r.name, r.cfg, r.why or self.description) for r in self.rows],
-                             prefix=self.name)
+
+        return register_rows([(r.name, r.cfg, r.why or self.description) for r in self.rows], prefix=self.name)
 
     def default_out(self, preset: str, data_name: str) -> Path:
         """runs/<preset>-<data>-<roadmap>: next to the paper roadmap's runs/<preset>-<data>."""
         from .plan import default_out_dir
+
         return default_out_dir(preset, data_name, self.name)
 
     def _spec(self, order: int, row: Row) -> RunSpec:
         p = row.paper
-        return RunSpec(row.name, row.name, row.phase, order, row.cfg,
-                       p.paper_top1 if p else None, p.paper_top1_sd if p else None,
-                       p.paper_gflops if p else None, roadmap=self.name)
+        return RunSpec(
+            row.name,
+            row.name,
+            row.phase,
+            order,
+            row.cfg,
+            p.paper_top1 if p else None,
+            p.paper_top1_sd if p else None,
+            p.paper_gflops if p else None,
+            roadmap=self.name,
+        )
 
     def _index(self, name: str, flag: str) -> int:
         if name not in self.names():
-            raise RoadmapError(f"{flag} {name!r} is not a step of roadmap {self.name!r} "
-                               f"({self.origin.label}).{_did_you_mean(name, self.names())} "
-                               f"Its steps, in order: {', '.join(self.names())}")
+            raise RoadmapError(
+                f"{flag} {name!r} is not a step of roadmap {self.name!r} "
+                f"({self.origin.label}).{_did_you_mean(name, self.names())} "
+                f"Its steps, in order: {', '.join(self.names())}"
+            )
         return self.names().index(name)
 
     # -- top-level keys --
 
     def _text(self, path: Path_, value, required=False) -> str:
         if not isinstance(value, str) or (required and not value.strip()):
-            raise self.origin.error(path, f"{_show(value)} is not allowed; give a "
-                                          f"{'non-empty ' if required else ''}string")
+            raise self.origin.error(
+                path, f"{_show(value)} is not allowed; give a {'non-empty ' if required else ''}string"
+            )
         return value
 
     def _start(self, start) -> str:
         if not isinstance(start, str) or start not in step_names():
-            raise self.origin.error(("start",), f"{_show(start)} is not a paper step."
-                                                f"{_did_you_mean(start, step_names())} "
-                                                f"Valid steps, in order: {', '.join(step_names())}")
+            raise self.origin.error(
+                ("start",),
+                f"{_show(start)} is not a paper step."
+                f"{_did_you_mean(start, step_names())} "
+                f"Valid steps, in order: {', '.join(step_names())}",
+            )
         return start
 
     def _mode(self, mode) -> str:
         if mode not in MODES:
-            raise self.origin.error(("mode",), f"{_show(mode)} is not allowed; mode is one of "
-                                               f"{', '.join(map(_show, MODES))}")
+            raise self.origin.error(
+                ("mode",), f"{_show(mode)} is not allowed; mode is one of {', '.join(map(_show, MODES))}"
+            )
         return mode
 
     # -- steps --
 
     def _resolve(self, steps) -> List[Row]:
         if isinstance(steps, (str, Mapping)) or not isinstance(steps, Sequence) or not steps:
-            raise self.origin.error(("step",), "a roadmap needs a list of steps, at least one "
-                                               "(in TOML, one [[step]] table per row)")
+            raise self.origin.error(
+                ("step",), "a roadmap needs a list of steps, at least one (in TOML, one [[step]] table per row)"
+            )
         base = config_for(self.start)
         rows = [Row(self.start, "start", base, {}, get_step(self.start).why, get_step(self.start))]
         for i, raw in enumerate(steps):
@@ -287,25 +320,35 @@ class Roadmap:
         if isinstance(raw, CustomStep):
             raw = {f.name: getattr(raw, f.name) for f in fields(raw)}
         if not isinstance(raw, Mapping):
-            raise self.origin.error(("step", i), f"{_show(raw)} is not a step; a step is a table "
-                                                 f"with the keys {', '.join(STEP_KEYS)}")
+            raise self.origin.error(
+                ("step", i), f"{_show(raw)} is not a step; a step is a table with the keys {', '.join(STEP_KEYS)}"
+            )
         for key in raw:
             if key not in STEP_KEYS:
-                raise self.origin.error(("step", i, key), f"unknown key.{_did_you_mean(key, STEP_KEYS)} "
-                                                          f"A step's keys: {', '.join(STEP_KEYS)}")
+                raise self.origin.error(
+                    ("step", i, key),
+                    f"unknown key.{_did_you_mean(key, STEP_KEYS)} A step's keys: {', '.join(STEP_KEYS)}",
+                )
         for key in ("name", "phase", "why"):
             self._text(("step", i, key), raw.get(key, ""))
         if not isinstance(raw.get("changes", {}), Mapping):
-            raise self.origin.error(("step", i, "changes"), "give a table of toggles, e.g. "
-                                                            "changes = { kernel_size = 7 }")
+            raise self.origin.error(
+                ("step", i, "changes"), "give a table of toggles, e.g. changes = { kernel_size = 7 }"
+            )
         named = {}
         for key in ("paper_step", "revert"):
             try:
                 named[key] = _names(raw.get(key, ()))
             except _Invalid as e:
                 raise self.origin.error(("step", i, key), str(e)) from None
-        return CustomStep(raw.get("name", ""), named["paper_step"], named["revert"],
-                          dict(raw.get("changes", {})), raw.get("phase", ""), raw.get("why", ""))
+        return CustomStep(
+            raw.get("name", ""),
+            named["paper_step"],
+            named["revert"],
+            dict(raw.get("changes", {})),
+            raw.get("phase", ""),
+            raw.get("why", ""),
+        )
 
     def _changes(self, i: int, step: CustomStep) -> Dict[str, Any]:
         """The toggles the step sets: paper steps' changes, then reverts, then its own changes."""
@@ -322,8 +365,7 @@ class Roadmap:
             except _Invalid as e:
                 raise self.origin.error(("step", i, "changes", key), str(e)) from None
         if not out:
-            raise self.origin.error(("step", i), "this step changes nothing; give changes, "
-                                                 "paper_step or revert")
+            raise self.origin.error(("step", i), "this step changes nothing; give changes, paper_step or revert")
         return out
 
     def _row(self, i: int, step: CustomStep, prev: Row, rows: List[Row]) -> Row:
@@ -336,26 +378,37 @@ class Roadmap:
         name = self._row_name(i, step)
         if cfg == prev.cfg:
             told = ", ".join(f"{k} = {_show(v)}" for k, v in changes.items())
-            raise self.origin.error(("step", i), f"step {name!r} changes nothing: {told} is already "
-                                                 f"so in row {prev.name!r}, which it applies to "
-                                                 f"({self.mode} mode); a step must change a toggle")
+            raise self.origin.error(
+                ("step", i),
+                f"step {name!r} changes nothing: {told} is already "
+                f"so in row {prev.name!r}, which it applies to "
+                f"({self.mode} mode); a step must change a toggle",
+            )
         twin = next((r for r in rows if r.cfg == cfg), None)
         if twin is not None:
-            raise self.origin.error(("step", i), f"step {name!r} builds the same model as row "
-                                                 f"{twin.name!r}; every row must be a different model")
+            raise self.origin.error(
+                ("step", i),
+                f"step {name!r} builds the same model as row {twin.name!r}; every row must be a different model",
+            )
         if name in [r.name for r in rows]:
-            raise self.origin.error(("step", i, "name"), f"{name!r} names an earlier row too; "
-                                                         "row names must be unique")
-        return Row(name, step.phase or self._phase(step, changes), cfg,
-                   {k: new for k, (_, new) in prev.cfg.diff(cfg).items()}, step.why, _paper_twin(cfg))
+            raise self.origin.error(("step", i, "name"), f"{name!r} names an earlier row too; row names must be unique")
+        return Row(
+            name,
+            step.phase or self._phase(step, changes),
+            cfg,
+            {k: new for k, (_, new) in prev.cfg.diff(cfg).items()},
+            step.why,
+            _paper_twin(cfg),
+        )
 
     def _row_name(self, i: int, step: CustomStep) -> str:
         if step.name:
             return step.name
         if len(step.paper_step) + len(step.revert) == 1:
             return step.paper_step[0] if step.paper_step else f"no_{step.revert[0]}"
-        raise self.origin.error(("step", i), "give this step a name (key name); only a step "
-                                             "with one paper_step or revert is named for it")
+        raise self.origin.error(
+            ("step", i), "give this step a name (key name); only a step with one paper_step or revert is named for it"
+        )
 
     @staticmethod
     def _phase(step: CustomStep, changes: Mapping[str, Any]) -> str:
@@ -373,6 +426,7 @@ def _paper_twin(cfg: ArchConfig) -> Optional[Step]:
 
 # ---- files --------------------------------------------------------------------------
 
+
 def find_roadmap_file(name: str) -> Path:
     """A path, or the bare name of a roadmap shipped in steps/ (e.g. micro_first)."""
     path = Path(name)
@@ -382,8 +436,10 @@ def find_roadmap_file(name: str) -> Path:
         for suffix in (".toml", ".yaml", ".yml"):
             if (EXAMPLES_DIR / f"{name}{suffix}").is_file():
                 return EXAMPLES_DIR / f"{name}{suffix}"
-    raise RoadmapError(f"--roadmap {name}: no such file. Give the path of a .toml (or .yaml) "
-                       f"roadmap, or the name of a shipped one: {', '.join(examples())}")
+    raise RoadmapError(
+        f"--roadmap {name}: no such file. Give the path of a .toml (or .yaml) "
+        f"roadmap, or the name of a shipped one: {', '.join(examples())}"
+    )
 
 
 def load_roadmap(source: Union[str, Path, Roadmap]) -> Roadmap:
@@ -394,8 +450,9 @@ def load_roadmap(source: Union[str, Path, Roadmap]) -> Roadmap:
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
-        raise RoadmapError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason}); save the "
-                           "roadmap file as UTF-8") from None
+        raise RoadmapError(
+            f"{path}: not UTF-8 text (byte {e.start}: {e.reason}); save the roadmap file as UTF-8"
+        ) from None
     except OSError as e:
         raise RoadmapError(f"--roadmap {path}: cannot read it ({e.strerror})") from None
     text = text.removeprefix("\ufeff")  # a BOM (Windows editors write one) is not TOML: drop it
@@ -406,24 +463,30 @@ def load_roadmap(source: Union[str, Path, Roadmap]) -> Roadmap:
         data, locate = _parse_yaml(path, text)
         origin = _Origin(str(path), locate, "step #{n}")
     else:
-        raise RoadmapError(f"{path}: unknown roadmap format {suffix!r}; write it as .toml "
-                           "(or .yaml with pyyaml installed)")
+        raise RoadmapError(
+            f"{path}: unknown roadmap format {suffix!r}; write it as .toml (or .yaml with pyyaml installed)"
+        )
     return from_dict(data, origin, default_name=path.stem)
 
 
-def from_dict(data: Mapping[str, Any], origin: Optional[_Origin] = None,
-              default_name: str = "custom") -> Roadmap:
+def from_dict(data: Mapping[str, Any], origin: Optional[_Origin] = None, default_name: str = "custom") -> Roadmap:
     """A Roadmap from a parsed file: top-level keys checked, then `Roadmap` checks the rest."""
     origin = origin or _Origin(f"roadmap {default_name!r}")
     if not isinstance(data, Mapping):
         raise origin.error((), f"expected a table of keys ({', '.join(FILE_KEYS)})")
     for key in data:
         if key not in FILE_KEYS:
-            raise origin.error((key,), f"unknown key.{_did_you_mean(key, FILE_KEYS)} "
-                                       f"A roadmap's keys: {', '.join(FILE_KEYS)}")
-    return Roadmap(data.get("name", default_name), start=data.get("start", "resnet50"),
-                   steps=data.get("step", ()), mode=data.get("mode", "cumulative"),
-                   description=data.get("description", ""), origin=origin)
+            raise origin.error(
+                (key,), f"unknown key.{_did_you_mean(key, FILE_KEYS)} A roadmap's keys: {', '.join(FILE_KEYS)}"
+            )
+    return Roadmap(
+        data.get("name", default_name),
+        start=data.get("start", "resnet50"),
+        steps=data.get("step", ()),
+        mode=data.get("mode", "cumulative"),
+        description=data.get("description", ""),
+        origin=origin,
+    )
 
 
 def _parse_toml(path: Path, text: str) -> Dict[str, Any]:
@@ -445,8 +508,9 @@ def _parse_yaml(path: Path, text: str):
     try:
         import yaml
     except ImportError:
-        raise RoadmapError(f"{path}: YAML roadmaps need pyyaml (`pip install pyyaml`); "
-                           "or write the roadmap in TOML") from None
+        raise RoadmapError(
+            f"{path}: YAML roadmaps need pyyaml (`pip install pyyaml`); or write the roadmap in TOML"
+        ) from None
     loader = _strict_loader(yaml)(text)
     try:
         node = loader.get_single_node()
@@ -466,13 +530,17 @@ def _strict_loader(yaml):
     """yaml.SafeLoader refusing what a roadmap never needs and that misleads or hangs: a
     duplicate key (SafeLoader keeps the last one silently) and anchors/aliases (11 lines of
     nested aliases expand to billions of nodes: the "billion laughs")."""
+
     class StrictLoader(yaml.SafeLoader):
         def compose_node(self, parent, index):
             event = self.peek_event()
             if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
                 raise yaml.composer.ComposerError(
-                    None, None, "anchors and aliases (&name, *name) are not allowed in a "
-                    "roadmap file; write the values out", event.start_mark)
+                    None,
+                    None,
+                    "anchors and aliases (&name, *name) are not allowed in a roadmap file; write the values out",
+                    event.start_mark,
+                )
             return super().compose_node(parent, index)
 
         def construct_mapping(self, node, deep=False):
@@ -485,8 +553,11 @@ def _strict_loader(yaml):
                     continue
                 if twice:
                     raise yaml.constructor.ConstructorError(
-                        None, None, f"key {key!r} appears twice in one table (YAML would keep "
-                        "the last silently); keep one", key_node.start_mark)
+                        None,
+                        None,
+                        f"key {key!r} appears twice in one table (YAML would keep the last silently); keep one",
+                        key_node.start_mark,
+                    )
                 seen.add(key)
             return super().construct_mapping(node, deep)
 
@@ -500,6 +571,7 @@ def _nearest(lines: Dict[Path_, int], path: Path_) -> Optional[int]:
 
 def _yaml_locator(root) -> Callable[[Path_], Optional[int]]:
     import yaml
+
     lines: Dict[Path_, int] = {}
 
     def walk(node, path):
@@ -521,13 +593,14 @@ def _toml_locator(text: str) -> Callable[[Path_], Optional[int]]:
     """tomllib keeps no positions, so find keys in the text: within the k-th [[step]] block
     for a step's keys, before the first table for top-level keys."""
     lines = text.splitlines()
-    headers = [n for n, l in enumerate(lines) if re.match(r"\s*\[\[\s*step\s*\]\]", l)]
-    first_table = next((n for n, l in enumerate(lines) if re.match(r"\s*\[", l)), len(lines))
+    headers = [n for n, line in enumerate(lines) if re.match(r"\s*\[\[\s*step\s*\]\]", line)]
+    first_table = next((n for n, line in enumerate(lines) if re.match(r"\s*\[", line)), len(lines))
 
     def find(key, lo, hi) -> Optional[int]:
         pattern = re.compile(rf"""(^|[\s{{,.])["']?{re.escape(str(key))}["']?\s*=""")
-        return next((n + 1 for n in range(lo, hi)
-                     if not lines[n].lstrip().startswith("#") and pattern.search(lines[n])), None)
+        return next(
+            (n + 1 for n in range(lo, hi) if not lines[n].lstrip().startswith("#") and pattern.search(lines[n])), None
+        )
 
     def locate(path: Path_) -> Optional[int]:
         if len(path) > 1 and path[0] == "step" and isinstance(path[1], int) and path[1] < len(headers):

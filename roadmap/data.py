@@ -5,6 +5,7 @@ augmented on whole batches: on a CPU this is several times faster than a
 DataLoader of PIL images. Large ones (ImageFolder) go through timm's transforms
 (RandAugment, random erasing) and a DataLoader, as in the paper's recipe.
 """
+
 import codecs
 import gzip
 import hashlib
@@ -27,27 +28,34 @@ from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extensi
 from .errors import RoadmapError
 
 try:  # numpy >= 2
-    from numpy._core import multiarray as np_multiarray, numeric as np_numeric
+    from numpy._core import multiarray as np_multiarray
+    from numpy._core import numeric as np_numeric
 except ImportError:  # numpy < 2
-    from numpy.core import multiarray as np_multiarray, numeric as np_numeric
+    from numpy.core import multiarray as np_multiarray
+    from numpy.core import numeric as np_numeric
 
 FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)
 FASHION_FILES = {
-    "train_images": "train-images-idx3-ubyte", "train_labels": "train-labels-idx1-ubyte",
-    "test_images": "t10k-images-idx3-ubyte", "test_labels": "t10k-labels-idx1-ubyte",
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
 }
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 GET_FASHION_MNIST = (
     "Fashion-MNIST (the default data) was not found. Get it with one of:\n"
     "  sudo apt-get install dataset-fashion-mnist      (Debian/Ubuntu, offline mirror, 31 MB)\n"
     "  export ROADMAP_FASHION_MNIST=/dir/with/the/four/idx.gz/files\n"
-    "  python -c \"import torchvision; torchvision.datasets.FashionMNIST('~/.cache/roadmap', download=True)\"  (needs internet)\n"
-    "or train on other data with --data PATH (an ImageFolder tree with train/ and val/, or CIFAR python batches).")
+    "  python -c \"import torchvision; torchvision.datasets.FashionMNIST('~/.cache/roadmap', download=True)\""
+    "  (needs internet)\n"
+    "or train on other data with --data PATH (an ImageFolder tree with train/ and val/, or CIFAR python batches)."
+)
 
 
 @dataclass
 class Dataset:
     """A train/val split. In-memory data has uint8 NCHW tensors; folder data has torch datasets."""
+
     name: str
     source: str
     num_classes: int
@@ -109,14 +117,24 @@ class Dataset:
         if not self.in_memory or (not train and not val):
             return self
         g = torch.Generator().manual_seed(0)
-        ti = torch.randperm(len(self.train_labels), generator=g)[:train or None]
-        vi = torch.randperm(len(self.val_labels), generator=g)[:val or None]
-        return Dataset(self.name, self.source, self.num_classes, self.mean, self.std,
-                       self.train_images[ti], self.train_labels[ti],
-                       self.val_images[vi], self.val_labels[vi], classes=self.classes)
+        ti = torch.randperm(len(self.train_labels), generator=g)[: train or None]
+        vi = torch.randperm(len(self.val_labels), generator=g)[: val or None]
+        return Dataset(
+            self.name,
+            self.source,
+            self.num_classes,
+            self.mean,
+            self.std,
+            self.train_images[ti],
+            self.train_labels[ti],
+            self.val_images[vi],
+            self.val_labels[vi],
+            classes=self.classes,
+        )
 
 
 # ---------------------------------------------------------------------------- loading
+
 
 def load_dataset(data: str = "fashion-mnist") -> Dataset:
     """`fashion-mnist`, or a PATH to an ImageFolder tree or to CIFAR-10/100 python batches."""
@@ -127,7 +145,8 @@ def load_dataset(data: str = "fashion-mnist") -> Dataset:
         raise RoadmapError(
             f"--data {data}: no such file or directory. Expected 'fashion-mnist', an ImageFolder "
             "tree (PATH/train/<class>/*.jpg and PATH/val/<class>/*.jpg) or CIFAR python batches "
-            "(PATH/data_batch_1..5 + test_batch, or PATH/train + test for CIFAR-100).")
+            "(PATH/data_batch_1..5 + test_batch, or PATH/train + test for CIFAR-100)."
+        )
     if (path / "cifar-10-batches-py").is_dir():
         path = path / "cifar-10-batches-py"
     elif (path / "cifar-100-python").is_dir():
@@ -139,7 +158,8 @@ def load_dataset(data: str = "fashion-mnist") -> Dataset:
     raise RoadmapError(
         f"--data {data}: not a dataset layout roadmap knows. Expected an ImageFolder tree "
         f"({path}/train/<class>/*.jpg and {path}/val/<class>/*.jpg), CIFAR-10 python batches "
-        f"({path}/data_batch_1..5 and test_batch) or CIFAR-100 ({path}/train and test).")
+        f"({path}/data_batch_1..5 and test_batch) or CIFAR-100 ({path}/train and test)."
+    )
 
 
 def find_fashion_mnist() -> Path:
@@ -147,12 +167,15 @@ def find_fashion_mnist() -> Path:
     if env:  # asked for by name: a missing or incomplete folder is an error, not a fallback
         folder = Path(os.path.expanduser(env))
         if not folder.is_dir():
-            raise RoadmapError(f"ROADMAP_FASHION_MNIST={env}: no such folder; point it at the "
-                               "folder with the four Fashion-MNIST idx(.gz) files, or unset it")
+            raise RoadmapError(
+                f"ROADMAP_FASHION_MNIST={env}: no such folder; point it at the "
+                "folder with the four Fashion-MNIST idx(.gz) files, or unset it"
+            )
         missing = [f for f in FASHION_FILES.values() if not _idx_file(folder, f)]
         if missing:
-            raise RoadmapError(f"ROADMAP_FASHION_MNIST={env}: the folder lacks "
-                               f"{', '.join(m + '(.gz)' for m in missing)}")
+            raise RoadmapError(
+                f"ROADMAP_FASHION_MNIST={env}: the folder lacks {', '.join(m + '(.gz)' for m in missing)}"
+            )
         return folder
     for c in (*FASHION_MNIST_DIRS, os.path.expanduser("~/.cache/roadmap/FashionMNIST/raw")):
         if c and all(_idx_file(Path(c), f) for f in FASHION_FILES.values()):
@@ -174,8 +197,9 @@ def read_idx(path: Path) -> np.ndarray:
         with opener(path, "rb") as f:
             raw = f.read()
     except (OSError, EOFError, zlib.error) as e:  # a truncated or damaged .gz among them
-        raise RoadmapError(f"{path}: cannot read it ({e}); the file is damaged, "
-                           "re-install dataset-fashion-mnist") from None
+        raise RoadmapError(
+            f"{path}: cannot read it ({e}); the file is damaged, re-install dataset-fashion-mnist"
+        ) from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
         raise RoadmapError(f"{path} is not an uint8 IDX file; re-install dataset-fashion-mnist")
     ndim = raw[3]
@@ -195,34 +219,51 @@ def load_fashion_mnist() -> Dataset:
     for split in ("train", "test"):
         images, labels = arr[f"{split}_images"], arr[f"{split}_labels"]
         if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-            raise RoadmapError(f"{files[f'{split}_images']} and {files[f'{split}_labels']} do not "
-                               f"match: images {images.shape}, labels {labels.shape}; expected "
-                               "N x 28 x 28 images and N labels")
+            raise RoadmapError(
+                f"{files[f'{split}_images']} and {files[f'{split}_labels']} do not "
+                f"match: images {images.shape}, labels {labels.shape}; expected "
+                "N x 28 x 28 images and N labels"
+            )
         _check_labels(labels, 10, files[f"{split}_labels"])
-    _check_distinct(arr["train_images"], arr["test_images"], files["train_images"], files["test_images"],
-                    "re-install dataset-fashion-mnist or restore the t10k files")
+    _check_distinct(
+        arr["train_images"],
+        arr["test_images"],
+        files["train_images"],
+        files["test_images"],
+        "re-install dataset-fashion-mnist or restore the t10k files",
+    )
     as_images = lambda a: torch.from_numpy(a.copy()).unsqueeze(1)  # N,1,28,28 uint8
-    classes = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
-               "Sneaker", "Bag", "Ankle boot"]
-    return Dataset("fashion-mnist", str(folder), 10, (0.2860,), (0.3530,),
-                   as_images(arr["train_images"]), torch.from_numpy(arr["train_labels"].astype(np.int64)),
-                   as_images(arr["test_images"]), torch.from_numpy(arr["test_labels"].astype(np.int64)),
-                   classes=classes)
+    classes = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+    return Dataset(
+        "fashion-mnist",
+        str(folder),
+        10,
+        (0.2860,),
+        (0.3530,),
+        as_images(arr["train_images"]),
+        torch.from_numpy(arr["train_labels"].astype(np.int64)),
+        as_images(arr["test_images"]),
+        torch.from_numpy(arr["test_labels"].astype(np.int64)),
+        classes=classes,
+    )
 
 
 def _check_labels(labels: np.ndarray, num_classes: int, where):
     if not len(labels):
         raise RoadmapError(f"{where} holds no images")
     if labels.min() < 0 or labels.max() >= num_classes:
-        raise RoadmapError(f"{where}: label {int(labels.max() if labels.max() >= num_classes else labels.min())} "
-                           f"is outside 0..{num_classes - 1}")
+        raise RoadmapError(
+            f"{where}: label {int(labels.max() if labels.max() >= num_classes else labels.min())} "
+            f"is outside 0..{num_classes - 1}"
+        )
 
 
 def _check_distinct(train: np.ndarray, test: np.ndarray, train_from, test_from, fix: str):
     """Training and scoring on one set would report memorization as accuracy."""
     if train.shape == test.shape and np.array_equal(train, test):
-        raise RoadmapError(f"{train_from} holds the same images as {test_from}: the run would "
-                           f"train and score on one set; {fix}")
+        raise RoadmapError(
+            f"{train_from} holds the same images as {test_from}: the run would train and score on one set; {fix}"
+        )
 
 
 def check_classes(ds: Dataset, what: str = ""):
@@ -234,8 +275,9 @@ def check_classes(ds: Dataset, what: str = ""):
     else:
         found = ds.num_classes
     if found < 2:
-        raise RoadmapError(f"{ds.source}{what}: the training images hold {found} class; a "
-                           "classifier needs at least two")
+        raise RoadmapError(
+            f"{ds.source}{what}: the training images hold {found} class; a classifier needs at least two"
+        )
 
 
 class CifarUnpickler(pickle.Unpickler):
@@ -245,17 +287,22 @@ class CifarUnpickler(pickle.Unpickler):
     names. This unpickler admits only what a batch holds: dicts, lists, str/bytes, numbers and
     numpy arrays (their reconstructor, ndarray, dtype and scalar); any other name is refused.
     """
-    SAFE = {("_codecs", "encode"): codecs.encode, ("numpy", "ndarray"): np.ndarray,
-            ("numpy", "dtype"): np.dtype,
-            # numpy < 2 and numpy >= 2 name the module of the array reconstructors differently
-            **{(f"{m}.multiarray", "_reconstruct"): np_multiarray._reconstruct for m in ("numpy.core", "numpy._core")},
-            **{(f"{m}.multiarray", "scalar"): np_multiarray.scalar for m in ("numpy.core", "numpy._core")},
-            **{(f"{m}.numeric", "_frombuffer"): np_numeric._frombuffer for m in ("numpy.core", "numpy._core")}}
+
+    SAFE = {
+        ("_codecs", "encode"): codecs.encode,
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+        # numpy < 2 and numpy >= 2 name the module of the array reconstructors differently
+        **{(f"{m}.multiarray", "_reconstruct"): np_multiarray._reconstruct for m in ("numpy.core", "numpy._core")},
+        **{(f"{m}.multiarray", "scalar"): np_multiarray.scalar for m in ("numpy.core", "numpy._core")},
+        **{(f"{m}.numeric", "_frombuffer"): np_numeric._frombuffer for m in ("numpy.core", "numpy._core")},
+    }
 
     def find_class(self, module, name):
         if (module, name) not in self.SAFE:
-            raise pickle.UnpicklingError(f"it asks for {module}.{name}, which a CIFAR batch never "
-                                         "holds; refused, nothing was run")
+            raise pickle.UnpicklingError(
+                f"it asks for {module}.{name}, which a CIFAR batch never holds; refused, nothing was run"
+            )
         return self.SAFE[(module, name)]
 
 
@@ -274,11 +321,21 @@ def load_cifar(path: Path) -> Dataset:
         name, num_classes, train_from = "cifar100", 100, path / "train"
     x = np.concatenate([p[0] for p in parts])
     y = np.concatenate([p[1] for p in parts])
-    _check_distinct(x, test[0], train_from, path / ("test_batch" if num_classes == 10 else "test"),
-                    "unpack the CIFAR archive again")
+    _check_distinct(
+        x, test[0], train_from, path / ("test_batch" if num_classes == 10 else "test"), "unpack the CIFAR archive again"
+    )
     t = lambda a: torch.from_numpy(a)
-    return Dataset(name, str(path), num_classes, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616),
-                   t(x), t(y), t(test[0]), t(test[1]))
+    return Dataset(
+        name,
+        str(path),
+        num_classes,
+        (0.4914, 0.4822, 0.4465),
+        (0.2470, 0.2435, 0.2616),
+        t(x),
+        t(y),
+        t(test[0]),
+        t(test[1]),
+    )
 
 
 def _cifar10_batches(path: Path, first: dict) -> List[str]:
@@ -291,9 +348,11 @@ def _cifar10_batches(path: Path, first: dict) -> List[str]:
     names = [f"data_batch_{i}" for i in range(1, total + 1)]
     missing = [n for n in names + ["test_batch"] if not (path / n).is_file()]
     if missing:
-        raise RoadmapError(f"{path} lacks {', '.join(missing)}: CIFAR-10 is data_batch_1..{total} "
-                           f"and test_batch, and training on part of it would go unnoticed; unpack "
-                           "the whole archive (cifar-10-python.tar.gz)")
+        raise RoadmapError(
+            f"{path} lacks {', '.join(missing)}: CIFAR-10 is data_batch_1..{total} "
+            f"and test_batch, and training on part of it would go unnoticed; unpack "
+            "the whole archive (cifar-10-python.tar.gz)"
+        )
     return names
 
 
@@ -304,13 +363,22 @@ def _read_batch(where: Path) -> dict:
             d = CifarUnpickler(f, encoding="latin1").load()
     except EOFError:
         raise RoadmapError(f"{where} is empty or cut short; not a CIFAR python batch") from None
-    except (OSError, pickle.UnpicklingError, ValueError, TypeError, AttributeError,
-            IndexError, KeyError, MemoryError) as e:
-        raise RoadmapError(f"{where} is not a CIFAR python batch ({e}); expected the "
-                           "'python version' archive from the CIFAR website, unpacked") from None
+    except (
+        OSError,
+        pickle.UnpicklingError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        IndexError,
+        KeyError,
+        MemoryError,
+    ) as e:
+        raise RoadmapError(
+            f"{where} is not a CIFAR python batch ({e}); expected the "
+            "'python version' archive from the CIFAR website, unpacked"
+        ) from None
     if not isinstance(d, dict):
-        raise RoadmapError(f"{where} is not a CIFAR python batch (it holds a "
-                           f"{type(d).__name__}, not a dict)")
+        raise RoadmapError(f"{where} is not a CIFAR python batch (it holds a {type(d).__name__}, not a dict)")
     return {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in d.items()}
 
 
@@ -318,8 +386,9 @@ def _cifar_arrays(d: dict, where: Path, num_classes: int) -> Tuple[np.ndarray, n
     """A batch's images (N x 3 x 32 x 32 uint8) and labels (N int64), checked."""
     labels = d.get("labels", d.get("fine_labels"))
     if "data" not in d or labels is None:
-        raise RoadmapError(f"{where} is not a CIFAR python batch (keys {sorted(map(str, d))}; "
-                           "expected data and labels or fine_labels)")
+        raise RoadmapError(
+            f"{where} is not a CIFAR python batch (keys {sorted(map(str, d))}; expected data and labels or fine_labels)"
+        )
     x = _cifar_pixels(d["data"], where)
     try:
         y = np.asarray(labels)
@@ -331,8 +400,9 @@ def _cifar_arrays(d: dict, where: Path, num_classes: int) -> Tuple[np.ndarray, n
     if y.dtype.kind not in "iu" and (fraction is None or fraction.any()):
         # casting would truncate 2.7 to 2, or fail on text
         bad = (y[fraction] if fraction is not None else y).tolist()[0]
-        raise RoadmapError(f"{where}: label {bad!r} is not a whole number; CIFAR labels are "
-                           f"integers 0..{num_classes - 1}")
+        raise RoadmapError(
+            f"{where}: label {bad!r} is not a whole number; CIFAR labels are integers 0..{num_classes - 1}"
+        )
     _check_labels(y, num_classes, where)
     return x, y.astype(np.int64)
 
@@ -343,14 +413,17 @@ def _cifar_pixels(data, where: Path) -> np.ndarray:
     try:
         x = np.asarray(data)
     except (ValueError, TypeError) as e:
-        raise RoadmapError(f"{where} is not a CIFAR python batch ({e}); its data must be "
-                           "N x 3072 bytes (32 x 32 x RGB)") from None
+        raise RoadmapError(
+            f"{where} is not a CIFAR python batch ({e}); its data must be N x 3072 bytes (32 x 32 x RGB)"
+        ) from None
     if x.dtype != np.uint8:  # a cast would turn floats in [0, 1] into black and 1/255
         if x.dtype.kind not in "iu" or (x.size and (x.min() < 0 or x.max() > 255)):
-            raise RoadmapError(f"{where}: its pixels are {x.dtype}"
-                               f"{'' if x.dtype.kind not in 'iu' else ' outside 0..255'}, not "
-                               "bytes 0..255; CIFAR batches hold uint8 pixels (floats in [0, 1]: "
-                               "multiply by 255 and save as uint8)")
+            raise RoadmapError(
+                f"{where}: its pixels are {x.dtype}"
+                f"{'' if x.dtype.kind not in 'iu' else ' outside 0..255'}, not "
+                "bytes 0..255; CIFAR batches hold uint8 pixels (floats in [0, 1]: "
+                "multiply by 255 and save as uint8)"
+            )
         x = x.astype(np.uint8)
     if x.ndim == 2 and x.shape[1] == 3072:
         return x.reshape(-1, 3, 32, 32)
@@ -358,17 +431,21 @@ def _cifar_pixels(data, where: Path) -> np.ndarray:
         return x
     if x.ndim == 4 and x.shape[1:] == (32, 32, 3):  # HWC, as numpy images and Keras hold them
         return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
-    raise RoadmapError(f"{where}: data of shape {x.shape} is not CIFAR's; it must be N x 3072 "
-                       "bytes (32 x 32 x RGB planes), or N x 3 x 32 x 32 or N x 32 x 32 x 3")
+    raise RoadmapError(
+        f"{where}: data of shape {x.shape} is not CIFAR's; it must be N x 3072 "
+        "bytes (32 x 32 x RGB planes), or N x 3 x 32 x 32 or N x 32 x 32 x 3"
+    )
 
 
 # ---------------------------------------------------------------------------- ImageFolder trees
+
 
 @dataclass(frozen=True)
 class FolderScan:
     """One split of an ImageFolder tree as torchvision's ImageFolder reads it, scanned once:
     its class folders, its (path, class) samples in ImageFolder's order, and per sample the
     line the fingerprint hashes."""
+
     root: str
     classes: Tuple[str, ...]
     samples: Tuple[Tuple[str, int], ...]
@@ -400,8 +477,9 @@ def scan_folder(root: str) -> FolderScan:
                     samples.append((path, i))
                     stamps.append(_stamp(path, root, real_root, os.path.join(real_folder, name)))
         if len(samples) == count:
-            raise RoadmapError(f"{root}/{c} holds no images ({', '.join(IMG_EXTENSIONS)}); "
-                               "remove the folder or add its images")
+            raise RoadmapError(
+                f"{root}/{c} holds no images ({', '.join(IMG_EXTENSIONS)}); remove the folder or add its images"
+            )
     return FolderScan(root, tuple(classes), tuple(samples), tuple(stamps))
 
 
@@ -409,14 +487,17 @@ def _claim(folder: str, seen: dict):
     """Mark `folder` read; two paths to one folder mean a link loop or a doubly read folder."""
     real = os.path.realpath(folder)
     if real in seen:
-        raise RoadmapError(f"{folder} and {seen[real]} are one folder ({real}) through a symbolic "
-                           "link: ImageFolder would read its images twice, or in a loop, and under "
-                           "the wrong class; remove the link")
+        raise RoadmapError(
+            f"{folder} and {seen[real]} are one folder ({real}) through a symbolic "
+            "link: ImageFolder would read its images twice, or in a loop, and under "
+            "the wrong class; remove the link"
+        )
     seen[real] = folder
 
 
 def _walk(top: str, seen: dict) -> List[Tuple[str, List[str]]]:
     """(folder, file names) under `top`, through links, sorted as ImageFolder sorts them."""
+
     def fail(e: OSError):  # os.walk skips unreadable folders silently; their images would be missing
         raise RoadmapError(f"{e.filename}: cannot read it ({e.strerror})")
 
@@ -460,8 +541,7 @@ class Images(ImageFolder):
         try:
             return super().__getitem__(index)
         except Exception as e:
-            raise RoadmapError(f"{self.samples[index][0]}: cannot read this image "
-                               f"({type(e).__name__}: {e})") from None
+            raise RoadmapError(f"{self.samples[index][0]}: cannot read this image ({type(e).__name__}: {e})") from None
 
 
 def load_image_folder(path: Path) -> Dataset:
@@ -472,21 +552,35 @@ def load_image_folder(path: Path) -> Dataset:
     if train_scan.classes != val_scan.classes:
         raise RoadmapError(f"{path}: train/ and {val.name}/ have different class folders")
     if len(train_scan.classes) < 2:
-        raise RoadmapError(f"{path}/train has {len(train_scan.classes)} class folder "
-                           f"({', '.join(train_scan.classes)}); a classifier needs at least two")
+        raise RoadmapError(
+            f"{path}/train has {len(train_scan.classes)} class folder "
+            f"({', '.join(train_scan.classes)}); a classifier needs at least two"
+        )
     if train_scan.stamps == val_scan.stamps:
-        raise RoadmapError(f"{path}: {val.name}/ holds the same files as train/: the run would "
-                           f"train and score on one set; give {val.name}/ its own images")
-    return Dataset(path.name, str(path), len(train_scan.classes), IMAGENET_MEAN, IMAGENET_STD,
-                   train_folder=str(path / "train"), val_folder=str(val),
-                   classes=list(train_scan.classes), scans=(train_scan, val_scan))
+        raise RoadmapError(
+            f"{path}: {val.name}/ holds the same files as train/: the run would "
+            f"train and score on one set; give {val.name}/ its own images"
+        )
+    return Dataset(
+        path.name,
+        str(path),
+        len(train_scan.classes),
+        IMAGENET_MEAN,
+        IMAGENET_STD,
+        train_folder=str(path / "train"),
+        val_folder=str(val),
+        classes=list(train_scan.classes),
+        scans=(train_scan, val_scan),
+    )
 
 
 # Recipe fields that only in-memory data applies: on a folder they would be ignored while the
 # run's record and key claimed them.
-MEMORY_ONLY = {"train_subset": ("the first N training images", "none"),
-               "val_subset": ("the first N validation images", "none"),
-               "max_shift": ("the random shift in pixels", "0")}
+MEMORY_ONLY = {
+    "train_subset": ("the first N training images", "none"),
+    "val_subset": ("the first N validation images", "none"),
+    "max_shift": ("the random shift in pixels", "0"),
+}
 
 
 def check_recipe_fits(ds: Dataset, recipe) -> None:
@@ -500,13 +594,15 @@ def check_recipe_fits(ds: Dataset, recipe) -> None:
                 f"{name}={value}: {name} ({what}) applies to in-memory data (Fashion-MNIST, CIFAR) "
                 f"only; {ds.source} is an ImageFolder tree, where it would be ignored while the "
                 f"run's record claims it; use --set {name}={off}"
-                + (" (the demo and reference presets set max_shift=2)" if name == "max_shift" else ""))
+                + (" (the demo and reference presets set max_shift=2)" if name == "max_shift" else "")
+            )
 
 
 # ---------------------------------------------------------------------------- batches
 # The host hands the device uint8 images (a quarter of float32's bytes, pinned so the copy is
 # asynchronous); the device converts and normalizes them and, for in-memory data, shifts and
 # flips them too. On a CPU the device is the CPU: the same operations in the same order.
+
 
 def to_device(t: torch.Tensor, device) -> torch.Tensor:
     """`t` on `device`; through pinned memory on CUDA, so the host does not wait for the copy."""
@@ -553,7 +649,7 @@ def shift_flip(x: torch.Tensor, max_shift: int, draws: torch.Tensor) -> torch.Te
     dx, dy, flip = draws[:, :1], draws[:, 1:2], draws[:, 2:].bool()
     padded = F.pad(x, (max_shift,) * 4, mode="reflect") if max_shift else x
     cols = torch.where(flip, torch.arange(w - 1, -1, -1, device=dev), torch.arange(w, device=dev)) + dx
-    rows = torch.arange(h, device=dev) + dy                                             # n, h
+    rows = torch.arange(h, device=dev) + dy  # n, h
     nhwc = padded.permute(0, 2, 3, 1)
     out = nhwc[torch.arange(n, device=dev)[:, None, None], rows[:, :, None], cols[:, None, :]]
     return out.permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
@@ -570,7 +666,7 @@ def rank_indices(order: torch.Tensor, batch_size: int, world_size: int, rank: in
     keep this rank's slice of each, from global batch `start` on."""
     global_batch = batch_size * world_size
     n_batches = len(order) // global_batch
-    batches = order[:n_batches * global_batch].view(n_batches, world_size, batch_size)
+    batches = order[: n_batches * global_batch].view(n_batches, world_size, batch_size)
     return batches[start:, rank]
 
 
@@ -578,10 +674,19 @@ def batches_per_epoch(ds: Dataset, batch_size: int, world_size: int = 1) -> int:
     return ds.num_train // (batch_size * world_size)
 
 
-def memory_train_batches(ds: Dataset, img_size: int, batch_size: int, seed: int, epoch: int,
-                         start: int = 0, max_shift: int = 0, hflip: bool = True,
-                         device: str = "cpu", world_size: int = 1,
-                         rank: int = 0) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+def memory_train_batches(
+    ds: Dataset,
+    img_size: int,
+    batch_size: int,
+    seed: int,
+    epoch: int,
+    start: int = 0,
+    max_shift: int = 0,
+    hflip: bool = True,
+    device: str = "cpu",
+    world_size: int = 1,
+    rank: int = 0,
+) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
     """One epoch of in-memory training batches from batch `start` on, augmented on `device`."""
     order = epoch_order(len(ds.train_labels), seed, epoch)
     for b, idx in enumerate(rank_indices(order, batch_size, world_size, rank, start), start=start):
@@ -593,25 +698,36 @@ def memory_train_batches(ds: Dataset, img_size: int, batch_size: int, seed: int,
         yield x, to_device(ds.train_labels[idx], device)
 
 
-def memory_run_batches(ds: Dataset, img_size: int, batch_size: int, seed: int, start: int,
-                       total: int, max_shift: int = 0, hflip: bool = True, device: str = "cpu",
-                       world_size: int = 1, rank: int = 0):
+def memory_run_batches(
+    ds: Dataset,
+    img_size: int,
+    batch_size: int,
+    seed: int,
+    start: int,
+    total: int,
+    max_shift: int = 0,
+    hflip: bool = True,
+    device: str = "cpu",
+    world_size: int = 1,
+    rank: int = 0,
+):
     """The batches of updates start..total-1 of a run, across epochs: update u is batch
     u % per_epoch of epoch u // per_epoch (every epoch has per_epoch full batches)."""
     per_epoch = batches_per_epoch(ds, batch_size, world_size)
     u = start
     while u < total:
         epoch, b = divmod(u, per_epoch)
-        yield from itertools.islice(memory_train_batches(
-            ds, img_size, batch_size, seed, epoch, b, max_shift, hflip, device, world_size, rank),
-            total - u)
+        yield from itertools.islice(
+            memory_train_batches(ds, img_size, batch_size, seed, epoch, b, max_shift, hflip, device, world_size, rank),
+            total - u,
+        )
         u = min(total, (epoch + 1) * per_epoch)
 
 
 def memory_eval_batches(ds: Dataset, img_size: int, batch_size: int, device: str = "cpu"):
     for i in range(0, len(ds.val_labels), batch_size):
-        x = normalize(to_device(ds.val_images[i:i + batch_size], device), ds, img_size)
-        yield x, to_device(ds.val_labels[i:i + batch_size], device)
+        x = normalize(to_device(ds.val_images[i : i + batch_size], device), ds, img_size)
+        yield x, to_device(ds.val_labels[i : i + batch_size], device)
 
 
 class MemoryImages(torch.utils.data.Dataset):
@@ -625,6 +741,7 @@ class MemoryImages(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         from PIL import Image
+
         arr = self.images[i].permute(1, 2, 0).numpy()
         img = Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr).convert("RGB")
         return self.transform(img), int(self.labels[i])
@@ -653,15 +770,14 @@ class SeededSamples(torch.utils.data.Dataset):
 
 def sample_seed(seed: int, epoch: int, position: int) -> int:
     """The augmentation seed of the sample at `position` of an epoch's order (< 2**31)."""
-    return ((seed * 1_000_003 + epoch) * 16_777_259 + position) % (2 ** 31 - 1)
+    return ((seed * 1_000_003 + epoch) * 16_777_259 + position) % (2**31 - 1)
 
 
 class RunSampler(torch.utils.data.Sampler):
     """This rank's batches of updates start..total-1 of a run, across epochs, as lists of
     (index, seed): one sampler, so one DataLoader, for the whole run."""
 
-    def __init__(self, n: int, batch_size: int, seed: int, start: int, total: int,
-                 world_size: int = 1, rank: int = 0):
+    def __init__(self, n: int, batch_size: int, seed: int, start: int, total: int, world_size: int = 1, rank: int = 0):
         self.n, self.batch_size, self.seed, self.start, self.total = n, batch_size, seed, start, total
         self.world_size, self.rank = world_size, rank
 
@@ -677,14 +793,24 @@ class RunSampler(torch.utils.data.Sampler):
                 order = epoch_order(self.n, self.seed, epoch)
                 batches = rank_indices(order, self.batch_size, self.world_size, self.rank)
             first = (b * self.world_size + self.rank) * self.batch_size
-            yield [(i, sample_seed(self.seed, epoch, first + j))
-                   for j, i in enumerate(batches[b].tolist())]
+            yield [(i, sample_seed(self.seed, epoch, first + j)) for j, i in enumerate(batches[b].tolist())]
 
 
-def folder_loader(ds: Dataset, img_size: int, batch_size: int, train: bool, workers: int,
-                  seed: int = 0, start: int = 0, total: Optional[int] = None,
-                  randaug: Optional[str] = None, hflip: bool = True, world_size: int = 1,
-                  rank: int = 0, pin: bool = False):
+def folder_loader(
+    ds: Dataset,
+    img_size: int,
+    batch_size: int,
+    train: bool,
+    workers: int,
+    seed: int = 0,
+    start: int = 0,
+    total: Optional[int] = None,
+    randaug: Optional[str] = None,
+    hflip: bool = True,
+    world_size: int = 1,
+    rank: int = 0,
+    pin: bool = False,
+):
     """A DataLoader of uint8 batches through timm's PIL transforms (ImageFolder, or in-memory
     data when the recipe asks for RandAugment), built once per run.
 
@@ -695,25 +821,38 @@ def folder_loader(ds: Dataset, img_size: int, batch_size: int, train: bool, work
     from timm.data import create_transform
 
     transform = create_transform(
-        img_size, is_training=train, auto_augment=randaug if train else None,
-        hflip=0.5 if (train and hflip) else 0.0, interpolation="bicubic", mean=ds.mean,
-        std=ds.std, scale=(0.08, 1.0) if train else None, crop_pct=None if train else 0.875,
-        color_jitter=0.0 if randaug else 0.4, use_prefetcher=True)
+        img_size,
+        is_training=train,
+        auto_augment=randaug if train else None,
+        hflip=0.5 if (train and hflip) else 0.0,
+        interpolation="bicubic",
+        mean=ds.mean,
+        std=ds.std,
+        scale=(0.08, 1.0) if train else None,
+        crop_pct=None if train else 0.875,
+        color_jitter=0.0 if randaug else 0.4,
+        use_prefetcher=True,
+    )
     if ds.in_memory:
-        images = MemoryImages(ds.train_images if train else ds.val_images,
-                              ds.train_labels if train else ds.val_labels, transform)
+        images = MemoryImages(
+            ds.train_images if train else ds.val_images, ds.train_labels if train else ds.val_labels, transform
+        )
     else:
         images = Images(ds.train_folder if train else ds.val_folder, transform=transform)
     if train:
         total = start + batches_per_epoch(ds, batch_size, world_size) if total is None else total
-        order = dict(batch_sampler=RunSampler(len(images), batch_size, seed, start, total,
-                                              world_size, rank))
+        order = dict(batch_sampler=RunSampler(len(images), batch_size, seed, start, total, world_size, rank))
     else:
         order = dict(batch_size=batch_size, shuffle=False)
     # persistent: evaluating the raw and the EMA weights reuses one set of workers
     return torch.utils.data.DataLoader(
-        SeededSamples(images), num_workers=workers, pin_memory=pin,
-        persistent_workers=workers > 0, generator=torch.Generator().manual_seed(seed), **order)
+        SeededSamples(images),
+        num_workers=workers,
+        pin_memory=pin,
+        persistent_workers=workers > 0,
+        generator=torch.Generator().manual_seed(seed),
+        **order,
+    )
 
 
 class OnDevice:

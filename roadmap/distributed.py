@@ -4,13 +4,14 @@ torchrun --nproc_per_node=N -m roadmap run ...   sets RANK, WORLD_SIZE, LOCAL_RA
 MASTER_ADDR and MASTER_PORT; `init_distributed` reads them. A multi-task submitit
 job exports the same variables first (`init_from_submitit`).
 """
+
 import os
 
 import torch
 import torch.distributed
 
-from .errors import RoadmapError
 from .env import Dist, resolve_device
+from .errors import RoadmapError
 
 ENV_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
@@ -19,20 +20,24 @@ def init_distributed(device: str = "auto") -> Dist:
     """Init the default process group from the environment: NCCL on CUDA, gloo on the CPU."""
     missing = [k for k in ENV_VARS if k not in os.environ]
     if missing:
-        raise RoadmapError(f"multi-process run without {', '.join(missing)} in the environment; "
-                           "launch it with torchrun --nproc_per_node=N -m roadmap run ...")
-    dist = Dist(world_size=int(os.environ["WORLD_SIZE"]), rank=int(os.environ["RANK"]),
-                local_rank=int(os.environ["LOCAL_RANK"]))
+        raise RoadmapError(
+            f"multi-process run without {', '.join(missing)} in the environment; "
+            "launch it with torchrun --nproc_per_node=N -m roadmap run ..."
+        )
+    dist = Dist(
+        world_size=int(os.environ["WORLD_SIZE"]), rank=int(os.environ["RANK"]), local_rank=int(os.environ["LOCAL_RANK"])
+    )
     if resolve_device(device).type == "cuda":
         if dist.local_rank >= torch.cuda.device_count():
-            raise RoadmapError(f"local rank {dist.local_rank} has no GPU ({torch.cuda.device_count()} "
-                               "visible); start at most one process per GPU")
+            raise RoadmapError(
+                f"local rank {dist.local_rank} has no GPU ({torch.cuda.device_count()} "
+                "visible); start at most one process per GPU"
+            )
         torch.cuda.set_device(dist.local_rank)  # NCCL's collectives use the current device
         backend = "nccl"
     else:
         backend = "gloo"
-    torch.distributed.init_process_group(backend, init_method="env://", rank=dist.rank,
-                                         world_size=dist.world_size)
+    torch.distributed.init_process_group(backend, init_method="env://", rank=dist.rank, world_size=dist.world_size)
     return dist
 
 
@@ -44,8 +49,7 @@ def init_from_submitit(device: str = "auto") -> Dist:
     if env.num_tasks == 1:
         return Dist()
     # Every task sees every GPU of its node and takes cuda:local_rank, as under torchrun.
-    submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False,
-                                                          overwrite=True)
+    submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
     return init_distributed(device)
 
 

@@ -3,6 +3,7 @@
 Nothing here changes what a run computes, only where and how fast: the training loop and
 `distributed` read these helpers; they import nothing of roadmap's but its errors.
 """
+
 import os
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from .errors import RoadmapError
 @dataclass
 class Dist:
     """Where this process sits in a (torchrun) process group; world_size 1 without one."""
+
     world_size: int = 1
     rank: int = 0
     local_rank: int = 0
@@ -59,8 +61,9 @@ def resolve_device(device: str = "auto") -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise RoadmapError(f"--device {device}: no CUDA device is visible; use --device cpu")
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise RoadmapError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) are "
-                           "visible (cuda:0 ...)")
+        raise RoadmapError(
+            f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) are visible (cuda:0 ...)"
+        )
     return dev
 
 

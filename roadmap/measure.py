@@ -1,5 +1,6 @@
 """Model measurements: parameters and fvcore FLOPs (one multiply-add = one FLOP, as in the
 paper), and the peak memory of one run or one step alone."""
+
 import ctypes
 import functools
 import logging
@@ -89,7 +90,7 @@ def peak_memory_mb(device: torch.device, method: str) -> Optional[float]:
     """The peak since `reset_peak_memory` returned `method`: CUDA memory allocated (the data
     stays on the host), or the process's resident set, the data in memory included."""
     if method == CUDA_PEAK:
-        return torch.cuda.max_memory_allocated(device) / 2 ** 20
+        return torch.cuda.max_memory_allocated(device) / 2**20
     if method == CPU_PEAK:
         return _status_kb("VmHWM") / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
@@ -98,7 +99,7 @@ def peak_memory_mb(device: torch.device, method: str) -> Optional[float]:
 def current_memory_mb(device: torch.device, method: str) -> Optional[float]:
     """What is live now, by the same measure (the base a step's own growth starts from)."""
     if method == CUDA_PEAK:
-        return torch.cuda.memory_allocated(device) / 2 ** 20
+        return torch.cuda.memory_allocated(device) / 2**20
     if method == CPU_PEAK:
         return _status_kb("VmRSS") / 1024
     return None
@@ -111,9 +112,15 @@ def flops_table(resolution: int = 224, steps=None, **overrides) -> pd.DataFrame:
         step = get_step(name)
         model = RoadmapNet(config_for(name, **overrides))
         gflops = count_gflops(model, resolution)
-        rows.append(dict(
-            step=name, phase=step.phase, params_m=round(count_params(model) / 1e6, 3),
-            gflops=round(gflops, 3), paper_gflops=step.paper_gflops,
-            diff=round(gflops - step.paper_gflops, 3), paper_top1=step.paper_top1,
-        ))
+        rows.append(
+            dict(
+                step=name,
+                phase=step.phase,
+                params_m=round(count_params(model) / 1e6, 3),
+                gflops=round(gflops, 3),
+                paper_gflops=step.paper_gflops,
+                diff=round(gflops - step.paper_gflops, 3),
+                paper_top1=step.paper_top1,
+            )
+        )
     return pd.DataFrame(rows)

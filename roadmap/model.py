@@ -5,16 +5,24 @@
 `output_stride`) and is built from timm's layers (LayerNorm2d, DropPath, classifier heads,
 create_conv2d, trunc_normal_).
 """
+
 from collections import OrderedDict
 from functools import partial
 from typing import Dict, List, Optional, Tuple, Union
 
 import torch
-from torch import nn
-from timm.layers import (ClassifierHead, DropPath, LayerNorm2d, NormMlpClassifierHead,
-                         create_conv2d, get_act_layer, trunc_normal_)
+from timm.layers import (
+    ClassifierHead,
+    DropPath,
+    LayerNorm2d,
+    NormMlpClassifierHead,
+    create_conv2d,
+    get_act_layer,
+    trunc_normal_,
+)
 from timm.models._features import feature_take_indices
 from timm.models._manipulate import checkpoint_seq
+from torch import nn
 
 from .config import ArchConfig
 from .errors import RoadmapError
@@ -57,8 +65,16 @@ class Block(nn.Module):
     keep the size), for a dense output (`output_stride`) as in timm's ResNet and ConvNeXt.
     """
 
-    def __init__(self, cfg: ArchConfig, in_chs: int, out_chs: int, hidden_chs: int,
-                 stride: int = 1, dilation: int = 1, drop_path: float = 0.0):
+    def __init__(
+        self,
+        cfg: ArchConfig,
+        in_chs: int,
+        out_chs: int,
+        hidden_chs: int,
+        stride: int = 1,
+        dilation: int = 1,
+        drop_path: float = 0.0,
+    ):
         super().__init__()
         norm_layer = norm_layer_for(cfg)
         act_layer = get_act_layer(cfg.act)
@@ -66,8 +82,16 @@ class Block(nn.Module):
 
         def spatial_conv(chs_in, chs_out, has_norm):
             groups = chs_in if cfg.depthwise else 1
-            return nn.Conv2d(chs_in, chs_out, k, stride=stride, padding=dilation * (k // 2),
-                             dilation=dilation, groups=groups, bias=conv_bias_for(cfg, has_norm))
+            return nn.Conv2d(
+                chs_in,
+                chs_out,
+                k,
+                stride=stride,
+                padding=dilation * (k // 2),
+                dilation=dilation,
+                groups=groups,
+                bias=conv_bias_for(cfg, has_norm),
+            )
 
         def pointwise_conv(chs_in, chs_out, has_norm):
             return nn.Conv2d(chs_in, chs_out, 1, bias=conv_bias_for(cfg, has_norm))
@@ -90,16 +114,19 @@ class Block(nn.Module):
         self.norm2 = norm_layer(hidden_chs) if all_norms else nn.Identity()
         self.act2 = act_layer(inplace=True)
         self.norm3 = norm_layer(out_chs) if all_norms else nn.Identity()
-        self.gamma = (nn.Parameter(cfg.layer_scale_init * torch.ones(out_chs))
-                      if cfg.layer_scale_init is not None else None)
+        self.gamma = (
+            nn.Parameter(cfg.layer_scale_init * torch.ones(out_chs)) if cfg.layer_scale_init is not None else None
+        )
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.act3 = act_layer(inplace=True) if all_acts else nn.Identity()
 
         if in_chs != out_chs or stride != 1:
-            self.shortcut = nn.Sequential(OrderedDict(
-                conv=nn.Conv2d(in_chs, out_chs, 1, stride=stride, bias=conv_bias_for(cfg, True)),
-                norm=norm_layer(out_chs),
-            ))
+            self.shortcut = nn.Sequential(
+                OrderedDict(
+                    conv=nn.Conv2d(in_chs, out_chs, 1, stride=stride, bias=conv_bias_for(cfg, True)),
+                    norm=norm_layer(out_chs),
+                )
+            )
         else:
             self.shortcut = nn.Identity()
 
@@ -128,30 +155,54 @@ class Stage(nn.Module):
     the previous stage's dilation (`first`), every later kxk conv takes the new one.
     """
 
-    def __init__(self, cfg: ArchConfig, in_chs: int, out_chs: int, hidden_chs: int,
-                 depth: int, stride: int, drop_path_rates: List[float],
-                 dilation: Tuple[int, int] = (1, 1)):
+    def __init__(
+        self,
+        cfg: ArchConfig,
+        in_chs: int,
+        out_chs: int,
+        hidden_chs: int,
+        depth: int,
+        stride: int,
+        drop_path_rates: List[float],
+        dilation: Tuple[int, int] = (1, 1),
+    ):
         super().__init__()
         first_dilation, dilation = dilation
         reduces = stride > 1 or first_dilation != dilation  # a 2x2/2 conv, or its dilated stand-in
         if cfg.downsample == "separate" and (reduces or in_chs != out_chs):
             # Dilated, the 2x2 conv keeps stride 1 with timm's 'same' padding, so that
             # timm's convnext_tiny(output_stride=...) and this stage give the same maps.
-            self.downsample = nn.Sequential(OrderedDict(
-                norm=norm_layer_for(cfg)(in_chs),
-                conv=create_conv2d(in_chs, out_chs, 2 if reduces else 1, stride=stride,
-                                   dilation=first_dilation, padding="same" if dilation > 1 else 0,
-                                   bias=True),
-            ))
+            self.downsample = nn.Sequential(
+                OrderedDict(
+                    norm=norm_layer_for(cfg)(in_chs),
+                    conv=create_conv2d(
+                        in_chs,
+                        out_chs,
+                        2 if reduces else 1,
+                        stride=stride,
+                        dilation=first_dilation,
+                        padding="same" if dilation > 1 else 0,
+                        bias=True,
+                    ),
+                )
+            )
             in_chs, stride, first_dilation = out_chs, 1, dilation
         else:
             self.downsample = nn.Identity()
-        self.blocks = nn.Sequential(*[
-            Block(cfg, in_chs if i == 0 else out_chs, out_chs, hidden_chs,
-                  stride=stride if i == 0 else 1, dilation=first_dilation if i == 0 else dilation,
-                  drop_path=drop_path_rates[i])
-            for i in range(depth)
-        ])
+        self.blocks = nn.Sequential(
+            *[
+                Block(
+                    cfg,
+                    in_chs if i == 0 else out_chs,
+                    out_chs,
+                    hidden_chs,
+                    stride=stride if i == 0 else 1,
+                    dilation=first_dilation if i == 0 else dilation,
+                    drop_path=drop_path_rates[i],
+                )
+                for i in range(depth)
+            ]
+        )
         self.grad_checkpointing = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -185,10 +236,12 @@ def make_stem(cfg: ArchConfig) -> nn.Sequential:
             layers["pool"] = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         return nn.Sequential(layers)
     patch = cfg.patch_size // 2 if cfg.small_input_stem else cfg.patch_size
-    return nn.Sequential(OrderedDict(
-        conv=nn.Conv2d(cfg.in_chans, out_chs, patch, stride=patch, bias=bias),
-        norm=norm,
-    ))
+    return nn.Sequential(
+        OrderedDict(
+            conv=nn.Conv2d(cfg.in_chans, out_chs, patch, stride=patch, bias=bias),
+            norm=norm,
+        )
+    )
 
 
 def make_stages(cfg: ArchConfig, output_stride: int = 32) -> Tuple[nn.Sequential, List[dict]]:
@@ -199,14 +252,23 @@ def make_stages(cfg: ArchConfig, output_stride: int = 32) -> Tuple[nn.Sequential
     dpr = torch.linspace(0, cfg.drop_path_rate, sum(cfg.depths)).tolist()
     stages, feature_info = [], []
     in_chs, start, reduction, dilation = cfg.widths[0], 0, stem_stride(cfg), 1
-    for i, (depth, out_chs, hidden_chs) in enumerate(
-            zip(cfg.depths, cfg.residual_widths, cfg.hidden_widths)):
+    for i, (depth, out_chs, hidden_chs) in enumerate(zip(cfg.depths, cfg.residual_widths, cfg.hidden_widths)):
         stride, first_dilation = (1 if i == 0 else 2), dilation
         if stride > 1 and reduction >= output_stride:
             dilation, stride = dilation * stride, 1
         reduction *= stride
-        stages.append(Stage(cfg, in_chs, out_chs, hidden_chs, depth, stride,
-                            dpr[start:start + depth], dilation=(first_dilation, dilation)))
+        stages.append(
+            Stage(
+                cfg,
+                in_chs,
+                out_chs,
+                hidden_chs,
+                depth,
+                stride,
+                dpr[start : start + depth],
+                dilation=(first_dilation, dilation),
+            )
+        )
         feature_info.append(dict(num_chs=out_chs, reduction=reduction, module=f"stages.{i}"))
         in_chs, start = out_chs, start + depth
     return nn.Sequential(*stages), feature_info
@@ -216,13 +278,15 @@ def check_head(cfg: ArchConfig, num_classes: int, global_pool: str):
     """A RoadmapError for a head the step cannot build: without pooling, a pool -> fc head
     (ResNet's; timm's own fails in forward) has no map-shaped classifier, ConvNeXt's has."""
     if global_pool not in GLOBAL_POOLS:
-        raise RoadmapError(f"global_pool={global_pool!r}: use one of "
-                           f"{', '.join(map(repr, GLOBAL_POOLS))} ('' for no pooling)")
+        raise RoadmapError(
+            f"global_pool={global_pool!r}: use one of {', '.join(map(repr, GLOBAL_POOLS))} ('' for no pooling)"
+        )
     if global_pool == "" and num_classes > 0 and not cfg.head_norm:
         raise RoadmapError(
             f"global_pool='' with num_classes={num_classes}: this step's head (pool -> fc, as "
             "timm's ResNet) classifies pooled features only; give num_classes=0 for the "
-            "unpooled map")
+            "unpooled map"
+        )
 
 
 class RoadmapNet(nn.Module):
@@ -235,8 +299,7 @@ class RoadmapNet(nn.Module):
     output_stride: 32 (default), 16 or 8: the last stages dilate instead of striding.
     """
 
-    def __init__(self, cfg: ArchConfig, drop_rate: float = 0.0, global_pool: str = "avg",
-                 output_stride: int = 32):
+    def __init__(self, cfg: ArchConfig, drop_rate: float = 0.0, global_pool: str = "avg", output_stride: int = 32):
         super().__init__()
         if output_stride not in OUTPUT_STRIDES:
             raise RoadmapError(f"output_stride={output_stride!r}: use 8, 16 or 32")
@@ -248,11 +311,15 @@ class RoadmapNet(nn.Module):
         self.stages, self.feature_info = make_stages(cfg, output_stride)
         self.num_features = self.head_hidden_size = cfg.residual_widths[-1]
         if cfg.head_norm:
-            self.head = NormMlpClassifierHead(self.num_features, cfg.num_classes, pool_type=global_pool,
-                                              drop_rate=drop_rate, norm_layer=norm_layer_for(cfg))
+            self.head = NormMlpClassifierHead(
+                self.num_features,
+                cfg.num_classes,
+                pool_type=global_pool,
+                drop_rate=drop_rate,
+                norm_layer=norm_layer_for(cfg),
+            )
         else:
-            self.head = ClassifierHead(self.num_features, cfg.num_classes, pool_type=global_pool,
-                                       drop_rate=drop_rate)
+            self.head = ClassifierHead(self.num_features, cfg.num_classes, pool_type=global_pool, drop_rate=drop_rate)
         self.apply(_init_weights)
 
     @torch.jit.ignore
@@ -261,7 +328,9 @@ class RoadmapNet(nn.Module):
         per block (a stage's separate downsampling layer joins its first block), head last."""
         return dict(
             stem=r"^stem",
-            blocks=r"^stages\.(\d+)" if coarse else [
+            blocks=r"^stages\.(\d+)"
+            if coarse
+            else [
                 (r"^stages\.(\d+)\.downsample", (0,)),
                 (r"^stages\.(\d+)\.blocks\.(\d+)", None),
             ],
@@ -276,24 +345,21 @@ class RoadmapNet(nn.Module):
     def get_classifier(self) -> nn.Module:
         return self.head.fc
 
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None,
-                         reset_other: bool = False):
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None, reset_other: bool = False):
         """A new classifier of `num_classes` (0: none), and `global_pool` if given, as timm."""
-        check_head(self.cfg, num_classes,
-                   self.head.global_pool.pool_type if global_pool is None else global_pool)
+        check_head(self.cfg, num_classes, self.head.global_pool.pool_type if global_pool is None else global_pool)
         self.num_classes = num_classes
-        self.head.reset(num_classes, global_pool, reset_other=reset_other,
-                        in_features=self.num_features)
+        self.head.reset(num_classes, global_pool, reset_other=reset_other, in_features=self.num_features)
         self.head_hidden_size = self.head.num_features
 
     def forward_intermediates(
-            self,
-            x: torch.Tensor,
-            indices: Optional[Union[int, List[int]]] = None,
-            norm: bool = False,
-            stop_early: bool = False,
-            output_fmt: str = "NCHW",
-            intermediates_only: bool = False,
+        self,
+        x: torch.Tensor,
+        indices: Optional[Union[int, List[int]]] = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
     ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
         """Stage outputs, as timm's ConvNeXt: `indices` an int takes the last n stages, a list
         those stages, None all. `norm` is accepted for the interface; the head norm (if any)
@@ -302,7 +368,7 @@ class RoadmapNet(nn.Module):
         intermediates = []
         take_indices, max_index = feature_take_indices(len(self.stages), indices)
         x = self.stem(x)
-        stages = self.stages if torch.jit.is_scripting() or not stop_early else self.stages[:max_index + 1]
+        stages = self.stages if torch.jit.is_scripting() or not stop_early else self.stages[: max_index + 1]
         for i, stage in enumerate(stages):
             x = stage(x)
             if i in take_indices:
@@ -311,12 +377,13 @@ class RoadmapNet(nn.Module):
             return intermediates
         return x, intermediates
 
-    def prune_intermediate_layers(self, indices: Union[int, List[int]] = 1, prune_norm: bool = False,
-                                  prune_head: bool = True) -> List[int]:
+    def prune_intermediate_layers(
+        self, indices: Union[int, List[int]] = 1, prune_norm: bool = False, prune_head: bool = True
+    ) -> List[int]:
         """Drop the stages after the last of `indices` (and the head); returns the indices kept."""
         take_indices, max_index = feature_take_indices(len(self.stages), indices)
         prune_end = max_index < len(self.stages) - 1
-        self.stages = self.stages[:max_index + 1]
+        self.stages = self.stages[: max_index + 1]
         if prune_end:
             self.num_features = self.head_hidden_size = self.feature_info[max_index]["num_chs"]
         if prune_head or prune_end:

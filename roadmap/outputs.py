@@ -3,6 +3,7 @@
 `roadmap run`, `plot`, `report` and submitit's `--wait` all end in `write_outputs`, so one
 folder gives the same tables and figures whichever command wrote them last.
 """
+
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -46,8 +47,14 @@ def _first(table: pd.DataFrame, col: str) -> str:
     return str(values.iloc[0]) if len(values) else ""
 
 
-def write_outputs(folder, report: bool = False, reference: Optional[Path] = None,
-                  use_reference: bool = True, figures: bool = True, sources=None) -> Dict:
+def write_outputs(
+    folder,
+    report: bool = False,
+    reference: Optional[Path] = None,
+    use_reference: bool = True,
+    figures: bool = True,
+    sources=None,
+) -> Dict:
     """Rebuild results.csv and summary.csv from `folder`'s runs, compute the changes once,
     draw trajectory.png (against the committed reference of the same preset and data) and,
     where changes have intervals, changes.png; with `report`, also report.md and report.json.
@@ -67,8 +74,9 @@ def write_outputs(folder, report: bool = False, reference: Optional[Path] = None
     deltas = deltas[deltas["ci_low"].notna()] if len(deltas) else deltas
     drawn: List[Path] = []
     if figures:
-        drawn = plot_trajectory(table, folder, deltas=deltas if len(deltas) else None,
-                                reference=reference_band(reference))[:1]
+        drawn = plot_trajectory(
+            table, folder, deltas=deltas if len(deltas) else None, reference=reference_band(reference)
+        )[:1]
         if len(deltas):
             drawn += plot_forest(built["transitions"], folder, subtitle=R._subtitle(built))[:1]
     out.update(built=built, transitions=built["transitions"], figures=drawn, reference=reference)
@@ -91,16 +99,16 @@ def write_report(dirs, out=None, plot: bool = True) -> Dict:
         merge_into(out, [d for d in dirs if (d / "runs").is_dir()], table)
     written = write_outputs(out, report=True, figures=plot, sources=dirs)
     figures = [p.name for p in written["figures"]]
-    return dict(written["built"], paths=written["report"], figures=figures,
-                figure=figures[0] if figures else None)
+    return dict(written["built"], paths=written["report"], figures=figures, figure=figures[0] if figures else None)
 
 
 def merge_into(out: Path, dirs, table: pd.DataFrame):
     """Copy every run's record into `out/runs/` so the merged folder is itself a results folder."""
     if table["key"].isna().any():
         r = table[table["key"].isna()].iloc[0]
-        raise RoadmapError(f"run {r['run']} seed {r['seed']} has no key; only folders written "
-                           "by `roadmap run` can be merged")
+        raise RoadmapError(
+            f"run {r['run']} seed {r['seed']} has no key; only folders written by `roadmap run` can be merged"
+        )
     results, sources = ResultsDir(out), [ResultsDir(d) for d in dirs]
     for key in table["key"]:
         if not results.is_done(key):

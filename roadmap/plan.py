@@ -1,5 +1,6 @@
 """What to run: RunSpecs (the paper's roadmap, its kernel sweep, or a custom roadmap's rows),
 and the Runs made of them: each (spec, seed) with its final configuration and its key."""
+
 import hashlib
 import json
 import re
@@ -15,11 +16,11 @@ from .registry import config_for, get_step, kernel_sweep, step_names, steps_betw
 
 @dataclass(frozen=True)
 class RunSpec:
-    name: str                 # unique row label: the step, or step/variant
+    name: str  # unique row label: the step, or step/variant
     step: str
     phase: str
-    order: int                # position on the chart
-    cfg: ArchConfig           # the full-size configuration (presets scale it)
+    order: int  # position on the chart
+    cfg: ArchConfig  # the full-size configuration (presets scale it)
     paper_top1: Optional[float] = None
     paper_top1_sd: Optional[float] = None
     paper_gflops: Optional[float] = None
@@ -29,13 +30,15 @@ class RunSpec:
 
 def spec_for_step(name: str, order: int) -> RunSpec:
     s = get_step(name)
-    return RunSpec(s.name, s.name, s.phase, order, config_for(s.name),
-                   s.paper_top1, s.paper_top1_sd, s.paper_gflops)
+    return RunSpec(s.name, s.name, s.phase, order, config_for(s.name), s.paper_top1, s.paper_top1_sd, s.paper_gflops)
 
 
-def paper_plan(upto: Optional[str] = None, start: Optional[str] = None,
-               only: Optional[Sequence[str]] = None,
-               kernel_sizes: Optional[Sequence[int]] = None) -> List[RunSpec]:
+def paper_plan(
+    upto: Optional[str] = None,
+    start: Optional[str] = None,
+    only: Optional[Sequence[str]] = None,
+    kernel_sizes: Optional[Sequence[int]] = None,
+) -> List[RunSpec]:
     """Steps of the paper's roadmap: a range (--from/--upto) or a list (--only).
 
     With `kernel_sizes`, every `large_kernel` entry becomes the paper's kernel sweep.
@@ -57,14 +60,26 @@ def paper_plan(upto: Optional[str] = None, start: Optional[str] = None,
                 if k % 2 == 0 or k < 1:
                     raise RoadmapError(f"--kernel-sizes: {k} is not an odd kernel size")
                 top1, gflops = sweep.get(k, (None, None))
-                specs.append(RunSpec(f"large_kernel/k{k}", name, get_step(name).phase, order,
-                                     config_for(name, kernel_size=k), top1, None, gflops,
-                                     variant=f"k{k}", roadmap="kernel sweep"))
+                specs.append(
+                    RunSpec(
+                        f"large_kernel/k{k}",
+                        name,
+                        get_step(name).phase,
+                        order,
+                        config_for(name, kernel_size=k),
+                        top1,
+                        None,
+                        gflops,
+                        variant=f"k{k}",
+                        roadmap="kernel sweep",
+                    )
+                )
         else:
             specs.append(spec_for_step(name, order))
     if kernel_sizes and "large_kernel" not in chosen:
-        raise RoadmapError("--kernel-sizes sweeps the large_kernel step; add it, e.g. "
-                           "--only large_kernel --kernel-sizes 3,5,7,9,11")
+        raise RoadmapError(
+            "--kernel-sizes sweeps the large_kernel step; add it, e.g. --only large_kernel --kernel-sizes 3,5,7,9,11"
+        )
     return specs
 
 
@@ -81,25 +96,27 @@ def default_out_dir(preset: str, data_name: str, roadmap_name: Optional[str] = N
 
 # ---- runs and their keys: the only place a key is made ----------------------------------
 
+
 @dataclass(frozen=True)
 class Run:
     """One (step, seed) to train: its row labels, final configuration and key."""
+
     spec: RunSpec
     seed: int
-    cfg: ArchConfig           # final: widths scaled once, classes and drop path set
-    key: str                  # what the run's numbers depend on, seed included
-    model_key: str            # the same without the seed: the model several seeds share
+    cfg: ArchConfig  # final: widths scaled once, classes and drop path set
+    key: str  # what the run's numbers depend on, seed included
+    model_key: str  # the same without the seed: the model several seeds share
 
 
 def data_identity(ds) -> Dict[str, Any]:
     """Name, split sizes and a content hash, not the path: the same data mounted elsewhere
     is the same data, and the same folder name with other images is not."""
-    return dict(name=ds.name, train=ds.num_train, val=ds.num_val, classes=ds.num_classes,
-                content=ds.fingerprint())
+    return dict(name=ds.name, train=ds.num_train, val=ds.num_val, classes=ds.num_classes, content=ds.fingerprint())
 
 
-def training_identity(recipe: Recipe, cfg: ArchConfig, final: ArchConfig, world_size: int = 1,
-                      autocast: Optional[str] = None) -> Dict[str, Any]:
+def training_identity(
+    recipe: Recipe, cfg: ArchConfig, final: ArchConfig, world_size: int = 1, autocast: Optional[str] = None
+) -> Dict[str, Any]:
     """The recipe's keyed fields, plus what else changes the numbers. Each extra entry is
     added only where it applies, so the keys of the committed (CPU, one process) runs hold."""
     training = recipe.training_key()
@@ -122,8 +139,14 @@ def run_key(config: Dict, training: Dict, data: Dict, seed: Optional[int]) -> st
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
 
-def plan_runs(specs: Sequence[RunSpec], recipe: Recipe, data_id: Dict, seeds: Sequence[int],
-              world_size: int = 1, autocast: Optional[str] = None) -> List[Run]:
+def plan_runs(
+    specs: Sequence[RunSpec],
+    recipe: Recipe,
+    data_id: Dict,
+    seeds: Sequence[int],
+    world_size: int = 1,
+    autocast: Optional[str] = None,
+) -> List[Run]:
     """Every (spec, seed) with its final configuration and key, specs first, then seeds."""
     runs, seen = [], {}
     for spec in specs:
@@ -131,9 +154,10 @@ def plan_runs(specs: Sequence[RunSpec], recipe: Recipe, data_id: Dict, seeds: Se
         training = training_identity(recipe, spec.cfg, final, world_size, autocast)
         model = run_key(final.to_dict(), training, data_id, None)
         if model in seen:
-            raise RoadmapError(f"steps {seen[model]} and {spec.name} are the same model at this "
-                               "recipe; drop one of them from the roadmap")
+            raise RoadmapError(
+                f"steps {seen[model]} and {spec.name} are the same model at this "
+                "recipe; drop one of them from the roadmap"
+            )
         seen[model] = spec.name
-        runs += [Run(spec, seed, final, run_key(final.to_dict(), training, data_id, seed), model)
-                 for seed in seeds]
+        runs += [Run(spec, seed, final, run_key(final.to_dict(), training, data_id, seed), model) for seed in seeds]
     return runs

@@ -4,6 +4,7 @@ One row per step (roadmap order, top to bottom), coloured by phase; our top-1 as
 bars with error bars over seeds (bottom axis), the paper's ImageNet top-1 as markers
 on a twin axis (top), GFLOPs written beside each row.
 """
+
 from pathlib import Path
 from typing import List, Optional
 
@@ -21,14 +22,22 @@ from .results import atomic_write, summarize
 
 def _label(row) -> str:
     if isinstance(row["variant"], str) and row["variant"]:
-        return f"{row['step']} ({row['variant'].replace('k', 'k=')})" if row["variant"].startswith("k") \
+        return (
+            f"{row['step']} ({row['variant'].replace('k', 'k=')})"
+            if row["variant"].startswith("k")
             else f"{row['step']} ({row['variant']})"
+        )
     return str(row["run"])
 
 
-def plot_trajectory(table: pd.DataFrame, folder, out_stem: Optional[str] = None,
-                    deltas: Optional[pd.DataFrame] = None, title: Optional[str] = None,
-                    reference: Optional[pd.DataFrame] = None) -> List[Path]:
+def plot_trajectory(
+    table: pd.DataFrame,
+    folder,
+    out_stem: Optional[str] = None,
+    deltas: Optional[pd.DataFrame] = None,
+    title: Optional[str] = None,
+    reference: Optional[pd.DataFrame] = None,
+) -> List[Path]:
     """Draw `trajectory.png` and `trajectory.svg` of a results table into `folder`; return the paths.
 
     `deltas` (from `roadmap.report.transitions`) adds each transition's change, marked
@@ -80,9 +89,16 @@ def _bars(ax, summary: pd.DataFrame, means: pd.Series, xlabel: str):
     hi = (finite + stds[finite.index]).max() if len(finite) else 100
     pad = max(0.5, 0.15 * (hi - lo))
     left = max(0.0, lo - pad)
-    ax.barh(y, (means - left).fillna(0), left=left, color=colors, height=0.62,
-            xerr=stds.where(summary["seeds"] > 1), error_kw=dict(ecolor="black", capsize=3, lw=1),
-            label="ours (mean ± sd over seeds)")
+    ax.barh(
+        y,
+        (means - left).fillna(0),
+        left=left,
+        color=colors,
+        height=0.62,
+        xerr=stds.where(summary["seeds"] > 1),
+        error_kw=dict(ecolor="black", capsize=3, lw=1),
+        label="ours (mean ± sd over seeds)",
+    )
     ax.set_xlim(left, hi + pad * 2.2)
     ax.set_yticks(y, [_label(r) for _, r in summary.iterrows()])
     ax.invert_yaxis()
@@ -122,9 +138,17 @@ def _reference_marks(ax, summary: pd.DataFrame, reference: pd.DataFrame):
     gelu that is k=5 is not drawn against the paper's gelu."""
     ref = reference.set_index("model_key")
     rows = [(i, ref.loc[k]) for i, k in enumerate(summary["model_key"]) if k in ref.index]
-    ax.errorbar([b["mean"] for _, b in rows], [i + 0.36 for i, _ in rows],
-                xerr=[b["half"] for _, b in rows], fmt="|", color="#d62728", ms=8, capsize=2,
-                lw=1.2, zorder=6)
+    ax.errorbar(
+        [b["mean"] for _, b in rows],
+        [i + 0.36 for i, _ in rows],
+        xerr=[b["half"] for _, b in rows],
+        fmt="|",
+        color="#d62728",
+        ms=8,
+        capsize=2,
+        lw=1.2,
+        zorder=6,
+    )
 
 
 def _legend(ax, summary: pd.DataFrame, paper: bool, reference: bool):
@@ -148,11 +172,17 @@ def _mark_deltas(ax, summary, deltas, means):
         if d is None or pd.isna(d.get("delta")) or pd.isna(means[i]):
             continue
         significant = bool(d.get("resolved"))
-        ax.plot([means[i]], [i], marker="o", ms=6, mfc="black" if significant else "white",
-                mec="black", zorder=5)
-        ax.annotate(f"{d['delta']:+.2f}" + ("" if significant else " (noise)"),
-                    (means[i], i), xytext=(0, -9), textcoords="offset points", fontsize=6.5,
-                    ha="center", va="top", color="black" if significant else "#666666")
+        ax.plot([means[i]], [i], marker="o", ms=6, mfc="black" if significant else "white", mec="black", zorder=5)
+        ax.annotate(
+            f"{d['delta']:+.2f}" + ("" if significant else " (noise)"),
+            (means[i], i),
+            xytext=(0, -9),
+            textcoords="offset points",
+            fontsize=6.5,
+            ha="center",
+            va="top",
+            color="black" if significant else "#666666",
+        )
 
 
 def plot_forest(trans: pd.DataFrame, folder, out_stem: str = "changes", subtitle: str = ""):
@@ -175,18 +205,20 @@ def plot_forest(trans: pd.DataFrame, folder, out_stem: str = "changes", subtitle
         if pd.notna(r["ci_low"]):
             ax.plot([r["ci_low"], r["ci_high"]], [i, i], color=color, lw=2.2, solid_capstyle="butt")
         resolved = bool(r["resolved"])
-        ax.plot([r["delta"]], [i], "o", ms=7, mec=color, mfc=color if resolved else "white", mew=1.8,
-                zorder=4)
+        ax.plot([r["delta"]], [i], "o", ms=7, mec=color, mfc=color if resolved else "white", mew=1.8, zorder=4)
         if pd.notna(r["paper_delta"]):
             ax.plot([r["paper_delta"]], [i], "D", ms=5, color="black", zorder=5)
     ax.set_yticks(y, [f"{r['from']} → {r['to']}" for _, r in rows.iterrows()], fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel("Δ top-1 (points): ours with 95% interval; ◆ the paper's (ImageNet-1K, Table 10)")
-    handles = [Line2D([], [], marker="o", color="#555555", mfc="#555555", ls="-"),
-               Line2D([], [], marker="o", color="#555555", mfc="white", ls="-"),
-               Line2D([], [], marker="D", color="black", ls="")]
-    ax.legend(handles, ["ours, resolved (Holm)", "ours, below the noise", "paper"], fontsize=7,
-              loc="best", framealpha=0.9)
+    handles = [
+        Line2D([], [], marker="o", color="#555555", mfc="#555555", ls="-"),
+        Line2D([], [], marker="o", color="#555555", mfc="white", ls="-"),
+        Line2D([], [], marker="D", color="black", ls=""),
+    ]
+    ax.legend(
+        handles, ["ours, resolved (Holm)", "ours, below the noise", "paper"], fontsize=7, loc="best", framealpha=0.9
+    )
     ax.set_title("What each change was worth" + (f"\n{subtitle}" if subtitle else ""), fontsize=9)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()

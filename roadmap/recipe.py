@@ -3,6 +3,7 @@
 A preset is a `Recipe`; every field can be overridden from the command line with
 `--set key=value`. `imagenet` is the paper verbatim; the others say what they scale down.
 """
+
 import difflib
 import json
 from dataclasses import asdict, dataclass, fields, replace
@@ -16,11 +17,12 @@ from .values import Invalid, convert, parse_text
 @dataclass(frozen=True)
 class Recipe:
     """What changes a run's numbers: every field but `description` is in the run key."""
+
     description: str = ""
     img_size: int = 224
     epochs: float = 300
-    batch_size: int = 128          # per process
-    lr: float = 4e-3               # at `lr_batch`; scaled linearly to the real global batch
+    batch_size: int = 128  # per process
+    lr: float = 4e-3  # at `lr_batch`; scaled linearly to the real global batch
     lr_batch: int = 4096
     min_lr: float = 1e-6
     warmup_epochs: float = 20
@@ -29,18 +31,18 @@ class Recipe:
     randaug: Optional[str] = "rand-m9-mstd0.5-inc1"
     mixup: float = 0.8
     cutmix: float = 1.0
-    reprob: float = 0.25           # random erasing
-    smoothing: float = 0.1         # label smoothing
-    drop_path: float = 0.1         # stochastic depth (ConvNeXt-T), applied to every step
+    reprob: float = 0.25  # random erasing
+    smoothing: float = 0.1  # label smoothing
+    drop_path: float = 0.1  # stochastic depth (ConvNeXt-T), applied to every step
     ema_decay: Optional[float] = None  # Table 10 is without EMA; 0.9999 for Table 1
-    width_scale: float = 1.0       # multiplies every step's widths (its own 64 or 96)
+    width_scale: float = 1.0  # multiplies every step's widths (its own 64 or 96)
     small_input_stem: bool = False  # every step's stem strides 2, not 4 (ArchConfig.small_input_stem)
-    max_shift: int = 0             # in-memory data: random translation in pixels
+    max_shift: int = 0  # in-memory data: random translation in pixels
     hflip: bool = True
-    train_subset: Optional[int] = None   # first N training images (in-memory data)
+    train_subset: Optional[int] = None  # first N training images (in-memory data)
     val_subset: Optional[int] = None
-    max_updates: Optional[int] = None    # stop a step after this many updates (smoke tests)
-    amp: bool = True               # bf16 autocast on CUDA (fp16 + loss scaling without bf16)
+    max_updates: Optional[int] = None  # stop a step after this many updates (smoke tests)
+    amp: bool = True  # bf16 autocast on CUDA (fp16 + loss scaling without bf16)
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
@@ -50,16 +52,19 @@ class Recipe:
         the recipe later enters the key only where it differs from its default
         (KEY_FIELDS_LATER), so the committed runs keep their keys."""
         d = {k: getattr(self, k) for k in KEY_FIELDS}
-        d.update({k: getattr(self, k) for k in KEY_FIELDS_LATER
-                  if getattr(self, k) != _DEFAULTS[k]})
+        d.update({k: getattr(self, k) for k in KEY_FIELDS_LATER if getattr(self, k) != _DEFAULTS[k]})
         return d
 
     def apply(self, cfg: ArchConfig, num_classes: int) -> ArchConfig:
         """The step's final configuration: widths x width_scale (multiples of 8, at least 8),
         the data's classes, the recipe's drop path and stem. The only place widths are scaled."""
         widths = tuple(max(8, int(round(w * self.width_scale / 8)) * 8) for w in cfg.widths)
-        return cfg.replace(widths=widths, num_classes=num_classes, drop_path_rate=self.drop_path,
-                           small_input_stem=self.small_input_stem)
+        return cfg.replace(
+            widths=widths,
+            num_classes=num_classes,
+            drop_path_rate=self.drop_path,
+            small_input_stem=self.small_input_stem,
+        )
 
     def scaled_lr(self, global_batch: int) -> float:
         return self.lr * global_batch / self.lr_batch
@@ -75,14 +80,19 @@ class Recipe:
         a combination that cannot mean what it says."""
         _check_fields(self, prefix)
         if self.max_shift >= self.img_size:
-            raise RoadmapError(f"{prefix}max_shift={self.max_shift}: the random shift must be "
-                               f"smaller than img_size={self.img_size}")
+            raise RoadmapError(
+                f"{prefix}max_shift={self.max_shift}: the random shift must be smaller than img_size={self.img_size}"
+            )
         if self.warmup_epochs >= self.epochs:
-            raise RoadmapError(f"{prefix}warmup_epochs={_show(self.warmup_epochs)}: the warmup must be "
-                               f"shorter than the training (epochs={_show(self.epochs)}); lower it")
+            raise RoadmapError(
+                f"{prefix}warmup_epochs={_show(self.warmup_epochs)}: the warmup must be "
+                f"shorter than the training (epochs={_show(self.epochs)}); lower it"
+            )
         if self.min_lr >= self.lr:
-            raise RoadmapError(f"{prefix}min_lr={_show(self.min_lr)}: the cosine decays from lr to "
-                               f"min_lr, so min_lr must be below lr={_show(self.lr)}")
+            raise RoadmapError(
+                f"{prefix}min_lr={_show(self.min_lr)}: the cosine decays from lr to "
+                f"min_lr, so min_lr must be below lr={_show(self.lr)}"
+            )
 
 
 @dataclass(frozen=True)
@@ -90,12 +100,13 @@ class Execution:
     """How a run is executed: switches that change speed, memory or logging, not the numbers
     (beyond float rounding: memory format, cuDNN's algorithm choice and compiling), so they
     stay out of the run key."""
-    workers: int = 8               # DataLoader processes (folder data and RandAugment)
+
+    workers: int = 8  # DataLoader processes (folder data and RandAugment)
     eval_batch_size: int = 256
     channels_last: bool = True
-    cudnn_benchmark: bool = True   # CUDA: let cuDNN time its conv algorithms
-    compile: bool = False          # torch.compile the model (minutes of compiling first)
-    ckpt_every_s: float = 60.0     # checkpoint at least this often (and at every epoch end)
+    cudnn_benchmark: bool = True  # CUDA: let cuDNN time its conv algorithms
+    compile: bool = False  # torch.compile the model (minutes of compiling first)
+    ckpt_every_s: float = 60.0  # checkpoint at least this often (and at every epoch end)
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
@@ -133,13 +144,17 @@ def apply_overrides(recipe: "Recipe", ex: "Execution", pairs, execution: bool = 
             raise RoadmapError(f"--set {pair!r}: expected key=value, e.g. --set epochs=2")
         key, raw = (t.strip() if i == 0 else t for i, t in enumerate(pair.split("=", 1)))
         if key not in known and not execution and key in get_type_hints(Execution):
-            raise RoadmapError(f"{key} is an execution setting, not part of the recipe: apply it "
-                               "with roadmap.recipe.settings(preset, pairs)")
+            raise RoadmapError(
+                f"{key} is an execution setting, not part of the recipe: apply it "
+                "with roadmap.recipe.settings(preset, pairs)"
+            )
         if key not in known:
             close = difflib.get_close_matches(key, known, n=1)
-            raise RoadmapError(f"--set {key}: unknown recipe field."
-                               + (f" Did you mean {close[0]!r}?" if close else "")
-                               + f" Valid: {', '.join(known)}")
+            raise RoadmapError(
+                f"--set {key}: unknown recipe field."
+                + (f" Did you mean {close[0]!r}?" if close else "")
+                + f" Valid: {', '.join(known)}"
+            )
         hint = targets[known[key]][1][key]
         try:
             value = convert(parse_text(raw, hint), hint)
@@ -162,10 +177,32 @@ def settings(preset: str, pairs=()) -> Tuple["Recipe", "Execution"]:
 
 # The run key, field by field. Add a new recipe field to KEY_FIELDS_LATER (keyed only where it
 # differs from its default) or to Execution; tests/test_plan.py checks every field is placed.
-KEY_FIELDS = ("img_size", "epochs", "batch_size", "lr", "lr_batch", "min_lr", "warmup_epochs",
-              "weight_decay", "betas", "randaug", "mixup", "cutmix", "reprob", "smoothing",
-              "drop_path", "ema_decay", "width_scale", "small_input_stem", "max_shift", "hflip",
-              "train_subset", "val_subset", "max_updates", "amp")
+KEY_FIELDS = (
+    "img_size",
+    "epochs",
+    "batch_size",
+    "lr",
+    "lr_batch",
+    "min_lr",
+    "warmup_epochs",
+    "weight_decay",
+    "betas",
+    "randaug",
+    "mixup",
+    "cutmix",
+    "reprob",
+    "smoothing",
+    "drop_path",
+    "ema_decay",
+    "width_scale",
+    "small_input_stem",
+    "max_shift",
+    "hflip",
+    "train_subset",
+    "val_subset",
+    "max_updates",
+    "amp",
+)
 KEY_FIELDS_LATER: Tuple[str, ...] = ()
 _DEFAULTS = {f.name: f.default for f in fields(Recipe)}
 
@@ -177,6 +214,7 @@ def _show(value) -> str:
 def _randaug(spec: str) -> bool:
     """Whether timm's create_transform understands `spec` (rand-..., augmix-... or an AutoAugment policy)."""
     from timm.data import auto_augment as aa
+
     hparams = dict(translate_const=100, img_mean=(124, 116, 104))
     try:
         if spec.startswith("rand"):
@@ -202,7 +240,7 @@ RANGES = {
     "warmup_epochs": (lambda v: v >= 0, "a number >= 0"),
     "weight_decay": (lambda v: v >= 0, "a number >= 0"),
     "betas": (lambda v: len(v) == 2 and all(0 <= b < 1 for b in v), "two numbers in [0, 1), e.g. 0.9,0.999"),
-    "randaug": (_randaug, 'a timm RandAugment spec, e.g. rand-m9-mstd0.5-inc1, or none'),
+    "randaug": (_randaug, "a timm RandAugment spec, e.g. rand-m9-mstd0.5-inc1, or none"),
     "mixup": (lambda v: v >= 0, "a number >= 0 (0: off)"),
     "cutmix": (lambda v: v >= 0, "a number >= 0 (0: off)"),
     "reprob": (lambda v: 0 <= v <= 1, "a probability in [0, 1]"),
@@ -234,45 +272,88 @@ def _check_range(key: str, value):
 PRESETS: Dict[str, Recipe] = {
     "imagenet": Recipe(
         description="The paper's recipe verbatim (Table 5): ImageNet-1K ImageFolder, 224 px, "
-                    "300 epochs, AdamW lr 4e-3 at batch 4096 (scaled linearly), 20 warmup "
-                    "epochs, RandAugment 9/0.5, mixup 0.8, cutmix 1.0, erasing 0.25, "
-                    "smoothing 0.1, stochastic depth 0.1, no EMA (Table 10)."),
+        "300 epochs, AdamW lr 4e-3 at batch 4096 (scaled linearly), 20 warmup "
+        "epochs, RandAugment 9/0.5, mixup 0.8, cutmix 1.0, erasing 0.25, "
+        "smoothing 0.1, stochastic depth 0.1, no EMA (Table 10)."
+    ),
     "imagenette": Recipe(
         description="One GPU, a small real dataset in ImageFolder layout (e.g. Imagenette, "
-                    "10 classes, ~9.5k images) at 160 px: the paper's augmentation and "
-                    "regularization, 100 epochs with 5 warmup, batch 128, lr 4e-3 at 4096 "
-                    "scaled to the batch x 4 (small data tolerates it), EMA 0.999.",
-        img_size=160, epochs=100, warmup_epochs=5, batch_size=128, lr=1.6e-2, ema_decay=0.999),
+        "10 classes, ~9.5k images) at 160 px: the paper's augmentation and "
+        "regularization, 100 epochs with 5 warmup, batch 128, lr 4e-3 at 4096 "
+        "scaled to the batch x 4 (small data tolerates it), EMA 0.999.",
+        img_size=160,
+        epochs=100,
+        warmup_epochs=5,
+        batch_size=128,
+        lr=1.6e-2,
+        ema_decay=0.999,
+    ),
     "cifar": Recipe(
         description="One GPU, CIFAR-10/100 python batches at 32 px (the facebookresearch/"
-                    "ConvNeXt #58 setting): 100 epochs, batch 256, lightly regularized "
-                    "(mixup 0.2, no cutmix, RandAugment, erasing 0.25), drop path 0.1.",
-        img_size=32, epochs=100, warmup_epochs=5, batch_size=256, lr=3.2e-2, mixup=0.2, cutmix=0.0,
-        max_shift=4, small_input_stem=True),
+        "ConvNeXt #58 setting): 100 epochs, batch 256, lightly regularized "
+        "(mixup 0.2, no cutmix, RandAugment, erasing 0.25), drop path 0.1.",
+        img_size=32,
+        epochs=100,
+        warmup_epochs=5,
+        batch_size=256,
+        lr=3.2e-2,
+        mixup=0.2,
+        cutmix=0.0,
+        max_shift=4,
+        small_input_stem=True,
+    ),
     "demo": Recipe(
         description="CPU in minutes: Fashion-MNIST in memory, padded 28 -> 32 px, widths x0.25 "
-                    "(16/24 base channels), 1 epoch, batch 128, AdamW lr 2e-3 with 10% warmup, "
-                    "label smoothing 0.1; mixup, cutmix, RandAugment, erasing, stochastic "
-                    "depth and EMA off, because one epoch cannot use that much regularization.",
-        img_size=32, epochs=1, warmup_epochs=0.1, batch_size=128, lr=2e-3, lr_batch=128,
-        min_lr=1e-5, randaug=None, mixup=0.0, cutmix=0.0, reprob=0.0, drop_path=0.0,
-        width_scale=0.25, max_shift=2),
+        "(16/24 base channels), 1 epoch, batch 128, AdamW lr 2e-3 with 10% warmup, "
+        "label smoothing 0.1; mixup, cutmix, RandAugment, erasing, stochastic "
+        "depth and EMA off, because one epoch cannot use that much regularization.",
+        img_size=32,
+        epochs=1,
+        warmup_epochs=0.1,
+        batch_size=128,
+        lr=2e-3,
+        lr_batch=128,
+        min_lr=1e-5,
+        randaug=None,
+        mixup=0.0,
+        cutmix=0.0,
+        reprob=0.0,
+        drop_path=0.0,
+        width_scale=0.25,
+        max_shift=2,
+    ),
     "reference": Recipe(
         description="The committed reference on 2 CPU cores: the demo's data and widths, trained "
-                    "4 epochs instead of 1 (all 13 steps x 3 seeds in about 70 minutes), batch 256, "
-                    "AdamW lr 4e-3 with a half-epoch warmup and cosine to 1e-5, label smoothing "
-                    "0.1, shift 2 px + flip, EMA 0.99 reported beside the raw weights. Chosen by "
-                    "benchmarks/noise_study.py: longer training is what quiets the seed noise.",
-        img_size=32, epochs=4, warmup_epochs=0.5, batch_size=256, lr=4e-3, lr_batch=256,
-        min_lr=1e-5, randaug=None, mixup=0.0, cutmix=0.0, reprob=0.0, drop_path=0.0,
-        ema_decay=0.99, width_scale=0.25, max_shift=2),
+        "4 epochs instead of 1 (all 13 steps x 3 seeds in about 70 minutes), batch 256, "
+        "AdamW lr 4e-3 with a half-epoch warmup and cosine to 1e-5, label smoothing "
+        "0.1, shift 2 px + flip, EMA 0.99 reported beside the raw weights. Chosen by "
+        "benchmarks/noise_study.py: longer training is what quiets the seed noise.",
+        img_size=32,
+        epochs=4,
+        warmup_epochs=0.5,
+        batch_size=256,
+        lr=4e-3,
+        lr_batch=256,
+        min_lr=1e-5,
+        randaug=None,
+        mixup=0.0,
+        cutmix=0.0,
+        reprob=0.0,
+        drop_path=0.0,
+        ema_decay=0.99,
+        width_scale=0.25,
+        max_shift=2,
+    ),
 }
 
 # In-memory CPU presets: no DataLoader workers (batches are cut from tensors), a large eval batch.
 _CPU = Execution(workers=0, eval_batch_size=500, ckpt_every_s=30.0)
 EXECUTIONS: Dict[str, Execution] = {
-    "imagenet": Execution(), "imagenette": Execution(), "cifar": Execution(workers=4),
-    "demo": _CPU, "reference": _CPU,
+    "imagenet": Execution(),
+    "imagenette": Execution(),
+    "cifar": Execution(workers=4),
+    "demo": _CPU,
+    "reference": _CPU,
 }
 
 

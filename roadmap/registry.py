@@ -1,4 +1,5 @@
 """Step names -> configurations: the roadmap of `steps/` applied cumulatively."""
+
 import difflib
 from typing import Dict, List, Tuple
 
@@ -55,7 +56,7 @@ def steps_between(start: str = None, stop: str = None) -> List[str]:
     j = names.index(get_step(stop).name) if stop else len(names) - 1
     if i > j:
         raise RoadmapError(f"--from {start} comes after --upto {stop} on the roadmap")
-    return names[i:j + 1]
+    return names[i : j + 1]
 
 
 def kernel_sweep() -> Dict[int, Tuple[float, float]]:

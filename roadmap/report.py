@@ -14,6 +14,7 @@ step before; in a kernel sweep the previous kernel size (and `gelu` is compared 
 `large_kernel/k7`); on an "independent" custom roadmap (leave one out) the start. Without
 recorded configurations, consecutive runs are compared.
 """
+
 import json
 import math
 from pathlib import Path
@@ -24,13 +25,13 @@ import pandas as pd
 
 from . import stats as S
 from .errors import RoadmapError
-from .results import (RESULT_COLUMNS, atomic_write_text, check_labels, model_identity, order_key, read_results,
-                      summarize)
+from .results import RESULT_COLUMNS, atomic_write_text, check_labels, model_identity, order_key, read_results, summarize
 
 REQUIRED = ("order", "run", "seed", "status", "top1")
 
 
 # ---- reading ---------------------------------------------------------------------------
+
 
 def _read(folder) -> pd.DataFrame:
     try:
@@ -56,8 +57,7 @@ def check(table: pd.DataFrame, dirs: Sequence = ()):
     where = ", ".join(map(str, dirs)) or "the results"
     missing = [c for c in REQUIRED if c not in table.columns]
     if missing:
-        raise RoadmapError(f"{where}: the results lack the columns {missing}; "
-                           "they were not written by `roadmap run`")
+        raise RoadmapError(f"{where}: the results lack the columns {missing}; they were not written by `roadmap run`")
     ok = table[table["status"] == "ok"]
     if not len(ok):
         raise RoadmapError(f"{where}: no finished runs to report on")
@@ -68,8 +68,10 @@ def check(table: pd.DataFrame, dirs: Sequence = ()):
     if len(dup):
         r = dup.iloc[0]
         times = int(((ok["run"] == r["run"]) & (ok["seed"] == r["seed"])).sum())
-        raise RoadmapError(f"{where}: run {r['run']} seed {r['seed']} appears {times} times with different "
-                           "settings (recipe or data); report those results separately")
+        raise RoadmapError(
+            f"{where}: run {r['run']} seed {r['seed']} appears {times} times with different "
+            "settings (recipe or data); report those results separately"
+        )
     for col in ("data", "preset"):
         values = sorted(map(str, ok[col].dropna().unique())) if col in ok.columns else []
         if len(values) > 1:
@@ -95,6 +97,7 @@ def _num(v) -> float:
 
 # ---- per step ----------------------------------------------------------------------------
 
+
 def bad_top1(table: pd.DataFrame) -> List[str]:
     """Runs marked finished whose top-1 is NaN, inf or missing: reported as failed runs."""
     ok = table[table["status"] == "ok"]
@@ -110,8 +113,7 @@ def step_table(table: pd.DataFrame, ok: Optional[pd.DataFrame] = None) -> pd.Dat
     table = _complete(table)
     ok = finished(table) if ok is None else ok
     clean = table[~(table["status"] == "ok") | table.index.isin(ok.index)].copy()
-    clean.loc[~clean.index.isin(ok.index), "status"] = clean["status"].where(
-        clean["status"] != "ok", "failed")
+    clean.loc[~clean.index.isin(ok.index), "status"] = clean["status"].where(clean["status"] != "ok", "failed")
     steps = summarize(clean)
     if not len(steps):
         return steps
@@ -122,7 +124,10 @@ def step_table(table: pd.DataFrame, ok: Optional[pd.DataFrame] = None) -> pd.Dat
         if m is not None:
             values = pooled.get_group(m)
             steps.loc[i, ["top1_mean", "top1_std", "seeds"]] = [
-                values.mean(), values.std(ddof=1) if len(values) > 1 else None, len(values)]
+                values.mean(),
+                values.std(ddof=1) if len(values) > 1 else None,
+                len(values),
+            ]
     idx = sorted(range(len(steps)), key=lambda i: order_key(*steps.iloc[i][["order", "variant", "run"]]))
     steps = steps.iloc[idx].reset_index(drop=True)
     configs = table.groupby("run", sort=False)["config"].first()
@@ -153,6 +158,7 @@ def _config_distance(a: Dict, b: Dict) -> int:
 
 
 # ---- the model and the transitions ------------------------------------------------------
+
 
 def model_ids(table: pd.DataFrame) -> pd.Series:
     """Which trained model each run is: its configuration and recipe (the run label where
@@ -188,6 +194,7 @@ def _bits(row) -> Optional[np.ndarray]:
     if not isinstance(text, str) or not text or pd.isna(n):
         return None
     from .train import unpack_bits
+
     return unpack_bits(text, int(n))
 
 
@@ -197,8 +204,7 @@ def duplicate_runs(table: pd.DataFrame) -> List[str]:
     ok = finished(table)
     dup = ok[ok.duplicated(["model", "seed"])]
     first = once(ok).set_index(["model", "seed"])["top1"]
-    return [f"{r['run']} seed {r['seed']:g}" for _, r in dup.iterrows()
-            if r["top1"] != first[(r["model"], r["seed"])]]
+    return [f"{r['run']} seed {r['seed']:g}" for _, r in dup.iterrows() if r["top1"] != first[(r["model"], r["seed"])]]
 
 
 def _model_of(ok: pd.DataFrame) -> Dict[str, str]:
@@ -208,6 +214,7 @@ def _model_of(ok: pd.DataFrame) -> Dict[str, str]:
 def paper_noise() -> Tuple[float, int, float]:
     """The pooled Table-10 seed sd, its df, and the 95% half-width of a paper change."""
     from .registry import ROADMAP
+
     sd, df = S.pooled_sd([s.paper_top1_sd for s in ROADMAP])
     return sd, df, S.paper_half_width(sd, df)
 
@@ -220,11 +227,41 @@ def _paper_sign(a, b, sd: float, df: int) -> str:
 
 
 TRANSITION_COLUMNS = [
-    "from", "to", "order_from", "order_to", "phase", "delta", "ci_low", "ci_high", "se", "p",
-    "p_holm", "resolved", "ours_sign", "n_from", "n_to", "same_model", "top1_from", "top1_to",
-    "paper_from", "paper_to", "paper_delta", "paper_sign", "verdict", "d_params_m", "d_gflops",
-    "d_gflops_224", "d_train_img_s", "d_infer_img_s",
-    "ci_low_seed", "ci_high_seed", "p_seed", "se_seed", "df", "test_sd", "equivalence_bound",
+    "from",
+    "to",
+    "order_from",
+    "order_to",
+    "phase",
+    "delta",
+    "ci_low",
+    "ci_high",
+    "se",
+    "p",
+    "p_holm",
+    "resolved",
+    "ours_sign",
+    "n_from",
+    "n_to",
+    "same_model",
+    "top1_from",
+    "top1_to",
+    "paper_from",
+    "paper_to",
+    "paper_delta",
+    "paper_sign",
+    "verdict",
+    "d_params_m",
+    "d_gflops",
+    "d_gflops_224",
+    "d_train_img_s",
+    "d_infer_img_s",
+    "ci_low_seed",
+    "ci_high_seed",
+    "p_seed",
+    "se_seed",
+    "df",
+    "test_sd",
+    "equivalence_bound",
 ]
 
 
@@ -234,12 +271,23 @@ def _transition(a, b, f, model_of, paper) -> Dict:
     if f is not None and ma is not None and mb is not None:
         ours = S.contrast(f, ma, mb)
     paper_delta = _num(b["paper_top1"]) - _num(a["paper_top1"])
-    row = {"from": a["run"], "to": b["run"], "order_from": a["order"], "order_to": b["order"],
-           "phase": b["phase"], **ours, "n_from": int(a["seeds"]), "n_to": int(b["seeds"]),
-           "same_model": ma is not None and ma == mb,
-           "top1_from": a["top1_mean"], "top1_to": b["top1_mean"],
-           "paper_from": _num(a["paper_top1"]), "paper_to": _num(b["paper_top1"]),
-           "paper_delta": paper_delta, "paper_sign": _paper_sign(a, b, *paper)}
+    row = {
+        "from": a["run"],
+        "to": b["run"],
+        "order_from": a["order"],
+        "order_to": b["order"],
+        "phase": b["phase"],
+        **ours,
+        "n_from": int(a["seeds"]),
+        "n_to": int(b["seeds"]),
+        "same_model": ma is not None and ma == mb,
+        "top1_from": a["top1_mean"],
+        "top1_to": b["top1_mean"],
+        "paper_from": _num(a["paper_top1"]),
+        "paper_to": _num(b["paper_top1"]),
+        "paper_delta": paper_delta,
+        "paper_sign": _paper_sign(a, b, *paper),
+    }
     if f is not None and f.dropped and ma in f.counts and mb in f.counts:
         row["n_from"], row["n_to"] = f.counts[ma], f.counts[mb]  # the runs the interval uses
     for col in ("params_m", "gflops", "gflops_224"):
@@ -259,8 +307,9 @@ def analyse(table: pd.DataFrame) -> Tuple[pd.DataFrame, pd.DataFrame, Optional[S
     steps = step_table(table, ok)
     f = S.fit(once(ok)) if len(ok) else None
     model_of, paper = _model_of(ok), paper_noise()[:2]
-    rows = [_transition(steps.iloc[_predecessor(steps, i)], steps.iloc[i], f, model_of, paper)
-            for i in range(1, len(steps))]
+    rows = [
+        _transition(steps.iloc[_predecessor(steps, i)], steps.iloc[i], f, model_of, paper) for i in range(1, len(steps))
+    ]
     trans = pd.DataFrame(rows, columns=TRANSITION_COLUMNS)
     if len(trans):
         # The same model twice (k7 and large_kernel) is no test: left out of Holm's family.
@@ -270,14 +319,19 @@ def analyse(table: pd.DataFrame) -> Tuple[pd.DataFrame, pd.DataFrame, Optional[S
         # an equivalence bound is the reading of a change that is not resolved
         trans["equivalence_bound"] = trans["equivalence_bound"].where(~trans["resolved"] & p.notna())
         judged = trans["p"].notna()
-        trans["ours_sign"] = [S.sign(d, r) if j else "" for d, r, j
-                              in zip(trans["delta"], trans["resolved"], judged)]
+        trans["ours_sign"] = [S.sign(d, r) if j else "" for d, r, j in zip(trans["delta"], trans["resolved"], judged)]
         trans["verdict"] = [_verdict(r) for _, r in trans.iterrows()]
     return steps, trans, f
 
 
-VERDICTS = ("replicates", "same direction", "flips", "below our noise", "both within noise",
-            "ours only (paper: within its noise)")
+VERDICTS = (
+    "replicates",
+    "same direction",
+    "flips",
+    "below our noise",
+    "both within noise",
+    "ours only (paper: within its noise)",
+)
 
 
 def _verdict(r) -> str:
@@ -305,9 +359,11 @@ def reference_band(table: pd.DataFrame) -> Optional[pd.DataFrame]:
     if not f.usable:
         return None
     from scipy import stats
+
     t = stats.t.ppf(0.5 + S.LEVEL / 2, f.df)
-    return pd.DataFrame([dict(run=run, mean=f.means[m], half=t * f.sigma / math.sqrt(f.counts[m]))
-                         for run, m in _model_of(ok).items()])
+    return pd.DataFrame(
+        [dict(run=run, mean=f.means[m], half=t * f.sigma / math.sqrt(f.counts[m])) for run, m in _model_of(ok).items()]
+    )
 
 
 def transitions(table: pd.DataFrame) -> pd.DataFrame:
@@ -325,6 +381,7 @@ def plot_deltas(table: pd.DataFrame) -> Optional[pd.DataFrame]:
 
 # ---- agreement with the paper and noise ----------------------------------------------------
 
+
 def _real(trans: pd.DataFrame) -> pd.DataFrame:
     return trans[~trans["same_model"].astype(bool)] if len(trans) else trans
 
@@ -335,22 +392,36 @@ def agreement(trans: pd.DataFrame) -> Dict:
     real = _real(trans)
     ours, paper = list(real["ours_sign"]), list(real["paper_sign"])
     signs, agree = S.sign_table(ours, paper), S.sign_agreement(ours, paper)
-    corr = S.delta_correlations(real["delta"].to_numpy(dtype=float),
-                                real["paper_delta"].to_numpy(dtype=float))
-    return dict(sign_table=signs, sign_fisher_p=signs["fisher_p"], sign_matches=agree["sign_matches"],
-                sign_agreement_p=agree["sign_agreement_p"],
-                delta_spearman=corr["spearman"], delta_kendall=corr["kendall"],
-                verdicts={v: [f"{r['from']} -> {r['to']}" for _, r in real.iterrows() if r["verdict"] == v]
-                          for v in VERDICTS})
+    corr = S.delta_correlations(real["delta"].to_numpy(dtype=float), real["paper_delta"].to_numpy(dtype=float))
+    return dict(
+        sign_table=signs,
+        sign_fisher_p=signs["fisher_p"],
+        sign_matches=agree["sign_matches"],
+        sign_agreement_p=agree["sign_agreement_p"],
+        delta_spearman=corr["spearman"],
+        delta_kendall=corr["kendall"],
+        verdicts={v: [f"{r['from']} -> {r['to']}" for _, r in real.iterrows() if r["verdict"] == v] for v in VERDICTS},
+    )
 
 
 def noise(f: Optional[S.Fit], trans: pd.DataFrame) -> Dict:
     """The pooled seed sd (with its interval) and what it would take: seeds for 0.3 / 0.5 /
     1.0 points at 80% power, and the power now, unadjusted and at Holm's strictest level."""
     paper_sd, paper_df, paper_half = paper_noise()
-    out = dict(seed_sd=None, seed_sd_ci=None, df=0, method=None, seeds_needed={}, seeds_needed_holm={},
-               power_now={}, power_holm={}, test_sd=None, paper_seed_sd=paper_sd, paper_df=paper_df,
-               paper_half_width=paper_half)
+    out = dict(
+        seed_sd=None,
+        seed_sd_ci=None,
+        df=0,
+        method=None,
+        seeds_needed={},
+        seeds_needed_holm={},
+        power_now={},
+        power_holm={},
+        test_sd=None,
+        paper_seed_sd=paper_sd,
+        paper_df=paper_df,
+        paper_half_width=paper_half,
+    )
     if f is None or not f.usable:
         return out
     models = len(f.names)
@@ -358,17 +429,22 @@ def noise(f: Optional[S.Fit], trans: pd.DataFrame) -> Dict:
     seeds = sorted(set(f.counts.values()))
     halves = (trans["ci_high"] - trans["ci_low"]) / 2 if len(trans) else pd.Series(dtype=float)
     test = trans["test_sd"].dropna() if len(trans) else pd.Series(dtype=float)
-    test_var = float(np.median(test ** 2)) if len(test) else 0.0
-    out.update(seed_sd=f.sigma, seed_sd_ci=list(S.sigma_interval(f.sigma, f.df)), df=f.df,
-               method=f.method, models=models, family=family,
-               test_sd=math.sqrt(test_var) if len(test) else None,
-               median_half_width=float(halves.median()) if halves.notna().any() else None)
+    test_var = float(np.median(test**2)) if len(test) else 0.0
+    out.update(
+        seed_sd=f.sigma,
+        seed_sd_ci=list(S.sigma_interval(f.sigma, f.df)),
+        df=f.df,
+        method=f.method,
+        models=models,
+        family=family,
+        test_sd=math.sqrt(test_var) if len(test) else None,
+        median_half_width=float(halves.median()) if halves.notna().any() else None,
+    )
     holm_alpha = S.ALPHA / max(family, 1)
     for e in S.EFFECTS:
         key = f"{e:.1f}"
         out["seeds_needed"][key] = S.seeds_needed(e, f.sigma, models, test_var=test_var)
-        out["seeds_needed_holm"][key] = S.seeds_needed(e, f.sigma, models, alpha=holm_alpha,
-                                                       test_var=test_var)
+        out["seeds_needed_holm"][key] = S.seeds_needed(e, f.sigma, models, alpha=holm_alpha, test_var=test_var)
         if len(seeds) == 1 and seeds[0] > 1:
             out["power_now"][key] = S.power(e, f.sigma, seeds[0], models, test_var=test_var)
             out["power_holm"][key] = S.power(e, f.sigma, seeds[0], models, holm_alpha, test_var)
@@ -376,6 +452,7 @@ def noise(f: Optional[S.Fit], trans: pd.DataFrame) -> Dict:
 
 
 # ---- the report ------------------------------------------------------------------------
+
 
 def _f(v, fmt="{:.2f}", none="–") -> str:
     v = _num(v)
@@ -390,8 +467,9 @@ def _n(count: int, word: str) -> str:
     return f"{count} {word}{'' if count == 1 else 's'}"
 
 
-def warnings_for(table: pd.DataFrame, steps: pd.DataFrame, f: Optional[S.Fit],
-                 trans: Optional[pd.DataFrame] = None) -> List[str]:
+def warnings_for(
+    table: pd.DataFrame, steps: pd.DataFrame, f: Optional[S.Fit], trans: Optional[pd.DataFrame] = None
+) -> List[str]:
     out = []
     full = _complete(table)
     bad = bad_top1(full)
@@ -399,16 +477,22 @@ def warnings_for(table: pd.DataFrame, steps: pd.DataFrame, f: Optional[S.Fit],
         out.append(f"{', '.join(bad)}: marked finished but top-1 is not a number; counted as failed.")
     dup = duplicate_runs(full)
     if dup:
-        out.append(f"{', '.join(dup)}: the same model and seed as a run under another label, with "
-                   "another top-1; only the first is counted.")
+        out.append(
+            f"{', '.join(dup)}: the same model and seed as a run under another label, with "
+            "another top-1; only the first is counted."
+        )
     seeds = _seed_counts(steps)
     if seeds == [1]:
-        out.append("Only one seed per step: the model has no residual degrees of freedom, so no "
-                   "change can be told apart from seed noise. Rerun with `--seeds 3` (finished "
-                   "runs are skipped).")
+        out.append(
+            "Only one seed per step: the model has no residual degrees of freedom, so no "
+            "change can be told apart from seed noise. Rerun with `--seeds 3` (finished "
+            "runs are skipped)."
+        )
     elif f is not None and f.df > 0 and f.sigma == 0:
-        out.append("Every step gave the same top-1 on every seed: the seed changed nothing, so "
-                   "there is no noise estimate and no interval (check that seeds reach the run).")
+        out.append(
+            "Every step gave the same top-1 on every seed: the seed changed nothing, so "
+            "there is no noise estimate and no interval (check that seeds reach the run)."
+        )
     if f is not None and f.usable:
         out += _noise_warnings(f, full, trans)
     return out
@@ -421,27 +505,37 @@ def _noise_warnings(f: S.Fit, table: pd.DataFrame, trans: Optional[pd.DataFrame]
     label = lambda m: "/".join(runs_of.get(m, [m]))  # noqa: E731
     if f.dropped:
         left = ", ".join(f"{label(m)} seed {s:g}" for m, s in f.dropped)
-        out.append(f"Not every step has every seed: the seed block is kept on the seeds every step "
-                   f"has ({', '.join(f'{s:g}' for s in f.seeds)}), so {left} "
-                   f"{'is' if len(f.dropped) == 1 else 'are'} left out of Δ and the intervals.")
+        out.append(
+            f"Not every step has every seed: the seed block is kept on the seeds every step "
+            f"has ({', '.join(f'{s:g}' for s in f.seeds)}), so {left} "
+            f"{'is' if len(f.dropped) == 1 else 'are'} left out of Δ and the intervals."
+        )
     if f.borrowed:
-        out.append(f"{', '.join(label(m) for m in f.borrowed)}: one run, or identical runs, so no "
-                   f"noise of its own; its intervals use the pooled seed sd {f.sigma:.2f}.")
+        out.append(
+            f"{', '.join(label(m) for m in f.borrowed)}: one run, or identical runs, so no "
+            f"noise of its own; its intervals use the pooled seed sd {f.sigma:.2f}."
+        )
     for m, sd, others, p in S.sd_outliers(f):
-        out.append(f"{label(m)}: seed sd {sd:.2f} is far above the other steps' pooled {others:.2f} "
-                   f"(F-test, Holm p = {p:.3g}); its changes get their own, wider intervals.")
+        out.append(
+            f"{label(m)}: seed sd {sd:.2f} is far above the other steps' pooled {others:.2f} "
+            f"(F-test, Holm p = {p:.3g}); its changes get their own, wider intervals."
+        )
     if trans is not None and len(trans):
         real = _real(trans)
         lacking = real[real["p"].notna() & real["test_sd"].isna()]
         if len(lacking) == len(real[real["p"].notna()]) and len(lacking):
-            out.append("The runs carry no per-image correctness (`val_correct`, recorded by newer "
-                       "versions), so the test-set part is missing: every interval holds the seed "
-                       "noise only and is too narrow by the test set's sampling error (about 0.2 "
-                       "points for a change on 10,000 images).")
+            out.append(
+                "The runs carry no per-image correctness (`val_correct`, recorded by newer "
+                "versions), so the test-set part is missing: every interval holds the seed "
+                "noise only and is too narrow by the test set's sampling error (about 0.2 "
+                "points for a change on 10,000 images)."
+            )
         elif len(lacking):
-            out.append(f"{_names([f'{a} -> {b}' for a, b in zip(lacking['from'], lacking['to'])])}: "
-                       "a run lacks per-image correctness, so the test-set part is missing from "
-                       "these changes' intervals (seed noise only).")
+            out.append(
+                f"{_names([f'{a} -> {b}' for a, b in zip(lacking['from'], lacking['to'])])}: "
+                "a run lacks per-image correctness, so the test-set part is missing from "
+                "these changes' intervals (seed noise only)."
+            )
     return out
 
 
@@ -449,8 +543,7 @@ def _change_list(rows: pd.DataFrame) -> str:
     return ", ".join(f"{r['to']} ({r['delta']:+.2f}, p_holm {r['p_holm']:.2g})" for _, r in rows.iterrows())
 
 
-def findings(steps: pd.DataFrame, trans: pd.DataFrame, agree: Dict, noise_: Dict,
-             data: str, preset: str) -> str:
+def findings(steps: pd.DataFrame, trans: pd.DataFrame, agree: Dict, noise_: Dict, data: str, preset: str) -> str:
     """One paragraph of plain-language findings, every number from the tables."""
     done = steps[pd.to_numeric(steps["top1_mean"], errors="coerce").notna()]
     out = _overview(steps, done, trans, data, preset) + _change_sentences(trans, noise_)
@@ -470,17 +563,23 @@ def _overview(steps, done, trans, data, preset) -> List[str]:
     out = []
     if len(done) and _independent(trans):
         first = done.iloc[0]
-        out.append(f"Over {seed_text} per run on {where}, each run is compared with {first['run']} "
-                   f"({first['top1_mean']:.2f}%), the one change it makes to it.")
+        out.append(
+            f"Over {seed_text} per run on {where}, each run is compared with {first['run']} "
+            f"({first['top1_mean']:.2f}%), the one change it makes to it."
+        )
     elif len(done):
         first, last = done.iloc[0], done.iloc[-1]
-        out.append(f"Over {seed_text} per step on {where}, "
-                   f"top-1 went from {first['top1_mean']:.2f}% ({first['run']}) to {last['top1_mean']:.2f}% "
-                   f"({last['run']}), {last['top1_mean'] - first['top1_mean']:+.2f} points.")
+        out.append(
+            f"Over {seed_text} per step on {where}, "
+            f"top-1 went from {first['top1_mean']:.2f}% ({first['run']}) to {last['top1_mean']:.2f}% "
+            f"({last['run']}), {last['top1_mean'] - first['top1_mean']:+.2f} points."
+        )
     failed = [r for r, f, s in zip(steps["run"], steps["failed"], steps["seeds"]) if f and not s]
     if failed:
-        out.append(f"{', '.join(failed)} failed on every seed, so the changes around "
-                   f"{'it' if len(failed) == 1 else 'them'} are missing.")
+        out.append(
+            f"{', '.join(failed)} failed on every seed, so the changes around "
+            f"{'it' if len(failed) == 1 else 'them'} are missing."
+        )
     return out
 
 
@@ -502,36 +601,49 @@ def _change_sentences(trans, noise_) -> List[str]:
         return ["There is no pair of finished steps, so no change can be measured."]
     if not len(judged):
         if max(list(measured["n_from"]) + list(measured["n_to"])) > 1:
-            return ["The seeds gave identical top-1s, so there is no noise estimate and none of the "
-                    f"{_n(len(measured), 'change')} can be told apart from noise."]
-        return ["Without seed replication there is no noise estimate, so none of the "
-                f"{_n(len(measured), 'change')} can be told apart from seed noise; rerun with `--seeds 3`."]
+            return [
+                "The seeds gave identical top-1s, so there is no noise estimate and none of the "
+                f"{_n(len(measured), 'change')} can be told apart from noise."
+            ]
+        return [
+            "Without seed replication there is no noise estimate, so none of the "
+            f"{_n(len(measured), 'change')} can be told apart from seed noise; rerun with `--seeds 3`."
+        ]
     res = judged[judged["resolved"]]
     up, down = res[res["delta"] > 0], res[res["delta"] < 0]
-    more, less = (("higher than the start", "lower than the start") if _independent(trans)
-                  else ("gains", "losses"))
-    text = (f"{len(res)} of {_n(len(judged), 'change')} {'is' if len(res) == 1 else 'are'} resolved "
-            f"(Holm-adjusted p < 0.05 over the {len(judged)}, {_covers(trans)})")
-    parts = ([f"{more}: {_change_list(up)}"] if len(up) else []) + \
-            ([f"{less}: {_change_list(down)}"] if len(down) else [])
-    text += (": " + "; ".join(parts) + "." if parts else ".")
+    more, less = ("higher than the start", "lower than the start") if _independent(trans) else ("gains", "losses")
+    text = (
+        f"{len(res)} of {_n(len(judged), 'change')} {'is' if len(res) == 1 else 'are'} resolved "
+        f"(Holm-adjusted p < 0.05 over the {len(judged)}, {_covers(trans)})"
+    )
+    parts = ([f"{more}: {_change_list(up)}"] if len(up) else []) + (
+        [f"{less}: {_change_list(down)}"] if len(down) else []
+    )
+    text += ": " + "; ".join(parts) + "." if parts else "."
     rest = judged[~judged["resolved"]]
     if len(rest):
-        text += (f" The other {len(rest)} {'is' if len(rest) == 1 else 'are'} not resolved; each is "
-                 "shown within (TOST, 5%): " + ", ".join(
-                     f"{r['to']} ±{r['equivalence_bound']:.2f}" for _, r in rest.iterrows()) + " points.")
+        text += (
+            f" The other {len(rest)} {'is' if len(rest) == 1 else 'are'} not resolved; each is "
+            "shown within (TOST, 5%): "
+            + ", ".join(f"{r['to']} ±{r['equivalence_bound']:.2f}" for _, r in rest.iterrows())
+            + " points."
+        )
         hint = rest[(rest["ci_low"] > 0) | (rest["ci_high"] < 0)]
         if len(hint):
-            text += (f" Of these, {', '.join(hint['to'])} {'has' if len(hint) == 1 else 'have'} an "
-                     "unadjusted 95% interval that excludes 0 (not enough after Holm).")
+            text += (
+                f" Of these, {', '.join(hint['to'])} {'has' if len(hint) == 1 else 'have'} an "
+                "unadjusted 95% interval that excludes 0 (not enough after Holm)."
+            )
     out = [text]
     if noise_.get("seed_sd") is not None:
         lo, hi = noise_["seed_sd_ci"]
-        out.append(f"Pooled seed sd {noise_['seed_sd']:.3f} points (95% CI {lo:.3f}-{hi:.3f}, "
-                   f"{noise_['df']} df); median 95% half-width {_f(noise_.get('median_half_width'))} "
-                   f"points; resolving a 0.3 / 0.5 / 1.0-point change with 80% power takes "
-                   f"{_need(noise_['seeds_needed'])} seeds per step unadjusted, "
-                   f"{_need(noise_['seeds_needed_holm'])} at Holm's level.")
+        out.append(
+            f"Pooled seed sd {noise_['seed_sd']:.3f} points (95% CI {lo:.3f}-{hi:.3f}, "
+            f"{noise_['df']} df); median 95% half-width {_f(noise_.get('median_half_width'))} "
+            f"points; resolving a 0.3 / 0.5 / 1.0-point change with 80% power takes "
+            f"{_need(noise_['seeds_needed'])} seeds per step unadjusted, "
+            f"{_need(noise_['seeds_needed_holm'])} at Holm's level."
+        )
     return out
 
 
@@ -543,10 +655,12 @@ def _cost_sentences(done, trans) -> List[str]:
     if len(done) < 2 or _independent(trans):
         return []
     first, last = done.iloc[0], done.iloc[-1]
-    return [f"Parameters went from {_f(first['params_m'])} M to {_f(last['params_m'])} M, "
-            f"GFLOPs at 224 px from {_f(first['gflops_224'])} to {_f(last['gflops_224'])}, "
-            f"measured training throughput from {_f(first['train_img_s_mean'], '{:.0f}')} to "
-            f"{_f(last['train_img_s_mean'], '{:.0f}')} img/s."]
+    return [
+        f"Parameters went from {_f(first['params_m'])} M to {_f(last['params_m'])} M, "
+        f"GFLOPs at 224 px from {_f(first['gflops_224'])} to {_f(last['gflops_224'])}, "
+        f"measured training throughput from {_f(first['train_img_s_mean'], '{:.0f}')} to "
+        f"{_f(last['train_img_s_mean'], '{:.0f}')} img/s."
+    ]
 
 
 def _names(items: List[str]) -> str:
@@ -559,27 +673,38 @@ def _count(v: Dict, key: str, word: str) -> str:
 
 def _paper_sentences(trans, agree: Dict) -> List[str]:
     if not len(trans) or trans["paper_delta"].isna().all():
-        return ["These runs carry no paper numbers (a custom roadmap?), so there is no comparison "
-                "with the paper."]
+        return ["These runs carry no paper numbers (a custom roadmap?), so there is no comparison with the paper."]
     v = agree["verdicts"]
     if not any(trans["ours_sign"].astype(str) != ""):
         return []
-    out = ["Against the paper's Table 10 (its changes judged with the pooled Table-10 sd): "
-           + _count(v, "replicates", "replicate (same sign, the paper's Δ inside our interval)") + ", "
-           + _count(v, "same direction", "same direction but a different size") + ", "
-           + _count(v, "flips", "flip")
-           + f", {len(v['below our noise'])} of the paper's resolved changes not resolved here"
-           + (f", {len(v['ours only (paper: within its noise)'])} resolved here but within the paper's noise"
-              if v["ours only (paper: within its noise)"] else "") + "."]
+    out = [
+        "Against the paper's Table 10 (its changes judged with the pooled Table-10 sd): "
+        + _count(v, "replicates", "replicate (same sign, the paper's Δ inside our interval)")
+        + ", "
+        + _count(v, "same direction", "same direction but a different size")
+        + ", "
+        + _count(v, "flips", "flip")
+        + f", {len(v['below our noise'])} of the paper's resolved changes not resolved here"
+        + (
+            f", {len(v['ours only (paper: within its noise)'])} resolved here but within the paper's noise"
+            if v["ours only (paper: within its noise)"]
+            else ""
+        )
+        + "."
+    ]
     p = agree["sign_agreement_p"]
     sp, kt = agree["delta_spearman"], agree["delta_kendall"]
     if p is not None:
-        out.append(f"Resolved signs match the paper's on {_n(agree['sign_matches'], 'change')}; that "
-                   f"many or more by chance (one-sided permutation test): p = {p:.3g}.")
+        out.append(
+            f"Resolved signs match the paper's on {_n(agree['sign_matches'], 'change')}; that "
+            f"many or more by chance (one-sided permutation test): p = {p:.3g}."
+        )
     if "rho" in sp:
-        out.append(f"Per-change Δs rank like the paper's with Spearman ρ = {sp['rho']:.2f} (p = {sp['p']:.3g}) "
-                   f"and Kendall τ = {kt['tau']:.2f} (p = {kt['p']:.3g}) over {sp['n']} changes "
-                   "(the paper's numbers are ImageNet-1K at 224 px: compare directions, not sizes).")
+        out.append(
+            f"Per-change Δs rank like the paper's with Spearman ρ = {sp['rho']:.2f} (p = {sp['p']:.3g}) "
+            f"and Kendall τ = {kt['tau']:.2f} (p = {kt['p']:.3g}) over {sp['n']} changes "
+            "(the paper's numbers are ImageNet-1K at 224 px: compare directions, not sizes)."
+        )
     return out
 
 
@@ -603,31 +728,39 @@ def _reading(r) -> str:
 
 
 def transitions_markdown(trans: pd.DataFrame) -> str:
-    head = ("| change | Δ top-1 | 95% CI | 95% CI (seeds only) | p | p (Holm) | resolved | within ± "
-            "| paper Δ | ours / paper | reading | Δ params (M) | Δ GFLOPs@224 | Δ train img/s | Δ infer img/s |\n"
-            "|---|---:|---|---|---:|---:|---|---:|---:|---|---|---:|---:|---:|---:|\n")
-    lines = [f"| {r['from']} → {r['to']} | {_f(r['delta'], '{:+.2f}')} | {_ci(r)} | {_ci(r, '_seed')} "
-             f"| {_f(r['p'], '{:.2g}')} | {_f(r['p_holm'], '{:.2g}')} | {_resolved_cell(r)} "
-             f"| {_f(r['equivalence_bound'])} | {_f(r['paper_delta'], '{:+.2f}')} "
-             f"| {r['ours_sign'] or '–'} / {r['paper_sign'] or '–'} | {_reading(r)} "
-             f"| {_f(r['d_params_m'], '{:+.2f}')} | {_f(r['d_gflops_224'], '{:+.3f}')} "
-             f"| {_f(r['d_train_img_s'], '{:+.0f}')} | {_f(r['d_infer_img_s'], '{:+.0f}')} |"
-             for _, r in trans.iterrows()]
+    head = (
+        "| change | Δ top-1 | 95% CI | 95% CI (seeds only) | p | p (Holm) | resolved | within ± "
+        "| paper Δ | ours / paper | reading | Δ params (M) | Δ GFLOPs@224 | Δ train img/s | Δ infer img/s |\n"
+        "|---|---:|---|---|---:|---:|---|---:|---:|---|---|---:|---:|---:|---:|\n"
+    )
+    lines = [
+        f"| {r['from']} → {r['to']} | {_f(r['delta'], '{:+.2f}')} | {_ci(r)} | {_ci(r, '_seed')} "
+        f"| {_f(r['p'], '{:.2g}')} | {_f(r['p_holm'], '{:.2g}')} | {_resolved_cell(r)} "
+        f"| {_f(r['equivalence_bound'])} | {_f(r['paper_delta'], '{:+.2f}')} "
+        f"| {r['ours_sign'] or '–'} / {r['paper_sign'] or '–'} | {_reading(r)} "
+        f"| {_f(r['d_params_m'], '{:+.2f}')} | {_f(r['d_gflops_224'], '{:+.3f}')} "
+        f"| {_f(r['d_train_img_s'], '{:+.0f}')} | {_f(r['d_infer_img_s'], '{:+.0f}')} |"
+        for _, r in trans.iterrows()
+    ]
     return head + "\n".join(lines) + "\n"
 
 
 def steps_markdown(steps: pd.DataFrame) -> str:
-    head = ("| # | run | phase | seeds | top-1 (mean ± sd) | paper top-1 | params (M) "
-            "| GFLOPs@224 (ours / paper) | train img/s | infer img/s |\n"
-            "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|\n")
+    head = (
+        "| # | run | phase | seeds | top-1 (mean ± sd) | paper top-1 | params (M) "
+        "| GFLOPs@224 (ours / paper) | train img/s | infer img/s |\n"
+        "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|\n"
+    )
     lines = []
     for _, r in steps.iterrows():
         ours = _f(r["top1_mean"]) + (f" ± {_f(r['top1_std'])}" if pd.notna(r["top1_std"]) else "")
         paper = _f(r["paper_top1"]) + (f" ± {_f(r['paper_top1_sd'])}" if pd.notna(r["paper_top1_sd"]) else "")
-        lines.append(f"| {_f(r['order'], '{:.0f}')} | {r['run']} | {_text(r['phase']) or '–'} | {r['seeds']} "
-                     f"| {ours} | {paper} | {_f(r['params_m'])} "
-                     f"| {_f(r['gflops_224'])} / {_f(r['paper_gflops'])} "
-                     f"| {_f(r['train_img_s_mean'], '{:.0f}')} | {_f(r['infer_img_s_mean'], '{:.0f}')} |")
+        lines.append(
+            f"| {_f(r['order'], '{:.0f}')} | {r['run']} | {_text(r['phase']) or '–'} | {r['seeds']} "
+            f"| {ours} | {paper} | {_f(r['params_m'])} "
+            f"| {_f(r['gflops_224'])} / {_f(r['paper_gflops'])} "
+            f"| {_f(r['train_img_s_mean'], '{:.0f}')} | {_f(r['infer_img_s_mean'], '{:.0f}')} |"
+        )
     return head + "\n".join(lines) + "\n"
 
 
@@ -637,40 +770,54 @@ def _agreement_markdown(agree: Dict) -> str:
     for sign, counts in zip(("−", "0", "+"), t["counts"]):
         rows.append(f"| {sign} | " + " | ".join(str(c) for c in counts) + " |")
     p, fisher = agree["sign_agreement_p"], agree["sign_fisher_p"]
-    lines = ["\n".join(rows), "",
-             f"- Matching resolved signs (+/+ or −/−): {agree['sign_matches']}; one-sided permutation "
-             "test of that count (margins kept): " + (f"p = {p:.3g}" if p is not None else
-                                                     "not testable (no resolved sign on a side)"),
-             "- Fisher's exact test of association (two-sided: opposite signs would score alike, "
-             "so it is no test of agreement): " + (f"p = {fisher:.3g}" if fisher is not None else "–")]
+    lines = [
+        "\n".join(rows),
+        "",
+        f"- Matching resolved signs (+/+ or −/−): {agree['sign_matches']}; one-sided permutation "
+        "test of that count (margins kept): "
+        + (f"p = {p:.3g}" if p is not None else "not testable (no resolved sign on a side)"),
+        "- Fisher's exact test of association (two-sided: opposite signs would score alike, "
+        "so it is no test of agreement): " + (f"p = {fisher:.3g}" if fisher is not None else "–"),
+    ]
     for name, sym, key in (("delta_spearman", "Spearman ρ", "rho"), ("delta_kendall", "Kendall τ-b", "tau")):
         c = agree[name]
-        lines.append(f"- {sym} of the per-change Δs = {c[key]:.3f} (p = {c['p']:.3g}, {c['p_method']}, "
-                     f"{c['n']} changes)" if key in c else
-                     f"- {sym}: needs at least 3 changes with both Δs and some spread ({c['n']} here)")
+        lines.append(
+            f"- {sym} of the per-change Δs = {c[key]:.3f} (p = {c['p']:.3g}, {c['p_method']}, {c['n']} changes)"
+            if key in c
+            else f"- {sym}: needs at least 3 changes with both Δs and some spread ({c['n']} here)"
+        )
     return "\n".join(lines) + "\n"
 
 
 def _noise_markdown(n: Dict) -> str:
-    lines = [f"- The paper's noise: pooled Table-10 sd {n['paper_seed_sd']:.3f} ({n['paper_df']} df), so a "
-             f"paper change within ±{n['paper_half_width']:.3f} points is a tie (0); a kernel-sweep point "
-             "(one run, no sd) gets the wider band of a single run."]
+    lines = [
+        f"- The paper's noise: pooled Table-10 sd {n['paper_seed_sd']:.3f} ({n['paper_df']} df), so a "
+        f"paper change within ±{n['paper_half_width']:.3f} points is a tie (0); a kernel-sweep point "
+        "(one run, no sd) gets the wider band of a single run."
+    ]
     if n["seed_sd"] is None:
         return "\n".join(lines + ["- Ours: no noise estimate (no seed replication, or every seed identical)."]) + "\n"
     lo, hi = n["seed_sd_ci"]
-    lines += [f"- Ours: pooled seed sd {n['seed_sd']:.3f} points, 95% CI [{lo:.3f}, {hi:.3f}] ({n['df']} df, "
-              f"{n['models']} models); each change uses its two steps' own sds. Median 95% half-width "
-              f"of a change {_f(n.get('median_half_width'), '{:.3f}')} points."
-              + (f" Test-set sd of a change (median): {n['test_sd']:.3f} points." if n["test_sd"] is not None
-                 else " Test-set part: not recorded (no `val_correct`)."),
-              f"- Seeds per step to resolve a 0.3 / 0.5 / 1.0-point change with 80% power (steps of the "
-              f"pooled sd{', plus the test-set variance, which more seeds do not shrink' if n['test_sd'] else ''}): "
-              f"{_need(n['seeds_needed'])} unadjusted (two-sided 5%), {_need(n['seeds_needed_holm'])} at "
-              f"Holm's strictest level (5% / {n['family']})."]
+    lines += [
+        f"- Ours: pooled seed sd {n['seed_sd']:.3f} points, 95% CI [{lo:.3f}, {hi:.3f}] ({n['df']} df, "
+        f"{n['models']} models); each change uses its two steps' own sds. Median 95% half-width "
+        f"of a change {_f(n.get('median_half_width'), '{:.3f}')} points."
+        + (
+            f" Test-set sd of a change (median): {n['test_sd']:.3f} points."
+            if n["test_sd"] is not None
+            else " Test-set part: not recorded (no `val_correct`)."
+        ),
+        f"- Seeds per step to resolve a 0.3 / 0.5 / 1.0-point change with 80% power (steps of the "
+        f"pooled sd{', plus the test-set variance, which more seeds do not shrink' if n['test_sd'] else ''}): "
+        f"{_need(n['seeds_needed'])} unadjusted (two-sided 5%), {_need(n['seeds_needed_holm'])} at "
+        f"Holm's strictest level (5% / {n['family']}).",
+    ]
     if n["power_now"]:
         pct = lambda d: " / ".join(f"{d[k]:.0%}" for k in ("0.3", "0.5", "1.0"))  # noqa: E731
-        lines.append(f"- Power now, per change of 0.3 / 0.5 / 1.0 points: {pct(n['power_now'])} unadjusted, "
-                     f"{pct(n['power_holm'])} at Holm's strictest level.")
+        lines.append(
+            f"- Power now, per change of 0.3 / 0.5 / 1.0 points: {pct(n['power_now'])} unadjusted, "
+            f"{pct(n['power_holm'])} at Holm's strictest level."
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -685,10 +832,18 @@ def build(table: pd.DataFrame) -> Dict:
     agree, noise_ = agreement(trans), noise(f, trans)
     data, preset = _first(table, "data") or "the data", _first(table, "preset")
     method = f.method if f is not None else "no finished runs"
-    return dict(data=data, preset=preset, method=method, level=S.LEVEL,
-                warnings=warnings_for(table, steps, f, trans),
-                findings=findings(steps, trans, agree, noise_, data, preset), agreement=agree,
-                noise=noise_, steps=steps.drop(columns=["config"]), transitions=trans)
+    return dict(
+        data=data,
+        preset=preset,
+        method=method,
+        level=S.LEVEL,
+        warnings=warnings_for(table, steps, f, trans),
+        findings=findings(steps, trans, agree, noise_, data, preset),
+        agreement=agree,
+        noise=noise_,
+        steps=steps.drop(columns=["config"]),
+        transitions=trans,
+    )
 
 
 def markdown(report: Dict, figures: Sequence[str]) -> str:
@@ -697,22 +852,36 @@ def markdown(report: Dict, figures: Sequence[str]) -> str:
     parts += [f"> **Warning:** {w}\n" for w in report["warnings"]]
     for fig in figures:
         parts += [f"![{Path(fig).stem}]({fig})", ""]
-    parts += ["## Findings", "", report["findings"], "", "## Changes", "",
-              transitions_markdown(report["transitions"]),
-              "Each run is compared with the earlier run it differs from in the fewest toggles "
-              "(the step before, on a cumulative roadmap). Δ is the difference of the two mean top-1s. "
-              f"Method: {report['method']}. The 95% CI covers the change in expected top-1 on the "
-              "data's distribution: seed noise (each step's own) plus the test set's sampling error "
-              "(all runs score the same test images, so it does not average out over seeds), where "
-              "per-image correctness was recorded; the seeds-only CI beside it covers the change on "
-              "this test set. p is per change, unadjusted, and belongs to the full 95% CI; *resolved* "
-              "uses its Holm-adjusted p. *within ±* is the TOST (5%) equivalence bound of a change "
-              "that is not resolved. Signs: + / − for a resolved change, 0 for one that is not. The "
-              "paper's change is 0 when it is within the paper's own noise (below). Readings: "
-              "docs/statistics.md. Δ img/s are differences of measured means, no interval.", "",
-              "## Noise and power", "", _noise_markdown(report["noise"]),
-              "## Agreement with the paper", "", _agreement_markdown(report["agreement"]),
-              "## Steps", "", steps_markdown(report["steps"])]
+    parts += [
+        "## Findings",
+        "",
+        report["findings"],
+        "",
+        "## Changes",
+        "",
+        transitions_markdown(report["transitions"]),
+        "Each run is compared with the earlier run it differs from in the fewest toggles "
+        "(the step before, on a cumulative roadmap). Δ is the difference of the two mean top-1s. "
+        f"Method: {report['method']}. The 95% CI covers the change in expected top-1 on the "
+        "data's distribution: seed noise (each step's own) plus the test set's sampling error "
+        "(all runs score the same test images, so it does not average out over seeds), where "
+        "per-image correctness was recorded; the seeds-only CI beside it covers the change on "
+        "this test set. p is per change, unadjusted, and belongs to the full 95% CI; *resolved* "
+        "uses its Holm-adjusted p. *within ±* is the TOST (5%) equivalence bound of a change "
+        "that is not resolved. Signs: + / − for a resolved change, 0 for one that is not. The "
+        "paper's change is 0 when it is within the paper's own noise (below). Readings: "
+        "docs/statistics.md. Δ img/s are differences of measured means, no interval.",
+        "",
+        "## Noise and power",
+        "",
+        _noise_markdown(report["noise"]),
+        "## Agreement with the paper",
+        "",
+        _agreement_markdown(report["agreement"]),
+        "## Steps",
+        "",
+        steps_markdown(report["steps"]),
+    ]
     return "\n".join(parts)
 
 
@@ -731,9 +900,13 @@ def _clean(v):
 
 def to_json(report: Dict, figures: Sequence[str], sources: Sequence) -> str:
     out = {k: v for k, v in report.items() if k not in ("steps", "transitions")}
-    out.update(sources=[str(s) for s in sources], figure=figures[0] if figures else None,
-               figures=list(figures),
-               steps=report["steps"].to_dict("records"), transitions=report["transitions"].to_dict("records"))
+    out.update(
+        sources=[str(s) for s in sources],
+        figure=figures[0] if figures else None,
+        figures=list(figures),
+        steps=report["steps"].to_dict("records"),
+        transitions=report["transitions"].to_dict("records"),
+    )
     return json.dumps(_clean(out), indent=1, default=str)
 
 
@@ -749,15 +922,7 @@ def _subtitle(report: Dict) -> str:
     n = report["noise"]
     real = report["transitions"][~report["transitions"]["same_model"].astype(bool)]
     k = int(real["resolved"].sum())
-    return (f"{report['data']}, preset {report['preset']}: {k} of {int(real['p'].notna().sum())} changes "
-            f"resolved (Holm), pooled seed sd {n['seed_sd']:.2f} ({n['df']} df)")
-
-
-def cmd_report(args):
-    from .outputs import write_report
-    report = write_report(args.dirs, out=args.out, plot=not args.no_plot)
-    for w in report["warnings"]:
-        print(f"warning: {w}")
-    print(report["findings"])
-    for p in report["paths"]:
-        print(p)
+    return (
+        f"{report['data']}, preset {report['preset']}: {k} of {int(real['p'].notna().sum())} changes "
+        f"resolved (Holm), pooled seed sd {n['seed_sd']:.2f} ({n['df']} df)"
+    )

@@ -5,6 +5,7 @@ rebuilt from those files, also atomically. A run killed at any moment therefore
 leaves either no row or one whole row, never a duplicate, and several processes (or
 cluster jobs) can fill one folder.
 """
+
 import contextlib
 import errno
 import json
@@ -21,13 +22,45 @@ import pandas as pd
 from .errors import RoadmapError
 
 RESULT_COLUMNS = [
-    "order", "run", "step", "variant", "phase", "roadmap", "seed", "status", "error",
-    "top1", "top5", "top1_ema", "train_loss", "paper_top1", "paper_top1_sd",
-    "params_m", "gflops", "gflops_224", "paper_gflops",
-    "train_img_s", "infer_img_s", "peak_mem_mb", "wall_s", "updates", "epochs", "lr",
-    "global_batch", "resumed", "preset", "data", "device", "world_size", "threads", "key", "model_key",
+    "order",
+    "run",
+    "step",
+    "variant",
+    "phase",
+    "roadmap",
+    "seed",
+    "status",
+    "error",
+    "top1",
+    "top5",
+    "top1_ema",
+    "train_loss",
+    "paper_top1",
+    "paper_top1_sd",
+    "params_m",
+    "gflops",
+    "gflops_224",
+    "paper_gflops",
+    "train_img_s",
+    "infer_img_s",
+    "peak_mem_mb",
+    "wall_s",
+    "updates",
+    "epochs",
+    "lr",
+    "global_batch",
+    "resumed",
+    "preset",
+    "data",
+    "device",
+    "world_size",
+    "threads",
+    "key",
+    "model_key",
     "finished_at",
-    "config", "recipe", "versions",
+    "config",
+    "recipe",
+    "versions",
 ]
 # Kept in runs/*.json (and tables read from them) only: a bit per validation image is no
 # column for results.csv.
@@ -98,7 +131,7 @@ class ResultsDir:
         return self.run_file(key).is_file()
 
     def status(self, key: str) -> Optional[str]:
-        """"ok", "failed", or None where the run has no record yet."""
+        """ "ok", "failed", or None where the run has no record yet."""
         return self.load(key).get("status", "ok") if self.is_done(key) else None
 
     def load(self, key: str) -> Dict:
@@ -124,8 +157,10 @@ class ResultsDir:
             probe.write_bytes(b"")
             probe.unlink()
         except OSError as e:
-            raise RoadmapError(f"{flag} {self.root}: cannot write results there "
-                               f"({e.strerror or e}{': ' + str(e.filename) if e.filename else ''})") from None
+            raise RoadmapError(
+                f"{flag} {self.root}: cannot write results there "
+                f"({e.strerror or e}{': ' + str(e.filename) if e.filename else ''})"
+            ) from None
 
     def sweep_temp_files(self, older_than_s: float = 600) -> List[Path]:
         """Remove stale temporary files of killed processes; return them."""
@@ -139,8 +174,9 @@ class ResultsDir:
         """Rebuild results.csv and summary.csv (from runs/*.json unless `table` is given);
         return the results table."""
         table = results_frame(self.rows()) if table is None else table
-        atomic_write_text(self.root / "results.csv",
-                          table.drop(columns=list(RECORD_ONLY), errors="ignore").to_csv(index=False))
+        atomic_write_text(
+            self.root / "results.csv", table.drop(columns=list(RECORD_ONLY), errors="ignore").to_csv(index=False)
+        )
         atomic_write_text(self.root / "summary.csv", summarize(table).to_csv(index=False))
         return table
 
@@ -153,8 +189,7 @@ def _read_run(f: Path) -> Dict:
     except OSError as e:
         raise RoadmapError(f"{f}: cannot read it ({e.strerror})") from None
     if not isinstance(row, dict) or "key" not in row:
-        raise RoadmapError(f"{f} is not a run record (a JSON object with a key); delete it to "
-                           "rerun that run")
+        raise RoadmapError(f"{f} is not a run record (a JSON object with a key); delete it to rerun that run")
     return row
 
 
@@ -164,8 +199,9 @@ def results_frame(rows: Iterable[Dict]) -> pd.DataFrame:
     for col in ("config", "recipe", "versions", "execution", "data_id"):
         # nested fields as JSON text, so `json.loads(table.config[i])` gives them back
         if col in table.columns:
-            table[col] = [v if isinstance(v, str) or v is None or v != v else json.dumps(v, sort_keys=True)
-                          for v in table[col]]
+            table[col] = [
+                v if isinstance(v, str) or v is None or v != v else json.dumps(v, sort_keys=True) for v in table[col]
+            ]
     for col in RESULT_COLUMNS:
         if col not in table.columns:
             table[col] = None
@@ -180,16 +216,17 @@ def order_key(order, variant, run):
     variant = "" if variant is None or (isinstance(variant, float) and math.isnan(variant)) else str(variant)
     kernel = re.fullmatch(r"k(\d+)", variant)
     kind = 0 if not variant else 1 if kernel else 2
-    return (math.inf if pd.isna(o) else float(o), kind, int(kernel.group(1)) if kernel else 0,
-            variant, str(run))
+    return (math.inf if pd.isna(o) else float(o), kind, int(kernel.group(1)) if kernel else 0, variant, str(run))
 
 
 def in_order(table: pd.DataFrame) -> pd.DataFrame:
     """`table` sorted by `order_key` (then seed); the one run ordering of every table."""
     if not len(table):
         return table.reset_index(drop=True)
-    keys = [order_key(o, v, r) + (_seed(s),) for o, v, r, s in
-            zip(table["order"], table["variant"], table["run"], table["seed"])]
+    keys = [
+        order_key(o, v, r) + (_seed(s),)
+        for o, v, r, s in zip(table["order"], table["variant"], table["run"], table["seed"])
+    ]
     idx = sorted(range(len(table)), key=keys.__getitem__)
     return table.iloc[idx].reset_index(drop=True)
 
@@ -207,8 +244,17 @@ def model_identity(table: pd.DataFrame) -> pd.Series:
 
     def ident(row):
         recipe = _json(row.get("recipe")) or {}
-        return json.dumps([_json(row.get("config")), {k: recipe.get(k) for k in KEY_FIELDS},
-                           str(row.get("data")), _num(row.get("world_size"), 1)], sort_keys=True, default=str)
+        return json.dumps(
+            [
+                _json(row.get("config")),
+                {k: recipe.get(k) for k in KEY_FIELDS},
+                str(row.get("data")),
+                _num(row.get("world_size"), 1),
+            ],
+            sort_keys=True,
+            default=str,
+        )
+
     return table.apply(ident, axis=1) if len(table) else pd.Series(dtype=str)
 
 
@@ -234,19 +280,26 @@ def check_labels(table: pd.DataFrame, where) -> None:
     recipes = ident.map(lambda i: json.dumps(json.loads(i)[1:], sort_keys=True))
     if recipes.nunique() > 1:
         # Δs across a recipe change would mix it into the architecture's
-        raise RoadmapError(f"{where}: the runs mix recipes or data ({_difference(table, recipes)}); "
-                           "a change between two steps must differ in the architecture only. "
-                           "Report each setting separately")
-    content = table["data_id"].map(lambda v: (_json(v) or {}).get("content")) \
-        if "data_id" in table.columns else pd.Series(None, index=table.index)
+        raise RoadmapError(
+            f"{where}: the runs mix recipes or data ({_difference(table, recipes)}); "
+            "a change between two steps must differ in the architecture only. "
+            "Report each setting separately"
+        )
+    content = (
+        table["data_id"].map(lambda v: (_json(v) or {}).get("content"))
+        if "data_id" in table.columns
+        else pd.Series(None, index=table.index)
+    )
     for run, idx in table.groupby("run", sort=False).groups.items():
         models = ident[idx].unique()
         known = content[idx]
         mixed_data = known.notna().all() and known.nunique() > 1
         if len(models) > 1 or mixed_data:
             what = "data (same name, other images)" if len(models) == 1 else _difference(table.loc[idx], ident[idx])
-            raise RoadmapError(f"{where}: the runs labelled {run} are of different models ({what}); "
-                               "they are not seeds of one step. Keep each setting in its own --out folder")
+            raise RoadmapError(
+                f"{where}: the runs labelled {run} are of different models ({what}); "
+                "they are not seeds of one step. Keep each setting in its own --out folder"
+            )
 
 
 def _difference(rows: pd.DataFrame, ident: pd.Series) -> str:
@@ -269,13 +322,23 @@ def summarize(table: pd.DataFrame) -> pd.DataFrame:
     for run, group in in_order(table).groupby("run", sort=False):
         ok = group[group["status"] == "ok"]
         first = group.iloc[0]
-        row = dict(order=first["order"], run=run, step=first["step"], variant=first["variant"],
-                   phase=first["phase"], roadmap=first["roadmap"], seeds=len(ok),
-                   failed=int((group["status"] != "ok").sum()),
-                   paper_top1=first["paper_top1"], paper_top1_sd=first["paper_top1_sd"],
-                   params_m=first["params_m"], gflops=first["gflops"],
-                   gflops_224=first["gflops_224"], paper_gflops=first["paper_gflops"],
-                   model_key=first.get("model_key"))
+        row = dict(
+            order=first["order"],
+            run=run,
+            step=first["step"],
+            variant=first["variant"],
+            phase=first["phase"],
+            roadmap=first["roadmap"],
+            seeds=len(ok),
+            failed=int((group["status"] != "ok").sum()),
+            paper_top1=first["paper_top1"],
+            paper_top1_sd=first["paper_top1_sd"],
+            params_m=first["params_m"],
+            gflops=first["gflops"],
+            gflops_224=first["gflops_224"],
+            paper_gflops=first["paper_gflops"],
+            model_key=first.get("model_key"),
+        )
         for m in SUMMARY_METRICS:
             values = pd.to_numeric(ok[m], errors="coerce").dropna()
             row[f"{m}_mean"] = values.mean() if len(values) else None
@@ -295,15 +358,18 @@ def read_results(folder) -> pd.DataFrame:
         return results_frame(runs.rows())
     csv = folder / "results.csv"
     if not csv.is_file():
-        raise RoadmapError(f"{folder} holds no results.csv and no runs/*.json; is it the --out "
-                           "folder of a `roadmap run`?")
+        raise RoadmapError(
+            f"{folder} holds no results.csv and no runs/*.json; is it the --out folder of a `roadmap run`?"
+        )
     try:
         table = pd.read_csv(csv)
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError, ValueError) as e:
         reason = " ".join(str(e).split())[:200]
-        raise RoadmapError(f"{csv} is not a readable table ({type(e).__name__}: {reason}); "
-                           f"delete it, and rerun `roadmap run --out {folder}` to rebuild it "
-                           "from runs/*.json") from None
+        raise RoadmapError(
+            f"{csv} is not a readable table ({type(e).__name__}: {reason}); "
+            f"delete it, and rerun `roadmap run --out {folder}` to rebuild it "
+            "from runs/*.json"
+        ) from None
     missing = [c for c in ("order", "run", "step", "seed", "status", "top1") if c not in table.columns]
     if missing:
         raise RoadmapError(f"{csv} lacks the columns {missing}; it was not written by roadmap")
@@ -338,14 +404,19 @@ def merge_warnings(tables: Sequence) -> List[str]:
         for _, other in group.iloc[1:].iterrows():
             diff = [c for c in COMPARED if c in group.columns and not _same(first[c], other[c])]
             if diff:
-                clashes.append(f"{first.get('run')} seed {first.get('seed')} (key {key}): "
-                               + ", ".join(f"{c} {first[c]} in {first['_source']} vs {other[c]} in "
-                                           f"{other['_source']}" for c in diff[:2]))
+                clashes.append(
+                    f"{first.get('run')} seed {first.get('seed')} (key {key}): "
+                    + ", ".join(
+                        f"{c} {first[c]} in {first['_source']} vs {other[c]} in {other['_source']}" for c in diff[:2]
+                    )
+                )
                 break
     if clashes:
-        warnings.append(f"{len(clashes)} run key(s) recorded with different numbers (the merge "
-                        f"keeps one record of each): {'; '.join(clashes[:3])}"
-                        + (f"; and {len(clashes) - 3} more" if len(clashes) > 3 else ""))
+        warnings.append(
+            f"{len(clashes)} run key(s) recorded with different numbers (the merge "
+            f"keeps one record of each): {'; '.join(clashes[:3])}"
+            + (f"; and {len(clashes) - 3} more" if len(clashes) > 3 else "")
+        )
     mix = thread_mix(table)
     if mix:
         warnings.append(mix)
@@ -362,6 +433,8 @@ def thread_mix(table: pd.DataFrame) -> Optional[str]:
     threads = sorted({int(t) for t in pd.to_numeric(ok["threads"], errors="coerce").dropna()})
     if len(threads) < 2:
         return None
-    return (f"the results mix CPU runs made with {', '.join(map(str, threads))} threads; CPU "
-            "numbers depend on the thread count (it is recorded per run in the threads column, "
-            "and is not part of a run's key)")
+    return (
+        f"the results mix CPU runs made with {', '.join(map(str, threads))} threads; CPU "
+        "numbers depend on the thread count (it is recorded per run in the threads column, "
+        "and is not part of a run's key)"
+    )

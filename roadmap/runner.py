@@ -4,6 +4,7 @@ For each run, in plan order: skip it (finished or failed here earlier), reuse it
 committed reference holds the same key), or train it; then record it. The tables and
 figures are written at the end by `outputs.write_outputs`.
 """
+
 import datetime
 import json
 import platform
@@ -18,27 +19,30 @@ import torch
 
 from . import data as D
 from .config import ArchConfig
+from .env import Dist, amp_dtype, configure_cuda, resolve_device
 from .errors import RoadmapError
 from .model import stem_stride
 from .plan import Run, RunSpec, data_identity, default_out_dir, plan_runs
 from .recipe import Execution, Recipe, get_execution
 from .results import ResultsDir, check_labels, read_results, thread_mix
-from .train import Dist, NonFiniteLoss, amp_dtype, configure_cuda, resolve_device, train_run
+from .train import NonFiniteLoss, train_run
 
 
 class RunsFailed(RoadmapError):
     """Some runs failed, each recorded with its error; the command exits 1 (2 is for bad input)."""
+
     exit_code = 1
 
 
 @dataclass
 class Options:
     """How `run_plan` runs a plan (what it trains is the specs, recipe and seeds)."""
-    ex: Optional[Execution] = None     # default: the preset's
+
+    ex: Optional[Execution] = None  # default: the preset's
     data: str = "fashion-mnist"
     seeds: Sequence[int] = (0,)
-    out: Optional[str] = None          # default: default_out_dir
-    roadmap: Optional[str] = None      # a custom roadmap's name, for the default folder
+    out: Optional[str] = None  # default: default_out_dir
+    roadmap: Optional[str] = None  # a custom roadmap's name, for the default folder
     device: str = "auto"
     progress: bool = True
     plot: bool = True
@@ -67,14 +71,18 @@ def check_plan(specs: Sequence[RunSpec], recipe: Recipe, world_size: int = 1):
     for spec in specs:
         need = min_img_size(recipe.apply(spec.cfg, num_classes=2))
         if recipe.img_size < need:
-            raise RoadmapError(f"img_size={recipe.img_size} is too small for step {spec.name}: its model "
-                               f"downsamples {need}x, so images need at least {need} px "
-                               f"(--set img_size={need} or more)")
+            raise RoadmapError(
+                f"img_size={recipe.img_size} is too small for step {spec.name}: its model "
+                f"downsamples {need}x, so images need at least {need} px "
+                f"(--set img_size={need} or more)"
+            )
     lr = recipe.scaled_lr(recipe.batch_size * world_size)
     if recipe.min_lr >= lr:
-        raise RoadmapError(f"--set min_lr={recipe.min_lr:g}: the cosine decays to min_lr from the peak "
-                           f"lr {lr:g} (lr scaled to the global batch {recipe.batch_size * world_size}); "
-                           "min_lr must be below it")
+        raise RoadmapError(
+            f"--set min_lr={recipe.min_lr:g}: the cosine decays to min_lr from the peak "
+            f"lr {lr:g} (lr scaled to the global batch {recipe.batch_size * world_size}); "
+            "min_lr must be below it"
+        )
 
 
 def error_line(e: BaseException) -> str:
@@ -94,9 +102,18 @@ def error_line(e: BaseException) -> str:
 
 def labels(spec: RunSpec, preset: str) -> Dict:
     """The row labels a run is recorded with: those of the roadmap that runs it."""
-    return dict(order=spec.order, run=spec.name, step=spec.step, variant=spec.variant,
-                phase=spec.phase, roadmap=spec.roadmap, paper_top1=spec.paper_top1,
-                paper_top1_sd=spec.paper_top1_sd, paper_gflops=spec.paper_gflops, preset=preset)
+    return dict(
+        order=spec.order,
+        run=spec.name,
+        step=spec.step,
+        variant=spec.variant,
+        phase=spec.phase,
+        roadmap=spec.roadmap,
+        paper_top1=spec.paper_top1,
+        paper_top1_sd=spec.paper_top1_sd,
+        paper_gflops=spec.paper_gflops,
+        preset=preset,
+    )
 
 
 def load_data(data: str, recipe: Recipe, dist: Dist) -> D.Dataset:
@@ -104,8 +121,10 @@ def load_data(data: str, recipe: Recipe, dist: Dist) -> D.Dataset:
     D.check_recipe_fits(ds, recipe)
     D.check_classes(ds, " with --set train_subset/val_subset" if recipe.train_subset or recipe.val_subset else "")
     if D.batches_per_epoch(ds, recipe.batch_size, dist.world_size) < 1:
-        raise RoadmapError(f"{ds.num_train} training images cannot fill one global batch of "
-                           f"{recipe.batch_size * dist.world_size}; lower --set batch_size")
+        raise RoadmapError(
+            f"{ds.num_train} training images cannot fill one global batch of "
+            f"{recipe.batch_size * dist.world_size}; lower --set batch_size"
+        )
     return ds
 
 
@@ -116,43 +135,71 @@ def open_folder(folder: Path, dist: Dist, flag: str) -> ResultsDir:
         return results
     results.check_writable(flag)
     if results.holds_foreign_table():
-        raise RoadmapError(f"{folder} holds a results.csv but no runs/: its rows cannot be rebuilt "
-                           "from records, and a run here would replace them. Use another --out")
+        raise RoadmapError(
+            f"{folder} holds a results.csv but no runs/: its rows cannot be rebuilt "
+            "from records, and a run here would replace them. Use another --out"
+        )
     stale = results.sweep_temp_files()
     if stale:
-        log(f"removed {len(stale)} stale temporary file(s) of an earlier, killed run: "
-            + ", ".join(p.name for p in stale[:3]) + (" ..." if len(stale) > 3 else ""), dist)
+        log(
+            f"removed {len(stale)} stale temporary file(s) of an earlier, killed run: "
+            + ", ".join(p.name for p in stale[:3])
+            + (" ..." if len(stale) > 3 else ""),
+            dist,
+        )
     return results
 
 
-def check_folder_models(results: ResultsDir, runs: Sequence[Run], recipe: Recipe, preset: str,
-                        data_id: Dict, dist: Dist):
+def check_folder_models(
+    results: ResultsDir, runs: Sequence[Run], recipe: Recipe, preset: str, data_id: Dict, dist: Dist
+):
     """Refuse, before training, a plan that would put into one folder runs of different
     models under one label, or of different recipes or data: the tables would average them
     as seeds of one step, and a change between steps would mix a recipe change into it."""
     if not (dist.is_main and results.runs.is_dir() and any(results.runs.glob("*.json"))):
         return
     have = read_results(results.root)
-    planned = pd.DataFrame([dict(labels(r.spec, preset), seed=r.seed, key=r.key, status="ok",
-                                 config=json.dumps(r.cfg.to_dict()), recipe=json.dumps(recipe.to_dict()),
-                                 data=data_id["name"], data_id=json.dumps(data_id),
-                                 world_size=dist.world_size) for r in runs])
+    planned = pd.DataFrame(
+        [
+            dict(
+                labels(r.spec, preset),
+                seed=r.seed,
+                key=r.key,
+                status="ok",
+                config=json.dumps(r.cfg.to_dict()),
+                recipe=json.dumps(recipe.to_dict()),
+                data=data_id["name"],
+                data_id=json.dumps(data_id),
+                world_size=dist.world_size,
+            )
+            for r in runs
+        ]
+    )
     new = planned[~planned["key"].isin(set(have["key"].dropna()))]
     check_labels(pd.concat([have, new], ignore_index=True), results.root)
 
 
-def _record_base(run: Run, preset: str, recipe: Recipe, ex: Execution, data_id: Dict,
-                 dev: torch.device, dist: Dist) -> Dict:
-    return dict(labels(run.spec, preset), seed=run.seed, data=data_id["name"], device=str(dev),
-                world_size=dist.world_size, threads=torch.get_num_threads(), key=run.key,
-                model_key=run.model_key, recipe=recipe.to_dict(), execution=ex.to_dict(),
-                config=run.cfg.to_dict(), data_id=data_id,
-                versions=dict(python=platform.python_version(), torch=torch.__version__,
-                              timm=timm.__version__))
+def _record_base(
+    run: Run, preset: str, recipe: Recipe, ex: Execution, data_id: Dict, dev: torch.device, dist: Dist
+) -> Dict:
+    return dict(
+        labels(run.spec, preset),
+        seed=run.seed,
+        data=data_id["name"],
+        device=str(dev),
+        world_size=dist.world_size,
+        threads=torch.get_num_threads(),
+        key=run.key,
+        model_key=run.model_key,
+        recipe=recipe.to_dict(),
+        execution=ex.to_dict(),
+        config=run.cfg.to_dict(),
+        data_id=data_id,
+        versions=dict(python=platform.python_version(), torch=torch.__version__, timm=timm.__version__),
+    )
 
 
-def run_plan(specs: Sequence[RunSpec], recipe: Recipe, preset: str, dist: Dist = Dist(),
-             **options) -> Path:
+def run_plan(specs: Sequence[RunSpec], recipe: Recipe, preset: str, dist: Dist = Dist(), **options) -> Path:
     """Run every (spec, seed) not yet finished in the results folder; return the folder.
 
     `options` are `Options` fields. A run that raises is recorded as failed with its error,
@@ -170,13 +217,23 @@ def run_plan(specs: Sequence[RunSpec], recipe: Recipe, preset: str, dist: Dist =
     results = open_folder(folder, dist, "--out" if o.out else "results folder")
     data_id = data_identity(ds)
     autocast = amp_dtype(dev, recipe.amp)
-    runs = plan_runs(specs, recipe, data_id, o.seeds, dist.world_size,
-                     str(autocast).replace("torch.", "") if autocast is not None else None)
+    runs = plan_runs(
+        specs,
+        recipe,
+        data_id,
+        o.seeds,
+        dist.world_size,
+        str(autocast).replace("torch.", "") if autocast is not None else None,
+    )
     check_folder_models(results, runs, recipe, preset, data_id, dist)
     reference = _reference(preset, ds.name, folder, o.use_reference, dist)
-    log(f"roadmap run: {len(specs)} step(s) x {len(o.seeds)} seed(s) on {ds.name} "
+    log(
+        f"roadmap run: {len(specs)} step(s) x {len(o.seeds)} seed(s) on {ds.name} "
         f"({ds.num_train} train / {ds.num_val} val), preset {preset}, device {dev}"
-        + (f" x {dist.world_size} processes" if dist.world_size > 1 else "") + f" -> {folder}", dist)
+        + (f" x {dist.world_size} processes" if dist.world_size > 1 else "")
+        + f" -> {folder}",
+        dist,
+    )
 
     failed: List[str] = []
     for i, run in enumerate(runs, 1):
@@ -185,8 +242,9 @@ def run_plan(specs: Sequence[RunSpec], recipe: Recipe, preset: str, dist: Dist =
             continue
         if _reuse(run, results, reference, preset, tag, dist):
             continue
-        row = _train(run, results, _record_base(run, preset, recipe, ex, data_id, dev, dist),
-                     recipe, ex, ds, dev, dist, tag, o)
+        row = _train(
+            run, results, _record_base(run, preset, recipe, ex, data_id, dev, dist), recipe, ex, ds, dev, dist, tag, o
+        )
         if row["status"] != "ok":
             failed.append(f"{run.spec.name} seed {run.seed}: {row['error']}")
     _finish(results, o.plot, dist, len(runs), failed)
@@ -204,15 +262,18 @@ def _device(device: str, dist: Dist, ex: Execution) -> torch.device:
 
 def _reference(preset: str, data_name: str, folder: Path, use: bool, dist: Dist) -> Optional[ResultsDir]:
     from .outputs import REFERENCE_ROOT, reference_folder
+
     ref = reference_folder(preset, data_name, exclude=folder) if use else None
     if use and not REFERENCE_ROOT.is_dir():
-        log("note: the committed reference runs ship with a checkout of the repository, not with "
-            "an installed package; every run here is trained", dist)
+        log(
+            "note: the committed reference runs ship with a checkout of the repository, not with "
+            "an installed package; every run here is trained",
+            dist,
+        )
     return ResultsDir(ref) if ref is not None else None
 
 
-def _skip(run: Run, results: ResultsDir, tag: str, retry_failed: bool, failed: List[str],
-          dist: Dist) -> bool:
+def _skip(run: Run, results: ResultsDir, tag: str, retry_failed: bool, failed: List[str], dist: Dist) -> bool:
     """Whether `run` is done here already: finished, or failed without --retry-failed."""
     status = dist.gather(results.status(run.key) if dist.is_main else None)[0]  # rank 0 decides
     if status == "ok":
@@ -228,8 +289,7 @@ def _skip(run: Run, results: ResultsDir, tag: str, retry_failed: bool, failed: L
     return False
 
 
-def _reuse(run: Run, results: ResultsDir, reference: Optional[ResultsDir], preset: str, tag: str,
-           dist: Dist) -> bool:
+def _reuse(run: Run, results: ResultsDir, reference: Optional[ResultsDir], preset: str, tag: str, dist: Dist) -> bool:
     """Copy the committed reference's run of the same key, under this roadmap's labels."""
     if reference is None or reference.status(run.key) != "ok":
         return False
@@ -237,15 +297,24 @@ def _reuse(run: Run, results: ResultsDir, reference: Optional[ResultsDir], prese
     # (name, order, roadmap, variant) are the reusing roadmap's.
     if dist.is_main:
         record = reference.load(run.key)
-        record.update(labels(run.spec, preset), model_key=run.model_key,
-                      reused_from=str(reference.run_file(run.key)))
+        record.update(labels(run.spec, preset), model_key=run.model_key, reused_from=str(reference.run_file(run.key)))
         results.record(record)
     log(f"{tag}: in the committed reference, skipped ({reference.run_file(run.key)})", dist)
     return True
 
 
-def _train(run: Run, results: ResultsDir, row: Dict, recipe: Recipe, ex: Execution, ds: D.Dataset,
-           dev: torch.device, dist: Dist, tag: str, o: Options) -> Dict:
+def _train(
+    run: Run,
+    results: ResultsDir,
+    row: Dict,
+    recipe: Recipe,
+    ex: Execution,
+    ds: D.Dataset,
+    dev: torch.device,
+    dist: Dist,
+    tag: str,
+    o: Options,
+) -> Dict:
     """Train one run, record it (finished or failed) and say how it went."""
     ckpt = results.checkpoints / f"{run.key}.pt"
     if ckpt.exists():
@@ -255,8 +324,19 @@ def _train(run: Run, results: ResultsDir, row: Dict, recipe: Recipe, ex: Executi
         if dist.is_main:
             results.checkpoints.mkdir(parents=True, exist_ok=True)
         writer = _tensorboard_writer(results.root, run.spec.name, run.seed) if o.tensorboard and dist.is_main else None
-        metrics = train_run(run.spec.name, run.cfg, recipe, ex, ds, run.seed, dev, str(ckpt), dist,
-                            progress=o.progress, on_update=_logger(writer))
+        metrics = train_run(
+            run.spec.name,
+            run.cfg,
+            recipe,
+            ex,
+            ds,
+            run.seed,
+            dev,
+            str(ckpt),
+            dist,
+            progress=o.progress,
+            on_update=_logger(writer),
+        )
         if writer is not None:
             writer.add_scalar("val/top1", metrics["top1"], metrics["updates"])
         row.update(metrics, status="ok", error="")
@@ -288,17 +368,20 @@ def _train(run: Run, results: ResultsDir, row: Dict, recipe: Recipe, ex: Executi
 
 
 def _summary_line(tag: str, spec: RunSpec, recipe: Recipe, m: Dict) -> str:
-    return (f"{tag}: top-1 {m['top1']:.2f}%"
-            + (f" (EMA {m['top1_ema']:.2f})" if m.get("top1_ema") is not None else "")
-            + (f" | paper {spec.paper_top1:.2f}" if spec.paper_top1 else "")
-            + f" | {m['params_m']:.2f} M params, {m['gflops']:.3f} GFLOPs @{recipe.img_size}px"
-            f" | train {m['train_img_s']:.0f} img/s, infer {m['infer_img_s']:.0f} img/s | {m['wall_s']:.0f} s")
+    return (
+        f"{tag}: top-1 {m['top1']:.2f}%"
+        + (f" (EMA {m['top1_ema']:.2f})" if m.get("top1_ema") is not None else "")
+        + (f" | paper {spec.paper_top1:.2f}" if spec.paper_top1 else "")
+        + f" | {m['params_m']:.2f} M params, {m['gflops']:.3f} GFLOPs @{recipe.img_size}px"
+        f" | train {m['train_img_s']:.0f} img/s, infer {m['infer_img_s']:.0f} img/s | {m['wall_s']:.0f} s"
+    )
 
 
 def _finish(results: ResultsDir, plot: bool, dist: Dist, total: int, failed: List[str]):
     """Tables and figures of the whole folder, then the failures, if any."""
     if dist.is_main:
         from .outputs import write_outputs
+
         written = write_outputs(results.root, figures=plot)
         mix = thread_mix(written["table"])
         if mix:
@@ -307,16 +390,20 @@ def _finish(results: ResultsDir, plot: bool, dist: Dist, total: int, failed: Lis
         log(f"results: {results.root / 'results.csv'}, {results.root / 'summary.csv'}{figure}", dist)
     if failed:
         more = f" (and {len(failed) - 1} more, see {results.root / 'results.csv'})" if len(failed) > 1 else ""
-        raise RunsFailed(f"{len(failed)} of {total} run(s) failed: {failed[0]}{more}; the "
-                         "others are saved. Fix the cause, then rerun with --retry-failed")
+        raise RunsFailed(
+            f"{len(failed)} of {total} run(s) failed: {failed[0]}{more}; the "
+            "others are saved. Fix the cause, then rerun with --retry-failed"
+        )
 
 
 def _tensorboard_writer(folder: Path, run: str, seed: int):
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
-        raise RoadmapError("--log tensorboard needs the tensorboard package: "
-                           "pip install -e '.[tensorboard]' (or pip install tensorboard)") from None
+        raise RoadmapError(
+            "--log tensorboard needs the tensorboard package: "
+            "pip install -e '.[tensorboard]' (or pip install tensorboard)"
+        ) from None
     return SummaryWriter(str(folder / "tensorboard" / f"{run.replace('/', '_')}-seed{seed}"))
 
 
@@ -329,4 +416,5 @@ def _logger(writer):
         writer.add_scalar("train/loss", m["loss"], u)
         writer.add_scalar("train/lr", m["lr"], u)
         writer.add_scalar("train/img_s", m["img_s"], u)
+
     return on_update

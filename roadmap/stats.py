@@ -21,6 +21,7 @@ seed part) is added to the seed part.
 
 Holm-adjusted p over the transitions, from the full interval, decides "resolved".
 """
+
 import math
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -30,35 +31,38 @@ import pandas as pd
 
 LEVEL = 0.95
 ALPHA = 1 - LEVEL
-PAPER_SEEDS = 3                 # Table 10: mean ± sd over 3 seeds
-EFFECTS = (0.3, 0.5, 1.0)       # the changes (points of top-1) the power statement is about
+PAPER_SEEDS = 3  # Table 10: mean ± sd over 3 seeds
+EFFECTS = (0.3, 0.5, 1.0)  # the changes (points of top-1) the power statement is about
 POWER = 0.8
-BIG_DF = 1e6                    # df of a sum whose parts are all exact (zero variance)
+BIG_DF = 1e6  # df of a sum whose parts are all exact (zero variance)
 
 
 @dataclass
 class Fit:
     """Per-model means, counts and noise (own variance and its df), and how it was estimated."""
+
     means: Dict[str, float]
     counts: Dict[str, int]
-    sds: Dict[str, float]               # per-model sample sd over the used seeds (NaN with one run)
-    sigma: float                        # pooled residual sd (NaN when df == 0), for power and targets
-    df: int                             # pooled residual degrees of freedom
-    blocked: bool                       # seed entered as a block
-    var: Dict[str, float] = field(default_factory=dict)      # each model's noise variance
-    var_df: Dict[str, float] = field(default_factory=dict)   # its degrees of freedom
+    sds: Dict[str, float]  # per-model sample sd over the used seeds (NaN with one run)
+    sigma: float  # pooled residual sd (NaN when df == 0), for power and targets
+    df: int  # pooled residual degrees of freedom
+    blocked: bool  # seed entered as a block
+    var: Dict[str, float] = field(default_factory=dict)  # each model's noise variance
+    var_df: Dict[str, float] = field(default_factory=dict)  # its degrees of freedom
     names: List[str] = field(default_factory=list)
-    seeds: List = field(default_factory=list)                # the seeds used (blocked: complete ones)
+    seeds: List = field(default_factory=list)  # the seeds used (blocked: complete ones)
     dropped: List[Tuple[str, object]] = field(default_factory=list)  # (model, seed) left out
-    borrowed: List[str] = field(default_factory=list)        # models given the pooled variance
+    borrowed: List[str] = field(default_factory=list)  # models given the pooled variance
     val: Dict[str, Optional[np.ndarray]] = field(default_factory=dict)  # runs x images, bool
 
     @property
     def method(self) -> str:
         model = "top-1 ~ model + seed (seed as a block)" if self.blocked else "top-1 ~ model"
-        return (f"{model} with each step's own seed variance, Welch-Satterthwaite df"
-                f"{', plus the test-set variance from per-image correctness' if self.has_test else ''}"
-                f"; {LEVEL:.0%} t-intervals; Holm-adjusted p over the transitions decides 'resolved'")
+        return (
+            f"{model} with each step's own seed variance, Welch-Satterthwaite df"
+            f"{', plus the test-set variance from per-image correctness' if self.has_test else ''}"
+            f"; {LEVEL:.0%} t-intervals; Holm-adjusted p over the transitions decides 'resolved'"
+        )
 
     @property
     def usable(self) -> bool:
@@ -95,8 +99,17 @@ def fit(runs: pd.DataFrame) -> Fit:
     means, counts = groups.mean().to_dict(), groups.size().to_dict()
     sds = groups.std(ddof=1).to_dict()
     var, var_df, sigma2, df = (_blocked_var if blocked else _own_var)(runs, names, seeds)
-    f = Fit(means, counts, sds, math.nan, 0, blocked, names=names, dropped=dropped,
-            seeds=seeds if blocked else sorted(runs["seed"].unique()))
+    f = Fit(
+        means,
+        counts,
+        sds,
+        math.nan,
+        0,
+        blocked,
+        names=names,
+        dropped=dropped,
+        seeds=seeds if blocked else sorted(runs["seed"].unique()),
+    )
     f.val = _val_matrices(runs, names)
     if df <= 0:
         return f
@@ -109,7 +122,7 @@ def fit(runs: pd.DataFrame) -> Fit:
     tiny = 1e-12 * max(1.0, float(runs["top1"].abs().max())) ** 2
     for m in names:
         if not var_df.get(m) or var.get(m, 0.0) <= tiny:
-            var[m], var_df[m] = sigma ** 2, df
+            var[m], var_df[m] = sigma**2, df
             f.borrowed.append(m)
     f.var, f.var_df = var, var_df
     return f
@@ -121,7 +134,7 @@ def blocked_variances(y: np.ndarray):
     Vectorized over leading axes (the simulation in the tests uses that)."""
     k, n = y.shape[-2:]
     r = y - y.mean(-1, keepdims=True) - y.mean(-2, keepdims=True) + y.mean((-2, -1), keepdims=True)
-    ss = (r ** 2).sum(-1)
+    ss = (r**2).sum(-1)
     df = (n - 1) * (k - 1)
     return ss / ((n - 1) * (k - 1) / k), (n - 1) * (k - 1) / k, ss.sum(-1) / df, df
 
@@ -165,7 +178,7 @@ def _interaction_ms(c: np.ndarray) -> float:
     if n < 2:
         return 0.0
     r = c - c.mean(1, keepdims=True) - c.mean(0, keepdims=True) + c.mean()
-    return float((r ** 2).sum() / ((n - 1) * (N - 1)))
+    return float((r**2).sum() / ((n - 1) * (N - 1)))
 
 
 def image_var(ca: np.ndarray, cb: np.ndarray, paired: bool) -> float:
@@ -198,6 +211,7 @@ def satterthwaite(parts: Sequence[Tuple]) -> Tuple:
 def t_interval(delta, var, df):
     """se, 95% interval, two-sided p and the TOST (5%) equivalence bound; arrays welcome."""
     from scipy import stats
+
     se = np.sqrt(var)
     half = stats.t.ppf(0.5 + LEVEL / 2, df) * se
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -207,9 +221,20 @@ def t_interval(delta, var, df):
     return se, delta - half, delta + half, p, bound
 
 
-NAN_CONTRAST = dict(delta=math.nan, se=math.nan, ci_low=math.nan, ci_high=math.nan, p=math.nan,
-                    df=math.nan, se_seed=math.nan, ci_low_seed=math.nan, ci_high_seed=math.nan,
-                    p_seed=math.nan, test_sd=math.nan, equivalence_bound=math.nan)
+NAN_CONTRAST = dict(
+    delta=math.nan,
+    se=math.nan,
+    ci_low=math.nan,
+    ci_high=math.nan,
+    p=math.nan,
+    df=math.nan,
+    se_seed=math.nan,
+    ci_low_seed=math.nan,
+    ci_high_seed=math.nan,
+    p_seed=math.nan,
+    test_sd=math.nan,
+    equivalence_bound=math.nan,
+)
 
 
 def contrast(f: Fit, a: str, b: str) -> Dict[str, float]:
@@ -230,8 +255,9 @@ def contrast(f: Fit, a: str, b: str) -> Dict[str, float]:
         # part's df: Satterthwaite would raise the df and could make the full interval
         # narrower than the seed-only one; this way it is never narrower.
         var = var + v_test
-    out.update(zip(("se", "ci_low", "ci_high", "p", "equivalence_bound"),
-                   map(float, t_interval(out["delta"], var, df))), df=df)
+    out.update(
+        zip(("se", "ci_low", "ci_high", "p", "equivalence_bound"), map(float, t_interval(out["delta"], var, df))), df=df
+    )
     return out
 
 
@@ -240,6 +266,7 @@ def holm(p: Sequence[float]) -> np.ndarray:
     import gc
 
     from statsmodels.stats.multitest import multipletests
+
     p = np.asarray(p, dtype=float)
     out = np.full_like(p, np.nan)
     ok = ~np.isnan(p)
@@ -269,6 +296,7 @@ def sd_outliers(f: Fit) -> List[Tuple[str, float, float, float]]:
     the pooled intervals around it too narrow; a quieter one only makes them wider.
     """
     from scipy import stats
+
     var = {m: f.sds[m] ** 2 for m in f.names if f.counts[m] > 1 and not math.isnan(f.sds[m])}
     rows, ps = [], []
     for m, v in var.items():
@@ -289,6 +317,7 @@ def sd_outliers(f: Fit) -> List[Tuple[str, float, float, float]]:
 
 # ---- the paper's side --------------------------------------------------------------------
 
+
 def pooled_sd(sds: Sequence[float], seeds: int = PAPER_SEEDS) -> Tuple[float, int]:
     """RMS of per-step sds (each from `seeds` runs) and its degrees of freedom."""
     sds = [s for s in sds if s is not None and not math.isnan(s)]
@@ -299,6 +328,7 @@ def paper_half_width(sd: float, df: int, seeds: int = PAPER_SEEDS, seeds_to: Opt
     """95% half-width of a difference of two of the paper's means (pooled sd; `seeds` runs
     behind the first, `seeds_to` behind the second: 1 for a kernel-sweep point, which has no sd)."""
     from scipy import stats
+
     seeds_to = seeds if seeds_to is None else seeds_to
     return float(stats.t.ppf(0.5 + LEVEL / 2, df) * sd * math.sqrt(1 / seeds + 1 / seeds_to))
 
@@ -319,6 +349,7 @@ def sign_table(ours: Sequence[str], paper: Sequence[str]) -> Dict:
     (99,999 draws from a fixed generator, so the report is reproducible).
     """
     from scipy import stats
+
     table = np.zeros((3, 3), dtype=int)
     for o, p in zip(ours, paper):
         if o in SIGNS and p in SIGNS:
@@ -342,6 +373,7 @@ def delta_correlations(ours: Sequence[float], paper: Sequence[float]) -> Dict:
     else 9999 random permutations with a fixed generator (so the report is reproducible).
     """
     from scipy import stats
+
     x, y = np.asarray(ours, dtype=float), np.asarray(paper, dtype=float)
     keep = ~(np.isnan(x) | np.isnan(y))
     x, y = x[keep], y[keep]
@@ -356,8 +388,15 @@ def delta_correlations(ours: Sequence[float], paper: Sequence[float]) -> Dict:
         return stats.pearsonr(stats.rankdata(a, axis=axis), stats.rankdata(b, axis=axis), axis=axis).statistic
 
     rho = float(stats.spearmanr(x, y)[0])
-    res = stats.permutation_test((x, y), spearman, permutation_type="pairings", vectorized=True,
-                                 n_resamples=9999, alternative="two-sided", rng=draws)
+    res = stats.permutation_test(
+        (x, y),
+        spearman,
+        permutation_type="pairings",
+        vectorized=True,
+        n_resamples=9999,
+        alternative="two-sided",
+        rng=draws,
+    )
     out["spearman"].update(rho=rho, p=float(res.pvalue), p_method=how)
     tau = float(stats.kendalltau(x, y)[0])
     if np.unique(x).size == len(x) and np.unique(y).size == len(y):
@@ -372,9 +411,18 @@ def delta_correlations(ours: Sequence[float], paper: Sequence[float]) -> Dict:
             da = np.sign(a[..., :, None] - a[..., None, :])
             db = np.sign(b[..., :, None] - b[..., None, :])
             return (da * db).sum(axis=(-2, -1)) / 2
-        p = float(stats.permutation_test((x, y), concordance, permutation_type="pairings",
-                                         vectorized=True, n_resamples=9999,
-                                         alternative="two-sided", rng=draws).pvalue)
+
+        p = float(
+            stats.permutation_test(
+                (x, y),
+                concordance,
+                permutation_type="pairings",
+                vectorized=True,
+                n_resamples=9999,
+                alternative="two-sided",
+                rng=draws,
+            ).pvalue
+        )
         how_tau = how
     out["kendall"].update(tau=tau, p=p, p_method=how_tau)
     return out
@@ -385,6 +433,7 @@ def sign_agreement(ours: Sequence[str], paper: Sequence[str]) -> Dict:
     one-sided permutation p of that count (pairings shuffled: the margins, i.e. how often each
     side says +, 0, -, are kept, so chance is judged from them). Exact when n! <= 99,999."""
     from scipy import stats
+
     keep = [(o, p) for o, p in zip(ours, paper) if o in SIGNS and p in SIGNS]
     code = {"-": -1, "0": 0, "+": 1}
     x = np.array([code[o] for o, _ in keep], dtype=float)
@@ -396,13 +445,20 @@ def sign_agreement(ours: Sequence[str], paper: Sequence[str]) -> Dict:
     def count(a, b, axis=-1):
         return ((a == b) & (a != 0)).sum(axis=axis)
 
-    res = stats.permutation_test((x, y), count, permutation_type="pairings", vectorized=True,
-                                 n_resamples=99_999, alternative="greater",
-                                 rng=np.random.default_rng(0))
+    res = stats.permutation_test(
+        (x, y),
+        count,
+        permutation_type="pairings",
+        vectorized=True,
+        n_resamples=99_999,
+        alternative="greater",
+        rng=np.random.default_rng(0),
+    )
     return dict(sign_matches=matches, sign_agreement_p=float(res.pvalue), n=len(x))
 
 
 # ---- power ------------------------------------------------------------------------------
+
 
 def planning_df(seeds: int, models: int) -> float:
     """df of one change in a complete design of `models` x `seeds` when the two steps' noise is
@@ -410,22 +466,29 @@ def planning_df(seeds: int, models: int) -> float:
     return 2 * (seeds - 1) * (models - 1) / models
 
 
-def power(effect: float, sigma: float, seeds: int, models: int, alpha: float = ALPHA,
-          test_var: float = 0.0) -> float:
+def power(effect: float, sigma: float, seeds: int, models: int, alpha: float = ALPHA, test_var: float = 0.0) -> float:
     """Power of the two-sided t-test of one change (steps of seed sd `sigma`, `seeds` each, plus
     a test-set variance `test_var` that more seeds do not shrink); noncentral t, scipy."""
     from scipy import stats
+
     df = planning_df(seeds, models)
     if not df > 0 or not sigma > 0:
         return math.nan
-    ncp = effect / math.sqrt(2 * sigma ** 2 / seeds + test_var)
+    ncp = effect / math.sqrt(2 * sigma**2 / seeds + test_var)
     crit = stats.t.ppf(1 - alpha / 2, df)
     # both tails as upper tails: nct.cdf(-crit, df, ncp) is NaN for a large ncp, sf is stable
     return float(stats.nct.sf(crit, df, ncp) + stats.nct.sf(crit, df, -ncp))
 
 
-def seeds_needed(effect: float, sigma: float, models: int, target: float = POWER,
-                 alpha: float = ALPHA, most: int = 10_000, test_var: float = 0.0) -> Optional[int]:
+def seeds_needed(
+    effect: float,
+    sigma: float,
+    models: int,
+    target: float = POWER,
+    alpha: float = ALPHA,
+    most: int = 10_000,
+    test_var: float = 0.0,
+) -> Optional[int]:
     """The fewest seeds per model that resolve `effect` with `target` power (None: not
     within `most`, e.g. when the test-set part alone is too wide)."""
     if not sigma > 0 or math.isnan(sigma):
@@ -445,6 +508,7 @@ def seeds_needed(effect: float, sigma: float, models: int, target: float = POWER
 def sigma_interval(sigma: float, df: float) -> Tuple[float, float]:
     """95% interval of a pooled sd with `df` degrees of freedom (chi-square)."""
     from scipy import stats
+
     if not df > 0 or not sigma > 0:
         return (math.nan, math.nan)
     lo_q, hi_q = stats.chi2.ppf([0.5 + LEVEL / 2, 0.5 - LEVEL / 2], df)

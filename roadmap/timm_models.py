@@ -18,6 +18,7 @@ checkpoint, mapped by `roadmap.weights.checkpoint_filter_fn` (the mapping of `lo
     timm.create_model("roadmap_resnet50", pretrained=True,
                       pretrained_cfg_overlay=dict(file="resnet50.pth"))
 """
+
 import difflib
 import re
 import sys
@@ -50,10 +51,18 @@ def _pretrained_cfg(cfg: ArchConfig, description: str) -> dict:
     """ImageNet at 224 px as the paper evaluates (bicubic, crop 0.875); no weights."""
     reduction = stem_stride(cfg) * 2 ** (len(cfg.depths) - 1)
     return dict(
-        num_classes=1000, input_size=(3, 224, 224), pool_size=(224 // reduction,) * 2,
-        crop_pct=0.875, interpolation="bicubic", mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD,
-        first_conv="stem.conv", classifier="head.fc", description=description,
-        paper_name="A ConvNet for the 2020s", paper_ids="arXiv:2201.03545",
+        num_classes=1000,
+        input_size=(3, 224, 224),
+        pool_size=(224 // reduction,) * 2,
+        crop_pct=0.875,
+        interpolation="bicubic",
+        mean=IMAGENET_DEFAULT_MEAN,
+        std=IMAGENET_DEFAULT_STD,
+        first_conv="stem.conv",
+        classifier="head.fc",
+        description=description,
+        paper_name="A ConvNet for the 2020s",
+        paper_ids="arXiv:2201.03545",
     )
 
 
@@ -63,8 +72,10 @@ def _architecture(cfg: ArchConfig) -> ArchConfig:
 
 def _timm_twin(cfg: ArchConfig):
     """The timm model whose checkpoints fit `cfg` (up to classes, channels, drop path), if any."""
-    return next((timm_name for step, timm_name in TIMM_TWINS.items()
-                 if _architecture(configs()[step]) == _architecture(cfg)), None)
+    return next(
+        (timm_name for step, timm_name in TIMM_TWINS.items() if _architecture(configs()[step]) == _architecture(cfg)),
+        None,
+    )
 
 
 # The keywords RoadmapNet takes besides the toggles, with their types.
@@ -76,18 +87,31 @@ _RATE = ("a number in [0, 1)", lambda v: 0 <= v < 1)
 # What a keyword takes beyond its type, in words and as a test (the ranges of roadmap files,
 # `custom.check_toggle`, with ArchConfig's own: odd kernels, and timm's: 4 stages, 0 classes).
 _RANGES: Dict[str, Tuple[str, Callable[[Any], bool]]] = {
-    "depths": _STAGES, "widths": _STAGES, "expansion": _POSITIVE, "patch_size": _POSITIVE,
-    "in_chans": _POSITIVE, "drop_path_rate": _RATE, "drop_rate": _RATE,
+    "depths": _STAGES,
+    "widths": _STAGES,
+    "expansion": _POSITIVE,
+    "patch_size": _POSITIVE,
+    "in_chans": _POSITIVE,
+    "drop_path_rate": _RATE,
+    "drop_rate": _RATE,
     "kernel_size": ("an odd positive integer (1, 3, 5, 7, ...)", lambda v: v > 0 and v % 2 == 1),
     "num_classes": ("an integer >= 0 (0: no classifier)", lambda v: v >= 0),
     "layer_scale_init": ("a number, or None for no layer scale", lambda v: True),
-    "global_pool": ("one of " + ", ".join(map(repr, GLOBAL_POOLS)) + " ('' for no pooling)",
-                    lambda v: v in GLOBAL_POOLS),
+    "global_pool": (
+        "one of " + ", ".join(map(repr, GLOBAL_POOLS)) + " ('' for no pooling)",
+        lambda v: v in GLOBAL_POOLS,
+    ),
     "output_stride": ("8, 16 or 32", lambda v: v in OUTPUT_STRIDES),
 }
 # timm's names for some toggles, for the error that meets them.
-_TIMM_NAMES = {"act_layer": "act", "norm_layer": "norm", "dims": "widths", "layers": "depths",
-               "kernel_sizes": "kernel_size", "ls_init_value": "layer_scale_init"}
+_TIMM_NAMES = {
+    "act_layer": "act",
+    "norm_layer": "norm",
+    "dims": "widths",
+    "layers": "depths",
+    "kernel_sizes": "kernel_size",
+    "ls_init_value": "layer_scale_init",
+}
 
 
 def _check_keyword(variant: str, key: str, value: Any) -> Any:
@@ -128,17 +152,27 @@ def _with_hint(key: str) -> str:
     return f"{key!r} (did you mean {close[0]!r}?)" if close else repr(key)
 
 
-def _build(variant: str, cfg: ArchConfig, drop_rate: float = 0.0, global_pool: str = "avg",
-           output_stride: int = 32, device=None, dtype=None, **toggles) -> RoadmapNet:
+def _build(
+    variant: str,
+    cfg: ArchConfig,
+    drop_rate: float = 0.0,
+    global_pool: str = "avg",
+    output_stride: int = 32,
+    device=None,
+    dtype=None,
+    **toggles,
+) -> RoadmapNet:
     """`build_model_with_cfg`'s model class: toggles change `cfg`, drop_rate, global_pool and
     output_stride go to RoadmapNet, and any other keyword is an error naming the model."""
     unknown = sorted(set(toggles) - set(field_names()))
     if unknown:
         raise RoadmapError(
             f"{variant}: unknown toggle or keyword {', '.join(map(_with_hint, unknown))}; it takes "
-            f"the toggles {', '.join(field_names())} and timm's {', '.join(_MODEL_KEYWORDS)}")
-    model = RoadmapNet(cfg.replace(**toggles), drop_rate=drop_rate, global_pool=global_pool,
-                       output_stride=output_stride)
+            f"the toggles {', '.join(field_names())} and timm's {', '.join(_MODEL_KEYWORDS)}"
+        )
+    model = RoadmapNet(
+        cfg.replace(**toggles), drop_rate=drop_rate, global_pool=global_pool, output_stride=output_stride
+    )
     return model.to(device=device, dtype=dtype) if device is not None or dtype is not None else model
 
 
@@ -160,19 +194,25 @@ def _create(variant: str, cfg: ArchConfig, pretrained: bool = False, **kwargs) -
                 f"{variant}: pretrained=True loads a timm checkpoint, and only the endpoints are timm "
                 f"models: {PREFIX}resnet50 (timm resnet50) and {PREFIX}separate_downsampling "
                 f"(timm convnext_tiny), without architecture overrides. Weights saved from this "
-                f"model load with timm.create_model({variant!r}, checkpoint_path=PATH).")
+                f"model load with timm.create_model({variant!r}, checkpoint_path=PATH)."
+            )
         given = kwargs.get("pretrained_cfg")
         source = {**(given if isinstance(given, dict) else {}), **(kwargs.get("pretrained_cfg_overlay") or {})}
         if not (source.get("file") or source.get("state_dict")):
             raise RoadmapError(
                 f"{variant}: pretrained=True loads a local timm {twin} checkpoint and downloads "
                 f"nothing; give the file: timm.create_model({variant!r}, pretrained=True, "
-                f"pretrained_cfg_overlay=dict(file=PATH))")
+                f"pretrained_cfg_overlay=dict(file=PATH))"
+            )
     return build_model_with_cfg(
-        partial(_build, variant), variant, pretrained, model_cfg=cfg,
+        partial(_build, variant),
+        variant,
+        pretrained,
+        model_cfg=cfg,
         pretrained_filter_fn=_filter_checkpoint,
         feature_cfg=dict(out_indices=tuple(range(len(cfg.depths))), flatten_sequential=True),
-        **kwargs)
+        **kwargs,
+    )
 
 
 def _check_free(name: str, cfg: ArchConfig, what: str) -> bool:
@@ -182,8 +222,10 @@ def _check_free(name: str, cfg: ArchConfig, what: str) -> bool:
     if name in _registered and _registered[name] == cfg:
         return False
     if name in _registered or is_model(name):
-        raise RoadmapError(f"{what} timm model {name!r}, which already exists with another "
-                           "architecture; give the roadmap or the row another name")
+        raise RoadmapError(
+            f"{what} timm model {name!r}, which already exists with another "
+            "architecture; give the roadmap or the row another name"
+        )
     return True
 
 
@@ -218,8 +260,7 @@ def register_rows(rows: Sequence[Tuple[str, ArchConfig, str]], prefix: str = "")
     for (row, cfg, _), name in zip(rows, names):
         same = [r for (r, _, _), n in zip(rows, names) if n == name]
         if len(same) > 1:
-            raise RoadmapError(f"rows {' and '.join(map(repr, same))} both become timm model "
-                               f"{name!r}; rename one")
+            raise RoadmapError(f"rows {' and '.join(map(repr, same))} both become timm model {name!r}; rename one")
         _check_free(name, cfg, f"row {row!r} would be")
     return [register(name, cfg, description) for name, (_, cfg, description) in zip(names, rows)]
 
@@ -227,9 +268,15 @@ def register_rows(rows: Sequence[Tuple[str, ArchConfig, str]], prefix: str = "")
 def register_paper_models() -> List[str]:
     """The 13 steps as `roadmap_<step>`, the kernel sweep as `roadmap_large_kernel_k<k>`."""
     steps = [get_step(name) for name in step_names()]
-    rows = [(s.name, config_for(s.name), f"ConvNeXt roadmap step {i} ({s.phase}): {s.title}")
-            for i, s in enumerate(steps)]
-    rows += [(f"large_kernel_k{k}", config_for("large_kernel", kernel_size=k),
-              f"ConvNeXt roadmap kernel sweep: large_kernel with a {k}x{k} depthwise conv")
-             for k in kernel_sweep()]
+    rows = [
+        (s.name, config_for(s.name), f"ConvNeXt roadmap step {i} ({s.phase}): {s.title}") for i, s in enumerate(steps)
+    ]
+    rows += [
+        (
+            f"large_kernel_k{k}",
+            config_for("large_kernel", kernel_size=k),
+            f"ConvNeXt roadmap kernel sweep: large_kernel with a {k}x{k} depthwise conv",
+        )
+        for k in kernel_sweep()
+    ]
     return register_rows(rows)

@@ -8,6 +8,7 @@
 Every update's randomness is seeded from (seed, update) and every batch from (seed, epoch,
 batch), so a run resumed from a checkpoint takes exactly the path an uninterrupted one would.
 """
+
 import base64
 import contextlib
 import errno
@@ -30,15 +31,23 @@ from timm.utils import ModelEmaV3
 
 from . import data as D
 from .config import ArchConfig
-from .env import (Dist, amp_dtype, autocast_for, configure_cuda, loader_workers,  # noqa: F401
-                  memory_format, resolve_device, sync)  # Dist ... resolve_device: re-exported
+from .env import (  # noqa: F401
+    Dist,
+    amp_dtype,
+    autocast_for,
+    configure_cuda,
+    loader_workers,
+    memory_format,  # Dist ... resolve_device: re-exported
+    resolve_device,
+    sync,
+)
 from .errors import RoadmapError
 from .measure import model_cost, peak_memory_mb, reset_peak_memory
 from .model import RoadmapNet
 
-LOG_EVERY = 10       # updates between host syncs: the loss's finiteness, progress, on_update
-WARMUP_UPDATES = 2   # untimed in each process: compiling, cuDNN autotuning, first allocations
-EVAL_WARMUP = 1      # untimed passes over the first validation batch before timing inference
+LOG_EVERY = 10  # updates between host syncs: the loss's finiteness, progress, on_update
+WARMUP_UPDATES = 2  # untimed in each process: compiling, cuDNN autotuning, first allocations
+EVAL_WARMUP = 1  # untimed passes over the first validation batch before timing inference
 
 
 class NonFiniteLoss(RoadmapError):
@@ -52,7 +61,7 @@ def scale_config(cfg: ArchConfig, recipe, num_classes: int) -> ArchConfig:
 
 def seed_update(seed: int, update: int):
     """Seed every RNG the update touches (torch: drop path, erasing; numpy: mixup; random: erasing)."""
-    s = (seed * 1_000_003 + update) % (2 ** 31)
+    s = (seed * 1_000_003 + update) % (2**31)
     torch.manual_seed(s)
     np.random.seed(s)
     random.seed(s)
@@ -60,10 +69,12 @@ def seed_update(seed: int, update: int):
 
 # ---------------------------------------------------------------------------- setup
 
+
 @dataclass
 class Setup:
     """What a run trains with, built once from its configuration, recipe and execution."""
-    model: torch.nn.Module        # the weights: what checkpoints and the EMA hold
+
+    model: torch.nn.Module  # the weights: what checkpoints and the EMA hold
     train_model: torch.nn.Module  # the model in DDP and/or compiled
     eval_model: torch.nn.Module
     optimizer: torch.optim.Optimizer
@@ -91,8 +102,10 @@ def schedule_length(ds: D.Dataset, recipe, dist: Dist) -> Tuple[int, int, int]:
     """(updates per epoch, updates in all, warmup updates)."""
     per_epoch = D.batches_per_epoch(ds, recipe.batch_size, dist.world_size)
     if per_epoch < 1:
-        raise RoadmapError(f"{ds.num_train} training images cannot fill one global batch of "
-                           f"{recipe.batch_size * dist.world_size}; lower --set batch_size")
+        raise RoadmapError(
+            f"{ds.num_train} training images cannot fill one global batch of "
+            f"{recipe.batch_size * dist.world_size}; lower --set batch_size"
+        )
     total = max(1, round(recipe.epochs * per_epoch))
     if recipe.max_updates:
         total = min(total, recipe.max_updates)
@@ -100,23 +113,27 @@ def schedule_length(ds: D.Dataset, recipe, dist: Dist) -> Tuple[int, int, int]:
 
 
 def make_optimizer(model, recipe, lr: float):
-    return create_optimizer_v2(model, "adamw", lr=lr, weight_decay=recipe.weight_decay,
-                               betas=tuple(recipe.betas))
+    return create_optimizer_v2(model, "adamw", lr=lr, weight_decay=recipe.weight_decay, betas=tuple(recipe.betas))
 
 
 def make_loss(recipe, num_classes: int):
     """(mixup or None, the criterion): soft targets under mixup/cutmix, else smoothed labels."""
     if recipe.mixup > 0 or recipe.cutmix > 0:
-        return (Mixup(mixup_alpha=recipe.mixup, cutmix_alpha=recipe.cutmix,
-                      label_smoothing=recipe.smoothing, num_classes=num_classes),
-                SoftTargetCrossEntropy())
+        return (
+            Mixup(
+                mixup_alpha=recipe.mixup,
+                cutmix_alpha=recipe.cutmix,
+                label_smoothing=recipe.smoothing,
+                num_classes=num_classes,
+            ),
+            SoftTargetCrossEntropy(),
+        )
     if recipe.smoothing > 0:
         return None, LabelSmoothingCrossEntropy(recipe.smoothing)
     return None, torch.nn.CrossEntropyLoss()
 
 
-def setup(cfg: ArchConfig, recipe, ex, ds: D.Dataset, seed: int, device: torch.device,
-          dist: Dist) -> Setup:
+def setup(cfg: ArchConfig, recipe, ex, ds: D.Dataset, seed: int, device: torch.device, dist: Dist) -> Setup:
     torch.manual_seed(seed)
     model = RoadmapNet(cfg).to(device).to(memory_format=memory_format(ex))
     per_epoch, total, warmup = schedule_length(ds, recipe, dist)
@@ -126,23 +143,46 @@ def setup(cfg: ArchConfig, recipe, ex, ds: D.Dataset, seed: int, device: torch.d
     # fp16 (GPUs without native bf16) needs loss scaling; a disabled scaler passes through.
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype(device, recipe.amp) == torch.float16)
     # Cosine over the updates after a linear warmup (warmup_prefix), stepped every update.
-    scheduler = CosineLRScheduler(optimizer, t_initial=max(1, total - warmup), lr_min=recipe.min_lr,
-                                  warmup_t=warmup, warmup_lr_init=min(1e-6, lr), warmup_prefix=True,
-                                  t_in_epochs=False)
+    scheduler = CosineLRScheduler(
+        optimizer,
+        t_initial=max(1, total - warmup),
+        lr_min=recipe.min_lr,
+        warmup_t=warmup,
+        warmup_lr_init=min(1e-6, lr),
+        warmup_prefix=True,
+        t_in_epochs=False,
+    )
     mixup, criterion = make_loss(recipe, ds.num_classes)
     # on the device, batch by batch, as timm's prefetcher does it (seeded by seed_update)
-    erasing = (RandomErasing(recipe.reprob, mode="pixel", device=str(device))
-               if recipe.reprob > 0 else None)
+    erasing = RandomErasing(recipe.reprob, mode="pixel", device=str(device)) if recipe.reprob > 0 else None
     train_model = eval_model = model
     if dist.world_size > 1:
         train_model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
     if ex.compile:
         train_model, eval_model = torch.compile(train_model), torch.compile(model)
     ema = ModelEmaV3(model, decay=recipe.ema_decay) if recipe.ema_decay else None
-    return Setup(model, train_model, eval_model, optimizer, scheduler, scaler, ema, criterion,
-                 mixup, erasing, device, dist, recipe.amp, memory_format(ex), per_epoch, total, lr,
-                 global_batch)
+    return Setup(
+        model,
+        train_model,
+        eval_model,
+        optimizer,
+        scheduler,
+        scaler,
+        ema,
+        criterion,
+        mixup,
+        erasing,
+        device,
+        dist,
+        recipe.amp,
+        memory_format(ex),
+        per_epoch,
+        total,
+        lr,
+        global_batch,
+    )
 
 
 def train_step(s: Setup, x: torch.Tensor, y: torch.Tensor, update: int) -> torch.Tensor:
@@ -167,8 +207,7 @@ def train_step(s: Setup, x: torch.Tensor, y: torch.Tensor, update: int) -> torch
 
 # ---------------------------------------------------------------------------- state
 
-SAVED = ("update", "images", "loss_sum", "resumed", "wall_s", "train_s", "timed_images",
-         "data_wait_s")
+SAVED = ("update", "images", "loss_sum", "resumed", "wall_s", "train_s", "timed_images", "data_wait_s")
 
 
 @dataclass
@@ -179,14 +218,15 @@ class TrainState:
     so its mean equals a host sum of the same float32 losses, and is read only every
     LOG_EVERY updates and at checkpoints. Seconds and images add up over resumed processes.
     """
+
     update: int = 0
     images: int = 0
     loss_sum: torch.Tensor = None
     resumed: int = 0
-    wall_s: float = 0.0        # seconds of every process the run has had
-    train_s: float = 0.0       # timed training seconds (after each process's warm-up)
+    wall_s: float = 0.0  # seconds of every process the run has had
+    train_s: float = 0.0  # timed training seconds (after each process's warm-up)
     timed_images: int = 0
-    data_wait_s: float = 0.0   # of train_s, waiting for the next batch
+    data_wait_s: float = 0.0  # of train_s, waiting for the next batch
     checked: Tuple[int, float] = (0, 0.0)  # (update, loss_sum) at the last finiteness check
     started: float = field(default_factory=time.time)
 
@@ -214,7 +254,8 @@ class TrainState:
             raise NonFiniteLoss(
                 f"step {name}: the training loss became {total} in updates {since + 1}-"
                 f"{self.update} of {s.total} (lr {s.current_lr:.2e}, peak lr {s.lr:.2e}). Lower the "
-                "learning rate (--set lr=...) or lengthen the warmup (--set warmup_epochs=...).")
+                "learning rate (--set lr=...) or lengthen the warmup (--set warmup_epochs=...)."
+            )
         return (total - before) / max(1, self.update - since)
 
     def save(self, path: str, s: Setup, name: str):
@@ -228,10 +269,17 @@ class TrainState:
             return
         state = {k: getattr(self, k) for k in SAVED}
         state.update(loss_sum=self.loss_sum.item(), wall_s=self.wall_s + time.time() - self.started)
-        atomic_torch_save(dict(model=s.model.state_dict(), optimizer=s.optimizer.state_dict(),
-                               ema=s.ema.state_dict() if s.ema is not None else None,
-                               scaler=s.scaler.state_dict(), threads=torch.get_num_threads(),
-                               state=state), path)
+        atomic_torch_save(
+            dict(
+                model=s.model.state_dict(),
+                optimizer=s.optimizer.state_dict(),
+                ema=s.ema.state_dict() if s.ema is not None else None,
+                scaler=s.scaler.state_dict(),
+                threads=torch.get_num_threads(),
+                state=state,
+            ),
+            path,
+        )
 
     def summary(self, s: Setup) -> Dict:
         compute_s = self.train_s - self.data_wait_s
@@ -239,9 +287,14 @@ class TrainState:
             train_loss=self.loss_sum.item() / max(self.update, 1),
             train_img_s=self.timed_images / self.train_s if self.train_s > 0 else None,
             compute_img_s=self.timed_images / compute_s if compute_s > 0 else None,
-            data_wait_s=self.data_wait_s, updates=self.update, epochs=self.update / s.per_epoch,
-            lr=s.lr, global_batch=s.global_batch,
-            resumed=self.resumed, wall_s=self.wall_s + time.time() - self.started)
+            data_wait_s=self.data_wait_s,
+            updates=self.update,
+            epochs=self.update / s.per_epoch,
+            lr=s.lr,
+            global_batch=s.global_batch,
+            resumed=self.resumed,
+            wall_s=self.wall_s + time.time() - self.started,
+        )
 
 
 def atomic_torch_save(obj, path: str):
@@ -259,8 +312,10 @@ def atomic_torch_save(obj, path: str):
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise RoadmapError(f"no space left on {os.path.dirname(os.path.abspath(path))} "
-                               f"(writing the checkpoint {os.path.basename(path)})") from None
+            raise RoadmapError(
+                f"no space left on {os.path.dirname(os.path.abspath(path))} "
+                f"(writing the checkpoint {os.path.basename(path)})"
+            ) from None
         raise
 
 
@@ -273,8 +328,12 @@ def set_aside(path: str, reason, dist: Dist):
     bad = f"{path}.bad"
     if dist.is_main:
         os.replace(path, bad)
-        print(f"roadmap: warning: checkpoint {path} could not be loaded ({_one_line(reason)}); moved "
-              f"it to {bad} and starting this run from scratch", file=sys.stderr, flush=True)
+        print(
+            f"roadmap: warning: checkpoint {path} could not be loaded ({_one_line(reason)}); moved "
+            f"it to {bad} and starting this run from scratch",
+            file=sys.stderr,
+            flush=True,
+        )
     if dist.world_size > 1:
         torch.distributed.barrier()
 
@@ -296,7 +355,8 @@ def load_checkpoint(path: Optional[str], dist: Dist = Dist()) -> Optional[Dict]:
     if any(seen) and not all(seen):
         raise RoadmapError(
             f"checkpoint {path} is visible to ranks {[r for r, s in enumerate(seen) if s]} but not "
-            f"to {[r for r, s in enumerate(seen) if not s]}: put --out on a filesystem every node shares")
+            f"to {[r for r, s in enumerate(seen) if not s]}: put --out on a filesystem every node shares"
+        )
     if not all(seen):
         return None
     ckpt, error = None, None
@@ -327,8 +387,17 @@ def restore(ckpt: Dict, s: Setup) -> TrainState:
     return st
 
 
-def start(name: str, cfg: ArchConfig, recipe, ex, ds: D.Dataset, seed: int,
-          device: torch.device, ckpt_path: Optional[str], dist: Dist) -> Tuple[Setup, TrainState]:
+def start(
+    name: str,
+    cfg: ArchConfig,
+    recipe,
+    ex,
+    ds: D.Dataset,
+    seed: int,
+    device: torch.device,
+    ckpt_path: Optional[str],
+    dist: Dist,
+) -> Tuple[Setup, TrainState]:
     """The run's setup and state, from its checkpoint if it has a good one."""
     s = setup(cfg, recipe, ex, ds, seed, device, dist)
     ckpt = load_checkpoint(ckpt_path, dist)
@@ -341,31 +410,57 @@ def start(name: str, cfg: ArchConfig, recipe, ex, ds: D.Dataset, seed: int,
         return setup(cfg, recipe, ex, ds, seed, device, dist), TrainState.of(device)
     threads = ckpt.get("threads")
     if device.type == "cpu" and threads and threads != torch.get_num_threads() and dist.is_main:
-        print(f"roadmap: warning: {name}: its checkpoint was made with {threads} CPU thread(s), "
-              f"this process has {torch.get_num_threads()}; CPU results depend on the thread "
-              "count, so the resumed run may differ slightly from an uninterrupted one "
-              f"(--threads {threads} to match)", file=sys.stderr, flush=True)
+        print(
+            f"roadmap: warning: {name}: its checkpoint was made with {threads} CPU thread(s), "
+            f"this process has {torch.get_num_threads()}; CPU results depend on the thread "
+            "count, so the resumed run may differ slightly from an uninterrupted one "
+            f"(--threads {threads} to match)",
+            file=sys.stderr,
+            flush=True,
+        )
     return s, st
 
 
 # ---------------------------------------------------------------------------- batches
+
 
 def workers_for(ex, dist: Dist) -> int:
     """The execution's loader workers, within this process's share of its node's CPUs."""
     return loader_workers(ex.workers, int(os.environ.get("LOCAL_WORLD_SIZE", dist.world_size)))
 
 
-def batches(ds: D.Dataset, recipe, ex, seed: int, start_update: int, total: int,
-            device: torch.device, dist: Dist):
+def batches(ds: D.Dataset, recipe, ex, seed: int, start_update: int, total: int, device: torch.device, dist: Dist):
     """The batches of updates start_update..total-1, normalized on the device: in-memory
     data augmented there too; a DataLoader of timm's transforms for folders or RandAugment."""
     if ds.in_memory and not recipe.randaug:
-        return D.memory_run_batches(ds, recipe.img_size, recipe.batch_size, seed, start_update,
-                                    total, recipe.max_shift, recipe.hflip, str(device),
-                                    dist.world_size, dist.rank)
-    loader = D.folder_loader(ds, recipe.img_size, recipe.batch_size, True, workers_for(ex, dist),
-                             seed, start_update, total, recipe.randaug, recipe.hflip,
-                             dist.world_size, dist.rank, pin=device.type == "cuda")
+        return D.memory_run_batches(
+            ds,
+            recipe.img_size,
+            recipe.batch_size,
+            seed,
+            start_update,
+            total,
+            recipe.max_shift,
+            recipe.hflip,
+            str(device),
+            dist.world_size,
+            dist.rank,
+        )
+    loader = D.folder_loader(
+        ds,
+        recipe.img_size,
+        recipe.batch_size,
+        True,
+        workers_for(ex, dist),
+        seed,
+        start_update,
+        total,
+        recipe.randaug,
+        recipe.hflip,
+        dist.world_size,
+        dist.rank,
+        pin=device.type == "cuda",
+    )
     return D.OnDevice(loader, ds, recipe.img_size, device)
 
 
@@ -375,9 +470,18 @@ class ValBatches:
 
     def __init__(self, ds: D.Dataset, recipe, ex, device: torch.device, dist: Dist = Dist()):
         self.ds, self.img_size, self.batch_size, self.device = ds, recipe.img_size, ex.eval_batch_size, device
-        self.loader = None if ds.in_memory else D.OnDevice(
-            D.folder_loader(ds, recipe.img_size, ex.eval_batch_size, False, workers_for(ex, dist),
-                            pin=device.type == "cuda"), ds, recipe.img_size, device)
+        self.loader = (
+            None
+            if ds.in_memory
+            else D.OnDevice(
+                D.folder_loader(
+                    ds, recipe.img_size, ex.eval_batch_size, False, workers_for(ex, dist), pin=device.type == "cuda"
+                ),
+                ds,
+                recipe.img_size,
+                device,
+            )
+        )
 
     def __iter__(self):
         if self.loader is not None:
@@ -386,6 +490,7 @@ class ValBatches:
 
 
 # ---------------------------------------------------------------------------- the loop
+
 
 class Meter:
     """The loop's clock and its reports.
@@ -396,8 +501,9 @@ class Meter:
     the update count, the lr, and the loss read by the last check.
     """
 
-    def __init__(self, name: str, s: Setup, st: TrainState, progress: bool,
-                 on_update: Optional[Callable[[Dict], None]]):
+    def __init__(
+        self, name: str, s: Setup, st: TrainState, progress: bool, on_update: Optional[Callable[[Dict], None]]
+    ):
         self.s, self.st, self.on_update = s, st, on_update
         left = s.total - st.update
         self.warm_until = st.update + min(WARMUP_UPDATES, max(0, left - 1))
@@ -409,8 +515,8 @@ class Meter:
         self.bar = None
         if progress:
             from tqdm.auto import tqdm
-            self.bar = tqdm(total=s.total, initial=st.update, desc=name, unit="upd",
-                            dynamic_ncols=True, leave=False)
+
+            self.bar = tqdm(total=s.total, initial=st.update, desc=name, unit="upd", dynamic_ncols=True, leave=False)
 
     def wait(self, source):
         """`source`'s batches, timing the wait for each."""
@@ -440,8 +546,7 @@ class Meter:
         st = self.st
         img_s = st.timed_images / st.train_s if st.train_s > 0 else math.nan
         if self.bar is not None:
-            self.bar.set_postfix(loss=f"{loss:.3f}", lr=f"{self.s.current_lr:.1e}",
-                                 img_s=f"{img_s:.0f}")
+            self.bar.set_postfix(loss=f"{loss:.3f}", lr=f"{self.s.current_lr:.1e}", img_s=f"{img_s:.0f}")
         if self.on_update is not None:
             self.on_update(dict(update=st.update, loss=loss, lr=self.s.current_lr, img_s=img_s))
 
@@ -468,9 +573,19 @@ class Meter:
             self.bar.close()
 
 
-def train_run(name: str, cfg: ArchConfig, recipe, ex, ds: D.Dataset, seed: int,
-              device: torch.device, ckpt_path: Optional[str] = None, dist: Dist = Dist(),
-              progress: bool = True, on_update: Optional[Callable[[Dict], None]] = None) -> Dict:
+def train_run(
+    name: str,
+    cfg: ArchConfig,
+    recipe,
+    ex,
+    ds: D.Dataset,
+    seed: int,
+    device: torch.device,
+    ckpt_path: Optional[str] = None,
+    dist: Dist = Dist(),
+    progress: bool = True,
+    on_update: Optional[Callable[[Dict], None]] = None,
+) -> Dict:
     """Train `cfg` (final: widths already scaled) with `recipe` on `ds`, run as `ex` says;
     return the run's measurements (raises NonFiniteLoss). on_update: every LOG_EVERY updates."""
     (params, gflops), gflops_224 = model_cost(cfg, recipe.img_size), model_cost(cfg, 224)[1]
@@ -484,8 +599,7 @@ def train_run(name: str, cfg: ArchConfig, recipe, ex, ds: D.Dataset, seed: int,
         meter.tick(len(x) * dist.world_size)
         if st.update % LOG_EVERY == 0 or st.update == s.total:
             meter.log(st.check_finite(name, s))  # the one host sync per LOG_EVERY updates
-        if ckpt_path and (meter.due(ex.ckpt_every_s) or st.update % s.per_epoch == 0
-                          or st.update == s.total):
+        if ckpt_path and (meter.due(ex.ckpt_every_s) or st.update % s.per_epoch == 0 or st.update == s.total):
             with meter.paused():
                 st.save(ckpt_path, s, name)
     meter.close()
@@ -493,12 +607,20 @@ def train_run(name: str, cfg: ArchConfig, recipe, ex, ds: D.Dataset, seed: int,
     val = ValBatches(ds, recipe, ex, device, dist)
     metrics = evaluate(s.eval_model, val, s)
     metrics["top1_ema"] = evaluate(s.ema.module, val, s)["top1"] if s.ema is not None else None
-    return dict(**metrics, **st.summary(s), val_n=ds.num_val, params_m=params / 1e6,
-                gflops=gflops, gflops_224=gflops_224,
-                peak_mem_mb=peak_memory_mb(device, memory), peak_mem_method=memory)
+    return dict(
+        **metrics,
+        **st.summary(s),
+        val_n=ds.num_val,
+        params_m=params / 1e6,
+        gflops=gflops,
+        gflops_224=gflops_224,
+        peak_mem_mb=peak_memory_mb(device, memory),
+        peak_mem_method=memory,
+    )
 
 
 # ---------------------------------------------------------------------------- evaluation
+
 
 @torch.no_grad()
 def evaluate(model, val, s: Setup) -> Dict:
@@ -524,8 +646,12 @@ def evaluate(model, val, s: Setup) -> Dict:
         hits1.append(top[:, 0] == y)
         hits5.append((top == y[:, None]).any(dim=1))
     hit1, seen = torch.cat(hits1).cpu(), sum(len(h) for h in hits1)
-    return dict(top1=100.0 * int(hit1.sum()) / seen, top5=100.0 * int(torch.cat(hits5).sum()) / seen,
-                infer_img_s=timed_n / max(timed_s, 1e-9), val_correct=pack_bits(hit1.numpy()))
+    return dict(
+        top1=100.0 * int(hit1.sum()) / seen,
+        top5=100.0 * int(torch.cat(hits5).sum()) / seen,
+        infer_img_s=timed_n / max(timed_s, 1e-9),
+        val_correct=pack_bits(hit1.numpy()),
+    )
 
 
 def pack_bits(correct: np.ndarray) -> str:

@@ -5,6 +5,7 @@ typed (TOML `depthwise = true`). `parse_text` reads text the way the field's typ
 ("False", "no" and "0" are false for a bool, not a non-empty string), then `convert` checks
 the type. The callers add their ranges (`Recipe.check`, `custom.check_toggle`).
 """
+
 import json
 import math
 from typing import Any, Tuple, Union, get_args, get_origin

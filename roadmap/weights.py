@@ -4,6 +4,7 @@ timm's `resnet50` and `convnext_tiny` name their layers their own way; the roadm
 endpoints hold the same tensors under one naming. The maps below are the whole
 correspondence; anything left unmatched is an error, not a silent skip.
 """
+
 import re
 from typing import Dict, Mapping
 
@@ -18,8 +19,14 @@ _RESNET = [
     (r"^bn1\.(.*)$", r"stem.norm.\1"),
     (r"^layer(\d)\.(\d+)\.conv(\d)\.(.*)$", lambda m: f"stages.{int(m[1]) - 1}.blocks.{m[2]}.conv{m[3]}.{m[4]}"),
     (r"^layer(\d)\.(\d+)\.bn(\d)\.(.*)$", lambda m: f"stages.{int(m[1]) - 1}.blocks.{m[2]}.norm{m[3]}.{m[4]}"),
-    (r"^layer(\d)\.(\d+)\.downsample\.0\.(.*)$", lambda m: f"stages.{int(m[1]) - 1}.blocks.{m[2]}.shortcut.conv.{m[3]}"),
-    (r"^layer(\d)\.(\d+)\.downsample\.1\.(.*)$", lambda m: f"stages.{int(m[1]) - 1}.blocks.{m[2]}.shortcut.norm.{m[3]}"),
+    (
+        r"^layer(\d)\.(\d+)\.downsample\.0\.(.*)$",
+        lambda m: f"stages.{int(m[1]) - 1}.blocks.{m[2]}.shortcut.conv.{m[3]}",
+    ),
+    (
+        r"^layer(\d)\.(\d+)\.downsample\.1\.(.*)$",
+        lambda m: f"stages.{int(m[1]) - 1}.blocks.{m[2]}.shortcut.norm.{m[3]}",
+    ),
     (r"^fc\.(.*)$", r"head.fc.\1"),
 ]
 _CONVNEXT = [
@@ -42,8 +49,10 @@ def detect_timm_arch(state_dict: Mapping[str, torch.Tensor]) -> str:
         return "resnet"
     if "stem.0.weight" in state_dict and "stages.0.blocks.0.conv_dw.weight" in state_dict:
         return "convnext"
-    raise RoadmapError("state_dict is neither a timm ResNet nor a timm ConvNeXt checkpoint "
-                       "(expected keys like 'layer1.0.conv1.weight' or 'stages.0.blocks.0.conv_dw.weight')")
+    raise RoadmapError(
+        "state_dict is neither a timm ResNet nor a timm ConvNeXt checkpoint "
+        "(expected keys like 'layer1.0.conv1.weight' or 'stages.0.blocks.0.conv_dw.weight')"
+    )
 
 
 def remap_timm(state_dict: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
@@ -78,7 +87,8 @@ def checkpoint_filter_fn(state_dict: Mapping[str, torch.Tensor], model: nn.Modul
             "this timm checkpoint does not fit the model "
             f"({len(missing)} missing keys, e.g. {missing[:3]}; {len(unexpected)} unexpected, "
             f"e.g. {unexpected[:3]}). resnet50 checkpoints fit step 'resnet50', convnext_tiny "
-            "checkpoints fit step 'separate_downsampling'.")
+            "checkpoints fit step 'separate_downsampling'."
+        )
     for key, value in mapped.items():
         if value.dim() == 2 and own[key].dim() == 4:
             mapped[key] = value[:, :, None, None]
@@ -91,7 +101,9 @@ def load_timm(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> nn.Mo
     own = model.state_dict()
     for key, value in mapped.items():
         if value.shape != own[key].shape:
-            raise RoadmapError(f"shape mismatch at {key}: checkpoint {tuple(value.shape)} vs "
-                               f"model {tuple(own[key].shape)}; check num_classes and widths")
+            raise RoadmapError(
+                f"shape mismatch at {key}: checkpoint {tuple(value.shape)} vs "
+                f"model {tuple(own[key].shape)}; check num_classes and widths"
+            )
     model.load_state_dict(mapped, strict=True)
     return model

@@ -7,6 +7,7 @@ keyed fields, the data's identity, its seed); only records whose recomputed key 
 their own are touched, so a record of other data or another key scheme is left as it is.
 Keys and numbers do not change.
 """
+
 import argparse
 import json
 from pathlib import Path

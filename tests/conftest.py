@@ -26,8 +26,8 @@ TINY_RUN_SEEDS = 2
 
 @dataclass(frozen=True)
 class TinyRun:
-    folder: Path     # a results folder, named as `roadmap run` names its default (preset-data)
-    stdout: str      # what `roadmap run` printed
+    folder: Path  # a results folder, named as `roadmap run` names its default (preset-data)
+    stdout: str  # what `roadmap run` printed
 
 
 @pytest.fixture(scope="session")
@@ -39,9 +39,20 @@ def tiny_run_shared(tmp_path_factory):
     folder (reruns into it, deletes the figure, writes a report) takes `tiny_run_copy` instead.
     """
     from helpers import TINY, run_roadmap
+
     folder = tmp_path_factory.mktemp("tiny_run") / "demo-fashion-mnist"
-    proc = run_roadmap("run", "--only", ",".join(TINY_RUN_STEPS), "--seeds", TINY_RUN_SEEDS,
-                       "--log", "tensorboard", "--out", folder, *TINY)
+    proc = run_roadmap(
+        "run",
+        "--only",
+        ",".join(TINY_RUN_STEPS),
+        "--seeds",
+        TINY_RUN_SEEDS,
+        "--log",
+        "tensorboard",
+        "--out",
+        folder,
+        *TINY,
+    )
     assert proc.returncode == 0, proc.stderr
     return TinyRun(folder, proc.stdout)
 
@@ -54,12 +65,14 @@ def tiny_run_copy(tiny_run_shared, tmp_path):
 
 # ---- full-size FLOPs, traced once --------------------------------------------------------------
 
+
 @pytest.fixture(scope="session")
 def cached_gflops():
     """`roadmap.measure.count_gflops`, remembered per architecture: fvcore traces each
     (model config, resolution) once per session. Tracing one full-size step at 224 px takes
     seconds, and the 13 steps are counted by several tests (test_steps, `roadmap flops`)."""
     from roadmap.measure import count_gflops
+
     counted = {}
 
     def gflops(model, resolution: int = 224, in_chans: int = 3) -> float:
@@ -70,6 +83,7 @@ def cached_gflops():
         if key not in counted:
             counted[key] = count_gflops(model, resolution, in_chans)
         return counted[key]
+
     return gflops
 
 
@@ -77,5 +91,6 @@ def cached_gflops():
 def flops_traced_once(cached_gflops, monkeypatch):
     """What roadmap.measure counts with (`roadmap flops`, flops_table) is `cached_gflops`."""
     import roadmap.measure
+
     monkeypatch.setattr(roadmap.measure, "count_gflops", cached_gflops)
     return cached_gflops

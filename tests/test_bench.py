@@ -1,10 +1,25 @@
 """`roadmap bench` runs and prints its ratios (timings are never asserted: shared CPUs vary)."""
+
 import re
 
 from roadmap.cli import main
 
-TINY_BENCH = ["--resolution", "32", "--batch-size", "2", "--iters", "1", "--warmup", "0",
-              "--repeats", "1", "--threads", "1", "--device", "cpu"]
+TINY_BENCH = [
+    "--resolution",
+    "32",
+    "--batch-size",
+    "2",
+    "--iters",
+    "1",
+    "--warmup",
+    "0",
+    "--repeats",
+    "1",
+    "--threads",
+    "1",
+    "--device",
+    "cpu",
+]
 RATIO = r"\d+\.\d\dx"
 
 

@@ -8,8 +8,9 @@ from roadmap.cli import main
 def test_list_prints_steps_in_order(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
-    positions = [out.index(f" {name} ") for name in ("resnet50", "patchify_stem", "large_kernel",
-                                                     "separate_downsampling")]
+    positions = [
+        out.index(f" {name} ") for name in ("resnet50", "patchify_stem", "large_kernel", "separate_downsampling")
+    ]
     assert positions == sorted(positions)
     assert "81.97" in out and "ResNeXt-ify" in out
 

@@ -1,4 +1,5 @@
 """Dataset loading: Fashion-MNIST discovery, CIFAR batches and ImageFolder trees built here."""
+
 import pickle
 
 import numpy as np
@@ -28,8 +29,7 @@ def make_image_folder(root, classes=("cat", "dog"), per_class=12, size=40):
 def make_cifar(root, n=64):
     rng = np.random.default_rng(0)
     for name in ("data_batch_1", "test_batch"):
-        batch = {"data": rng.integers(0, 255, (n, 3072), dtype=np.uint8),
-                 "labels": rng.integers(0, 10, n).tolist()}
+        batch = {"data": rng.integers(0, 255, (n, 3072), dtype=np.uint8), "labels": rng.integers(0, 10, n).tolist()}
         with open(root / name, "wb") as f:
             pickle.dump(batch, f)
     return root
@@ -70,22 +70,25 @@ def test_rank_slices_cover_the_global_batch():
 def test_image_folder_trains_through_timm_transforms(tmp_path):
     ds = D.load_dataset(str(make_image_folder(tmp_path / "tiny")))
     assert ds.num_classes == 2 and not ds.in_memory and ds.num_train == 24
-    recipe, ex = settings("imagenette", ["img_size=32", "batch_size=8", "max_updates=2", "workers=0",
-                                         "width_scale=0.25", "eval_batch_size=8"])
+    recipe, ex = settings(
+        "imagenette",
+        ["img_size=32", "batch_size=8", "max_updates=2", "workers=0", "width_scale=0.25", "eval_batch_size=8"],
+    )
     spec = paper_plan(only=["separate_downsampling"])[0]
-    m = train_run(spec.name, recipe.apply(spec.cfg, ds.num_classes), recipe, ex, ds, 0,
-                  torch.device("cpu"), progress=False)
+    m = train_run(
+        spec.name, recipe.apply(spec.cfg, ds.num_classes), recipe, ex, ds, 0, torch.device("cpu"), progress=False
+    )
     assert m["updates"] == 2 and 0 <= m["top1"] <= 100
 
 
 def test_cifar_batches_load(tmp_path):
     ds = D.load_dataset(str(make_cifar(tmp_path)))
     assert ds.name == "cifar10" and ds.train_images.shape == (64, 3, 32, 32)
-    recipe, ex = settings("cifar", ["batch_size=16", "max_updates=2", "workers=0",
-                                    "width_scale=0.25", "randaug=null"])
+    recipe, ex = settings("cifar", ["batch_size=16", "max_updates=2", "workers=0", "width_scale=0.25", "randaug=null"])
     spec = paper_plan(only=["resnet50"])[0]
-    m = train_run(spec.name, recipe.apply(spec.cfg, ds.num_classes), recipe, ex, ds, 0,
-                  torch.device("cpu"), progress=False)
+    m = train_run(
+        spec.name, recipe.apply(spec.cfg, ds.num_classes), recipe, ex, ds, 0, torch.device("cpu"), progress=False
+    )
     assert m["updates"] == 2
 
 

@@ -1,9 +1,10 @@
 """The whole demo roadmap, as `make run` runs it (about 12 minutes on 2 cores): select with -m slow."""
+
 import pandas as pd
 import pytest
 
-from helpers import run_roadmap
 import roadmap
+from helpers import run_roadmap
 
 
 @pytest.mark.slow

@@ -5,6 +5,7 @@ computation as 1 process of batch 32 (same global batches, averaged gradients, s
 lr), up to float summation order. Tolerance: train_loss to 1e-5 relative, top-1/top-5
 to 0.5 points (one validation image of 200); measured differences are ~1e-8 and 0.
 """
+
 import os
 import signal
 import subprocess
@@ -19,15 +20,32 @@ import torch.distributed
 import torch.multiprocessing as mp
 
 from helpers import ROOT
-from roadmap.errors import RoadmapError
 from roadmap.env import Dist
+from roadmap.errors import RoadmapError
 from roadmap.train import load_checkpoint
 
 TORCHRUN = str(Path(sys.executable).parent / "torchrun")
 # 20 updates of a global batch of 32, no augmentation: the two runs see the same pixels.
-SMALL = ["--only", "layer_norm", "--set", "train_subset=640", "--set", "val_subset=200",
-         "--set", "max_updates=20", "--set", "eval_batch_size=100", "--set", "max_shift=0",
-         "--set", "hflip=false", "--no-progress", "--no-plot", "--threads", "1"]
+SMALL = [
+    "--only",
+    "layer_norm",
+    "--set",
+    "train_subset=640",
+    "--set",
+    "val_subset=200",
+    "--set",
+    "max_updates=20",
+    "--set",
+    "eval_batch_size=100",
+    "--set",
+    "max_shift=0",
+    "--set",
+    "hflip=false",
+    "--no-progress",
+    "--no-plot",
+    "--threads",
+    "1",
+]
 LOSS_RTOL, TOP1_ATOL = 1e-5, 0.5
 
 
@@ -75,8 +93,13 @@ def test_two_processes_match_one_process_of_the_same_global_batch(single, tmp_pa
 
 def test_killed_ddp_run_resumes_on_every_rank(single, tmp_path):
     args = [*SMALL, "--set", "batch_size=16", "--set", "ckpt_every_s=0", "--out", tmp_path]
-    proc = subprocess.Popen(torchrun_cmd(*args), cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    proc = subprocess.Popen(
+        torchrun_cmd(*args),
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+    )
     ckpts = tmp_path / "checkpoints"
     deadline = time.time() + 120
     while time.time() < deadline and not (ckpts.is_dir() and any(ckpts.glob("*.pt"))):
@@ -96,8 +119,7 @@ def test_killed_ddp_run_resumes_on_every_rank(single, tmp_path):
 
 
 def _collectives(rank, folder):
-    torch.distributed.init_process_group("gloo", init_method=f"file://{folder}/store", rank=rank,
-                                         world_size=2)
+    torch.distributed.init_process_group("gloo", init_method=f"file://{folder}/store", rank=rank, world_size=2)
     dist = Dist(world_size=2, rank=rank, local_rank=rank)
     try:
         assert dist.mean(torch.tensor(float(rank))) == 0.5

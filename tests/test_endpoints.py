@@ -1,10 +1,11 @@
 """Step 0 *is* timm's resnet50 and the last step *is* timm's convnext_tiny."""
+
 import pytest
 import timm
 import torch
 
-from helpers import randomize
 import roadmap
+from helpers import randomize
 from roadmap.errors import RoadmapError
 from roadmap.measure import count_gflops, count_params
 from roadmap.weights import load_timm

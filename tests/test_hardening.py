@@ -12,6 +12,7 @@ that are about the interpreter itself (a closed stdout pipe, `--help`) start
 `python -m roadmap`. `ROADMAP_TEST_ENTRY=subprocess` starts `python -m roadmap` for every
 case (slower, same checks).
 """
+
 import gzip
 import hashlib
 import json
@@ -37,11 +38,22 @@ from helpers import roadmap_cmd
 
 ENTRY = os.environ.get("ROADMAP_TEST_ENTRY", "fork")
 # The demo preset, shrunk: tiny runs of 2 updates on the 64-image data below.
-QUICK = ["--set", "batch_size=16", "--set", "max_updates=2", "--set", "eval_batch_size=32",
-         "--no-progress", "--no-plot", "--threads", "1"]
+QUICK = [
+    "--set",
+    "batch_size=16",
+    "--set",
+    "max_updates=2",
+    "--set",
+    "eval_batch_size=32",
+    "--no-progress",
+    "--no-plot",
+    "--threads",
+    "1",
+]
 
 
 # ---- running the CLI ------------------------------------------------------------------
+
 
 @dataclass
 class Result:
@@ -59,12 +71,14 @@ def _child(argv, cwd, env, out_path, err_path):
     os.environ.clear()
     os.environ.update(env)
     import warnings
+
     warnings.simplefilter("ignore")  # as PYTHONWARNINGS=ignore does for a fresh interpreter
     for fd, path in ((1, out_path), (2, err_path)):
         f = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         os.dup2(f, fd)
         os.close(f)
     from roadmap.cli import main
+
     sys.exit(main(list(argv)))
 
 
@@ -75,8 +89,9 @@ def _context():
     global _CTX
     if _CTX is None:
         _CTX = multiprocessing.get_context("forkserver")
-        _CTX.set_forkserver_preload(["roadmap", "roadmap.cli", "roadmap.runner",
-                                     "roadmap.custom", "roadmap.report", "roadmap.plot"])
+        _CTX.set_forkserver_preload(
+            ["roadmap", "roadmap.cli", "roadmap.runner", "roadmap.custom", "roadmap.report", "roadmap.plot"]
+        )
     return _CTX
 
 
@@ -86,8 +101,7 @@ def cli(*args, cwd, env=None, entry=None, timeout=300) -> Result:
     env = {k: v for k, v in env.items() if v is not None}
     argv = [str(a) for a in args]
     if (entry or ENTRY) == "subprocess":
-        proc = subprocess.run(roadmap_cmd(*argv), cwd=cwd, env=env, capture_output=True, text=True,
-                              timeout=timeout)
+        proc = subprocess.run(roadmap_cmd(*argv), cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
         return Result(proc.returncode, proc.stdout, proc.stderr)
     logs = Path(env["ROADMAP_TEST_LOGS"])
     out_path, err_path = logs / "stdout", logs / "stderr"
@@ -107,8 +121,11 @@ def snapshot(folder: Path) -> Dict[str, str]:
         return {}
     if folder.is_file():
         return {".": hashlib.sha1(folder.read_bytes()).hexdigest()}
-    return {str(p.relative_to(folder)): hashlib.sha1(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha1(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def assert_one_clear_line(res: Result, *needles: str, code: int = 2):
@@ -121,6 +138,7 @@ def assert_one_clear_line(res: Result, *needles: str, code: int = 2):
 
 
 # ---- tiny inputs the cases use ----------------------------------------------------------
+
 
 def write_idx(path: Path, arr: np.ndarray, gz: bool = True):
     head = struct.pack(">BBBB", 0, 0, 8, arr.ndim) + b"".join(struct.pack(">i", d) for d in arr.shape)
@@ -159,7 +177,7 @@ def make_images(root: Path, classes=("cat", "dog"), per_class=8, val_classes=Non
     for split, names in (("train", classes), ("val", val_classes or classes)):
         if split == "val" and not val:
             continue
-        for c, name in enumerate(names):
+        for name in names:
             (root / split / name).mkdir(parents=True)
             for i in range(per_class):
                 arr = rng.integers(0, 255, (36, 36, 3), dtype=np.uint8)
@@ -229,8 +247,13 @@ def finished(tmp_path_factory, inputs):
 
 
 def _env(inputs: Path, logs: Path, **extra) -> Dict[str, str]:
-    return {"ROADMAP_FASHION_MNIST": str(inputs / "fmnist"), "ROADMAP_TEST_LOGS": str(logs),
-            "HOME": str(logs), "OMP_NUM_THREADS": "1", **extra}
+    return {
+        "ROADMAP_FASHION_MNIST": str(inputs / "fmnist"),
+        "ROADMAP_TEST_LOGS": str(logs),
+        "HOME": str(logs),
+        "OMP_NUM_THREADS": "1",
+        **extra,
+    }
 
 
 @pytest.fixture
@@ -245,15 +268,16 @@ def sandbox(tmp_path, inputs, finished):
 
 # ---- the table of bad inputs -------------------------------------------------------------
 
+
 @dataclass
 class Case:
     id: str
-    args: Sequence[str]                  # after `roadmap`; {in} = the inputs folder, {out} = --out
-    needles: Sequence[str]               # what the one line on stderr must say
+    args: Sequence[str]  # after `roadmap`; {in} = the inputs folder, {out} = --out
+    needles: Sequence[str]  # what the one line on stderr must say
     env: Dict[str, str] = field(default_factory=dict)
     code: int = 2
-    out: bool = True                     # add --out {out} (a copy of a finished results folder)
-    check: Optional[Callable[[Path], None]] = None   # more checks, given the inputs folder
+    out: bool = True  # add --out {out} (a copy of a finished results folder)
+    check: Optional[Callable[[Path], None]] = None  # more checks, given the inputs folder
 
 
 def _not_pwned(inputs: Path):
@@ -285,18 +309,27 @@ CASES = [
     # what to run
     Case("only-empty", ("run", "--only", "", *QUICK), ["--only", "names nothing"]),
     Case("only-comma", ("run", "--only", ",", *QUICK), ["--only", "names nothing"]),
-    Case("kernel-sizes-empty", ("run", "--only", "large_kernel", "--kernel-sizes", "", *QUICK),
-         ["--kernel-sizes", "names nothing"]),
-    Case("kernel-sizes-even", ("run", "--only", "large_kernel", "--kernel-sizes", "4", *QUICK),
-         ["not an odd kernel size"]),
-    Case("kernel-sizes-text", ("run", "--only", "large_kernel", "--kernel-sizes", "3,x", *QUICK),
-         ["--kernel-sizes", "comma-separated"]),
+    Case(
+        "kernel-sizes-empty",
+        ("run", "--only", "large_kernel", "--kernel-sizes", "", *QUICK),
+        ["--kernel-sizes", "names nothing"],
+    ),
+    Case(
+        "kernel-sizes-even",
+        ("run", "--only", "large_kernel", "--kernel-sizes", "4", *QUICK),
+        ["not an odd kernel size"],
+    ),
+    Case(
+        "kernel-sizes-text",
+        ("run", "--only", "large_kernel", "--kernel-sizes", "3,x", *QUICK),
+        ["--kernel-sizes", "comma-separated"],
+    ),
     Case("upto-typo", ("run", "--upto", "large_kernal", *QUICK), ["did you mean 'large_kernel'"]),
     Case("upto-empty", ("run", "--upto", "", *QUICK), ["--upto is empty"]),
     Case("from-after-upto", ("run", "--from", "gelu", "--upto", "resnet50", *QUICK), ["comes after"]),
     Case("seeds-0", (*RUN, "--seeds", "0"), ["--seeds must be at least 1"]),
     Case("seeds-text", (*RUN, "--seeds", "x"), ["--seeds", "invalid int"]),
-    Case("seed-offset-huge", (*RUN, "--seed-offset", str(10 ** 30)), ["--seed-offset", "2^31"]),
+    Case("seed-offset-huge", (*RUN, "--seed-offset", str(10**30)), ["--seed-offset", "2^31"]),
     Case("seed-offset-negative", (*RUN, "--seed-offset", "-1"), ["--seed-offset -1"]),
     Case("threads-negative", (*RUN, "--threads", "-3"), ["--threads -3", "at least 1"]),
     Case("device-foo", (*RUN, "--device", "foo"), ["--device foo", "cpu"]),
@@ -304,31 +337,56 @@ CASES = [
     Case("roadmap-missing", ("run", "--roadmap", "{in}/nope.toml", *QUICK), ["no such file"]),
     Case("roadmap-not-utf8", ("run", "--roadmap", "{in}/latin1.toml", *QUICK), ["latin1.toml", "not UTF-8"]),
     Case("roadmap-invalid-toml", ("run", "--roadmap", "{in}/invalid.toml", *QUICK), ["not valid TOML"]),
-    Case("roadmap-unknown-toggle", ("run", "--roadmap", "{in}/unknown_toggle.toml", *QUICK),
-         ["unknown_toggle.toml, line 3", "did you mean 'kernel_size'"]),
-    Case("roadmap-with-only", ("run", "--roadmap", "micro_first", "--only", "gelu", *QUICK),
-         ["drop --only"]),
+    Case(
+        "roadmap-unknown-toggle",
+        ("run", "--roadmap", "{in}/unknown_toggle.toml", *QUICK),
+        ["unknown_toggle.toml, line 3", "did you mean 'kernel_size'"],
+    ),
+    Case("roadmap-with-only", ("run", "--roadmap", "micro_first", "--only", "gelu", *QUICK), ["drop --only"]),
     # data
     Case("data-missing", (*RUN, "--data", "{in}/nope"), ["no such file or directory", "ImageFolder"]),
     Case("data-empty-dir", (*RUN, "--data", "{in}/empty_dir"), ["not a dataset layout"]),
-    Case("fashion-env-missing", RUN, ["ROADMAP_FASHION_MNIST", "no such folder"],
-         env={"ROADMAP_FASHION_MNIST": "{in}/nope"}),
-    Case("fashion-env-incomplete", RUN, ["ROADMAP_FASHION_MNIST", "lacks t10k-labels-idx1-ubyte"],
-         env={"ROADMAP_FASHION_MNIST": "{in}/fmnist_partial"}),
-    Case("fashion-truncated-gz", RUN, ["train-images-idx3-ubyte.gz", "cannot read it"],
-         env={"ROADMAP_FASHION_MNIST": "{in}/fmnist_truncgz"}),
-    Case("fashion-not-idx", RUN, ["train-images-idx3-ubyte.gz", "not an uint8 IDX file"],
-         env={"ROADMAP_FASHION_MNIST": "{in}/fmnist_badmagic"}),
-    Case("fashion-one-class", RUN, ["1 class", "at least two"],
-         env={"ROADMAP_FASHION_MNIST": "{in}/fmnist_oneclass"}),
-    Case("fashion-label-out-of-range", RUN, ["label 12", "0..9"],
-         env={"ROADMAP_FASHION_MNIST": "{in}/fmnist_badlabel"}),
+    Case(
+        "fashion-env-missing",
+        RUN,
+        ["ROADMAP_FASHION_MNIST", "no such folder"],
+        env={"ROADMAP_FASHION_MNIST": "{in}/nope"},
+    ),
+    Case(
+        "fashion-env-incomplete",
+        RUN,
+        ["ROADMAP_FASHION_MNIST", "lacks t10k-labels-idx1-ubyte"],
+        env={"ROADMAP_FASHION_MNIST": "{in}/fmnist_partial"},
+    ),
+    Case(
+        "fashion-truncated-gz",
+        RUN,
+        ["train-images-idx3-ubyte.gz", "cannot read it"],
+        env={"ROADMAP_FASHION_MNIST": "{in}/fmnist_truncgz"},
+    ),
+    Case(
+        "fashion-not-idx",
+        RUN,
+        ["train-images-idx3-ubyte.gz", "not an uint8 IDX file"],
+        env={"ROADMAP_FASHION_MNIST": "{in}/fmnist_badmagic"},
+    ),
+    Case("fashion-one-class", RUN, ["1 class", "at least two"], env={"ROADMAP_FASHION_MNIST": "{in}/fmnist_oneclass"}),
+    Case(
+        "fashion-label-out-of-range", RUN, ["label 12", "0..9"], env={"ROADMAP_FASHION_MNIST": "{in}/fmnist_badlabel"}
+    ),
     Case("train-subset-one-class", (*RUN, "--set", "train_subset=1"), ["1 class", "train_subset"]),
-    Case("batch-larger-than-data", (*RUN, "--set", "batch_size=100", "--set", "max_updates=1"),
-         ["64 training images cannot fill one global batch of 100"]),
+    Case(
+        "batch-larger-than-data",
+        (*RUN, "--set", "batch_size=100", "--set", "max_updates=1"),
+        ["64 training images cannot fill one global batch of 100"],
+    ),
     Case("cifar-empty-batch", (*RUN, "--data", "{in}/cifar_empty"), ["data_batch_1", "empty"]),
-    Case("cifar-crafted-pickle", (*RUN, "--data", "{in}/cifar_evil"),
-         ["data_batch_1", "refused", "nothing was run"], check=_not_pwned),
+    Case(
+        "cifar-crafted-pickle",
+        (*RUN, "--data", "{in}/cifar_evil"),
+        ["data_batch_1", "refused", "nothing was run"],
+        check=_not_pwned,
+    ),
     Case("cifar-wrong-shape", (*RUN, "--data", "{in}/cifar_shape"), ["data_batch_1", "3072"]),
     Case("cifar-no-images", (*RUN, "--data", "{in}/cifar_none"), ["data_batch_1", "holds no images"]),
     Case("cifar-not-a-dict", (*RUN, "--data", "{in}/cifar_list"), ["data_batch_1", "not a dict"]),
@@ -341,13 +399,21 @@ CASES = [
     # the other commands
     Case("flops-resolution-0", ("flops", "--resolution", "0"), ["--resolution", "at least 32"], out=False),
     Case("show-resolution-16", ("show", "gelu", "--resolution", "16"), ["--resolution", "at least 32"], out=False),
-    Case("show-unknown-step", ("show", "large_kernal"), ["unknown step 'large_kernal'", "did you mean 'large_kernel'"],
-         out=False),
+    Case(
+        "show-unknown-step",
+        ("show", "large_kernal"),
+        ["unknown step 'large_kernal'", "did you mean 'large_kernel'"],
+        out=False,
+    ),
     Case("plot-garbage-csv", ("plot", "{in}/results_garbage"), ["results.csv is not a readable table"], out=False),
     Case("plot-empty-csv", ("plot", "{in}/results_empty"), ["results.csv is not a readable table"], out=False),
     Case("plot-missing-folder", ("plot", "{in}/nope"), ["no such results folder"], out=False),
-    Case("plot-corrupt-run-json", ("plot", "{in}/results_badjson"), ["0123456789abcdef.json is not valid JSON"],
-         out=False),
+    Case(
+        "plot-corrupt-run-json",
+        ("plot", "{in}/results_badjson"),
+        ["0123456789abcdef.json is not valid JSON"],
+        out=False,
+    ),
     Case("plot-run-json-not-object", ("plot", "{in}/results_notrun"), ["is not a run record"], out=False),
     Case("report-garbage-csv", ("report", "{in}/results_garbage", "--no-plot"), ["not a readable table"], out=False),
     Case("unknown-command", ("frobnicate",), ["invalid choice: 'frobnicate'"], out=False),
@@ -375,11 +441,13 @@ def test_the_table_has_no_duplicates_and_reaches_every_command():
     calls = [(tuple(c.args), tuple(sorted(c.env.items())), c.out) for c in CASES]
     assert len(set(calls)) == len(calls), "two cases run the same command line"
     from roadmap.cli import build_parser
+
     commands = set(next(a for a in build_parser()._actions if a.dest == "command").choices)
     assert commands - {c.args[0] for c in CASES} <= {"bench"}  # its bad arguments: tests/test_bench.py
 
 
 # ---- --set means what it says -----------------------------------------------------------
+
 
 def test_false_spelled_as_text_is_false(finished):
     recipe = json.loads(pd.read_csv(finished / "results.csv")["recipe"].iloc[0])
@@ -390,9 +458,16 @@ def test_set_and_roadmap_toggles_share_one_conversion():
     from roadmap.custom import _Invalid, check_toggle
     from roadmap.recipe import get_preset
     from roadmap.values import convert, parse_text
+
     demo = get_preset("demo")
-    assert [demo.with_overrides([f"hflip={t}"]).hflip for t in ("False", "no", "0", "off", "true", "YES")] \
-        == [False, False, False, False, True, True]
+    assert [demo.with_overrides([f"hflip={t}"]).hflip for t in ("False", "no", "0", "off", "true", "YES")] == [
+        False,
+        False,
+        False,
+        False,
+        True,
+        True,
+    ]
     # run keys of valid values are what they always were: "2" is the int 2, not 2.0
     assert demo.with_overrides(["epochs=2"]).training_key()["epochs"] == 2
     assert type(demo.with_overrides(["epochs=2"]).training_key()["epochs"]) is int
@@ -406,6 +481,7 @@ def test_set_and_roadmap_toggles_share_one_conversion():
 
 # ---- faults inside runs -----------------------------------------------------------------
 
+
 def _box(tmp_path, inputs):
     cwd, logs = tmp_path / "cwd", tmp_path / "logs"
     cwd.mkdir()
@@ -418,11 +494,13 @@ def test_a_failing_run_is_recorded_and_the_next_one_runs(tmp_path, inputs):
     long_name = "x" * 300
     (tmp_path / "long.toml").write_text(
         f'start = "resnet50"\nmode = "independent"\n[[step]]\nname = "{long_name}"\n'
-        'paper_step = "stage_ratio"\n[[step]]\npaper_step = "patchify_stem"\n')
+        'paper_step = "stage_ratio"\n[[step]]\npaper_step = "patchify_stem"\n'
+    )
     cwd, env = _box(tmp_path, inputs)
     out = tmp_path / "out"
-    res = cli("run", "--roadmap", tmp_path / "long.toml", "--log", "tensorboard", "--out", out, *QUICK,
-              cwd=cwd, env=env)
+    res = cli(
+        "run", "--roadmap", tmp_path / "long.toml", "--log", "tensorboard", "--out", out, *QUICK, cwd=cwd, env=env
+    )
     assert_one_clear_line(res, "1 of 3 run(s) failed", "File name too long", "--retry-failed", code=1)
     table = pd.read_csv(out / "results.csv")
     assert list(table["status"]) == ["ok", "failed", "ok"]  # the run after the failure ran
@@ -430,16 +508,28 @@ def test_a_failing_run_is_recorded_and_the_next_one_runs(tmp_path, inputs):
     assert list(cwd.iterdir()) == []
     kept = snapshot(out / "runs")
 
-    again = cli("run", "--roadmap", tmp_path / "long.toml", "--log", "tensorboard", "--out", out, *QUICK,
-                cwd=cwd, env=env)
+    again = cli(
+        "run", "--roadmap", tmp_path / "long.toml", "--log", "tensorboard", "--out", out, *QUICK, cwd=cwd, env=env
+    )
     assert_one_clear_line(again, "failed", "--retry-failed", code=1)
     assert again.stdout.count("done earlier, skipped") == 2
     assert "failed earlier: OSError: [Errno 36] File name too long" in again.stdout
     assert "--retry-failed to try again" in again.stdout
     assert snapshot(out / "runs") == kept, "a rerun changed recorded runs"
 
-    retry = cli("run", "--roadmap", tmp_path / "long.toml", "--log", "tensorboard", "--out", out, *QUICK,
-                "--retry-failed", cwd=cwd, env=env)
+    retry = cli(
+        "run",
+        "--roadmap",
+        tmp_path / "long.toml",
+        "--log",
+        "tensorboard",
+        "--out",
+        out,
+        *QUICK,
+        "--retry-failed",
+        cwd=cwd,
+        env=env,
+    )
     assert retry.returncode == 1 and "trying again" in retry.stdout and "Traceback" not in retry.stderr
 
 
@@ -448,10 +538,28 @@ def test_a_truncated_image_names_the_file(tmp_path, inputs):
     bad = data / "train" / "dog" / "3.png"
     bad.write_bytes(bad.read_bytes()[:300])
     cwd, env = _box(tmp_path, inputs)
-    res = cli("run", "--only", "resnet50,gelu", "--data", data, "--preset", "imagenette", "--set", "img_size=32",
-              "--set", "workers=0", "--set", "width_scale=0.25", "--set", "warmup_epochs=0",
-              "--out", tmp_path / "out", *QUICK,
-              cwd=cwd, env=env)
+    res = cli(
+        "run",
+        "--only",
+        "resnet50,gelu",
+        "--data",
+        data,
+        "--preset",
+        "imagenette",
+        "--set",
+        "img_size=32",
+        "--set",
+        "workers=0",
+        "--set",
+        "width_scale=0.25",
+        "--set",
+        "warmup_epochs=0",
+        "--out",
+        tmp_path / "out",
+        *QUICK,
+        cwd=cwd,
+        env=env,
+    )
     assert_one_clear_line(res, "2 of 2 run(s) failed", str(bad), code=1)
     table = pd.read_csv(tmp_path / "out" / "results.csv")
     assert list(table["status"]) == ["failed", "failed"]
@@ -461,9 +569,9 @@ def test_a_truncated_image_names_the_file(tmp_path, inputs):
 def _tiny_key(inputs, monkeypatch, *sets):
     """The run key `roadmap run --only resnet50 QUICK` gives on the tiny data, and its setup."""
     from roadmap import data as D
-    from roadmap.plan import paper_plan
-    from roadmap.plan import data_identity, plan_runs
+    from roadmap.plan import data_identity, paper_plan, plan_runs
     from roadmap.recipe import settings
+
     monkeypatch.setenv("ROADMAP_FASHION_MNIST", str(inputs / "fmnist"))
     ds = D.load_dataset("fashion-mnist")
     recipe, ex = settings("demo", ["batch_size=16", "max_updates=2", "eval_batch_size=32", *sets])
@@ -500,6 +608,7 @@ def test_resume_adds_up_wall_time_and_warns_about_threads(tmp_path, inputs, monk
     from dataclasses import replace
 
     from roadmap.train import train_run
+
     key, (recipe, ex), run, ds = _tiny_key(inputs, monkeypatch)
     ckpt = tmp_path / "out" / "checkpoints" / f"{key}.pt"
     ckpt.parent.mkdir(parents=True)
@@ -510,10 +619,21 @@ def test_resume_adds_up_wall_time_and_warns_about_threads(tmp_path, inputs, monk
     def stop_after_first_checkpoint(m):
         if m["update"] == 2:
             raise Stop
+
     # ckpt_every_s is not part of the key: save after every update, then stop after one
     with pytest.raises(Stop):
-        train_run(run.spec.name, run.cfg, recipe, replace(ex, ckpt_every_s=0), ds, 0,
-                  torch.device("cpu"), str(ckpt), progress=False, on_update=stop_after_first_checkpoint)
+        train_run(
+            run.spec.name,
+            run.cfg,
+            recipe,
+            replace(ex, ckpt_every_s=0),
+            ds,
+            0,
+            torch.device("cpu"),
+            str(ckpt),
+            progress=False,
+            on_update=stop_after_first_checkpoint,
+        )
     state = torch.load(ckpt, weights_only=True)
     assert state["state"]["update"] == 1
     state["state"]["wall_s"], state["threads"] = 1000.0, 7  # an earlier process's time; another machine
@@ -531,6 +651,7 @@ def test_resume_adds_up_wall_time_and_warns_about_threads(tmp_path, inputs, monk
 def test_an_error_in_a_data_worker_comes_back_as_one_line(tmp_path):
     from roadmap import data as D
     from roadmap.runner import error_line
+
     folder = make_images(tmp_path / "imgs", per_class=2)
     bad = folder / "val" / "cat" / "1.png"
     bad.write_bytes(bad.read_bytes()[:300])
@@ -546,8 +667,7 @@ def test_an_error_in_a_data_worker_comes_back_as_one_line(tmp_path):
 def test_stale_temp_files_are_swept_and_fresh_ones_kept(tmp_path, inputs, finished):
     out = tmp_path / "out"
     shutil.copytree(finished, out)
-    old = [out / "runs" / ".abc.json.tmp123-beef", out / "checkpoints" / "k.pt.tmp99",
-           out / ".results.csv.tmp5-cafe"]
+    old = [out / "runs" / ".abc.json.tmp123-beef", out / "checkpoints" / "k.pt.tmp99", out / ".results.csv.tmp5-cafe"]
     (out / "checkpoints").mkdir(exist_ok=True)
     for p in old:
         p.write_text("half")
@@ -623,6 +743,7 @@ def _umask() -> int:
 
 # ---- a full disk ------------------------------------------------------------------------
 
+
 def _enospc(*args, **kwargs):
     raise OSError(28, "No space left on device")
 
@@ -630,6 +751,7 @@ def _enospc(*args, **kwargs):
 def test_full_disk_while_writing_results_says_so(tmp_path, monkeypatch):
     from roadmap import results as R
     from roadmap.errors import RoadmapError
+
     monkeypatch.setattr(R.os, "fsync", _enospc)
     with pytest.raises(RoadmapError, match=f"no space left on {tmp_path}"):
         R.atomic_write_text(tmp_path / "results.csv", "a,b\n")
@@ -643,6 +765,7 @@ def test_full_disk_while_checkpointing_says_so(tmp_path, monkeypatch):
     def half_written(obj, f):
         f.write(b"PK" * 1000)
         _enospc()
+
     monkeypatch.setattr(T.torch, "save", half_written)
     with pytest.raises(RoadmapError, match=f"no space left on {tmp_path}"):
         T.atomic_torch_save({"a": 1}, str(tmp_path / "k.pt"))
@@ -652,6 +775,7 @@ def test_full_disk_while_checkpointing_says_so(tmp_path, monkeypatch):
 def test_cifar_batches_from_numpy_1_still_load(tmp_path):
     # CIFAR's own files were pickled with numpy 1 (module numpy.core.multiarray).
     from roadmap import data as D
+
     folder = make_cifar(tmp_path / "c")
     for name in ("data_batch_1", "test_batch"):
         raw = pickle.dumps(pickle.loads((folder / name).read_bytes()), protocol=2)
@@ -662,6 +786,7 @@ def test_cifar_batches_from_numpy_1_still_load(tmp_path):
 
 
 # ---- the interpreter itself ---------------------------------------------------------------
+
 
 def test_help_of_every_command(tmp_path):
     res = cli("--help", cwd=tmp_path, entry="subprocess")
@@ -676,8 +801,13 @@ def test_help_of_every_command(tmp_path):
 
 def test_a_closed_pipe_is_not_an_error(tmp_path):
     # `roadmap list | head -1` where head has gone before roadmap writes
-    proc = subprocess.Popen(roadmap_cmd("list"), cwd=tmp_path, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    proc = subprocess.Popen(
+        roadmap_cmd("list"),
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
     proc.stdout.close()
     err = proc.stderr.read().decode()
     proc.wait(timeout=120)

@@ -4,6 +4,7 @@ The CLI cases go through test_hardening's harness (one forked process each, exit
 on stderr, no traceback) and stop before any training; the others call the loaders directly.
 Every test makes its own tiny data in tmp_path.
 """
+
 import hashlib
 import os
 import pickle
@@ -14,13 +15,13 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from test_hardening import QUICK, assert_one_clear_line, cli, make_fashion, make_images
 from torchvision.datasets import ImageFolder
 
 from roadmap import data as D
 from roadmap.custom import load_roadmap
 from roadmap.errors import RoadmapError
 from roadmap.runner import data_identity
-from test_hardening import QUICK, assert_one_clear_line, cli, make_fashion, make_images
 
 RUN = ("run", "--only", "resnet50", *QUICK)
 
@@ -31,8 +32,12 @@ def run_cli(tmp_path, *args, fashion=None):
     cwd.mkdir(parents=True)
     logs.mkdir()
     fashion = fashion or make_fashion(tmp_path / "fmnist")
-    env = {"ROADMAP_FASHION_MNIST": str(fashion), "ROADMAP_TEST_LOGS": str(logs),
-           "HOME": str(logs), "OMP_NUM_THREADS": "1"}
+    env = {
+        "ROADMAP_FASHION_MNIST": str(fashion),
+        "ROADMAP_TEST_LOGS": str(logs),
+        "HOME": str(logs),
+        "OMP_NUM_THREADS": "1",
+    }
     res = cli(*args, "--out", tmp_path / "out", cwd=cwd, env=env, timeout=120)
     assert list(cwd.iterdir()) == [], "files were written outside --out"
     return res
@@ -40,13 +45,13 @@ def run_cli(tmp_path, *args, fashion=None):
 
 # ---- CIFAR python batches ----------------------------------------------------------------
 
+
 def write_batches(folder, n=20, batches=(1,), data=None, labels=None, label_text=False):
     """CIFAR-10 python batches: data_batch_<i> for i in `batches`, and test_batch."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     for name in [f"data_batch_{i}" for i in batches] + ["test_batch"]:
-        batch = {"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-                 "labels": (np.arange(n) % 10).tolist()}
+        batch = {"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), "labels": (np.arange(n) % 10).tolist()}
         if label_text and name != "test_batch":
             batch["batch_label"] = f"training batch {name[-1]} of 5"
         if name == "data_batch_1":
@@ -106,8 +111,9 @@ def test_cifar_label_range_is_checked(tmp_path):
 
 def test_cifar_missing_batches_are_named(tmp_path):
     res = run_cli(tmp_path, *RUN, "--data", write_batches(tmp_path / "c", batches=(1, 2)))
-    assert_one_clear_line(res, "lacks data_batch_3, data_batch_4, data_batch_5", "data_batch_1..5",
-                          "unpack the whole archive")
+    assert_one_clear_line(
+        res, "lacks data_batch_3, data_batch_4, data_batch_5", "data_batch_1..5", "unpack the whole archive"
+    )
 
 
 def test_cifar_needs_all_five_even_unlabelled(tmp_path):
@@ -149,23 +155,28 @@ def test_cifar100_is_checked_the_same_way(tmp_path):
 
 # ---- Fashion-MNIST -------------------------------------------------------------------------
 
+
 def test_fashion_train_files_identical_to_test_files_are_refused(tmp_path):
     fashion = make_fashion(tmp_path / "same", n_train=32, n_val=32)
     for kind in ("images-idx3", "labels-idx1"):
         shutil.copy(fashion / f"train-{kind}-ubyte.gz", fashion / f"t10k-{kind}-ubyte.gz")
     res = run_cli(tmp_path, *RUN, fashion=fashion)
-    assert_one_clear_line(res, "train-images-idx3-ubyte.gz holds the same images as",
-                          "t10k-images-idx3-ubyte.gz", "train and score on one set")
+    assert_one_clear_line(
+        res,
+        "train-images-idx3-ubyte.gz holds the same images as",
+        "t10k-images-idx3-ubyte.gz",
+        "train and score on one set",
+    )
 
 
 # ---- ImageFolder trees ----------------------------------------------------------------------
+
 
 def test_a_symlink_loop_is_refused(tmp_path):
     data = make_images(tmp_path / "imgs", per_class=4)
     os.symlink("..", data / "train" / "cat" / "loop")  # os.walk(followlinks=True) loops here
     res = run_cli(tmp_path, *RUN, "--preset", "imagenette", "--data", data)
-    assert_one_clear_line(res, str(data / "train" / "cat" / "loop"), "symbolic link",
-                          "remove the link")
+    assert_one_clear_line(res, str(data / "train" / "cat" / "loop"), "symbolic link", "remove the link")
 
 
 def test_a_link_into_another_class_is_refused(tmp_path):
@@ -198,7 +209,7 @@ def test_the_fingerprint_covers_what_imagefolder_reads_and_no_more(tmp_path):
     (data / "train" / "cat" / "labels.csv").write_text("x\n")
     assert D.load_dataset(str(data)).fingerprint() == first
     img = data / "train" / "cat" / "0.png"
-    os.utime(img, ns=(time.time_ns(), img.stat().st_mtime_ns + 10 ** 9))
+    os.utime(img, ns=(time.time_ns(), img.stat().st_mtime_ns + 10**9))
     assert D.load_dataset(str(data)).fingerprint() != first
 
 
@@ -262,8 +273,9 @@ def test_a_broken_link_and_an_empty_class_are_named(tmp_path):
         D.load_dataset(str(data))
 
 
-@pytest.mark.parametrize("field, value, fix", [("train_subset", 10, "none"), ("val_subset", 5, "none"),
-                                               ("max_shift", 2, "0")])
+@pytest.mark.parametrize(
+    "field, value, fix", [("train_subset", 10, "none"), ("val_subset", 5, "none"), ("max_shift", 2, "0")]
+)
 def test_memory_only_recipe_fields_are_refused_on_folders(tmp_path, field, value, fix):
     ds = D.load_dataset(str(make_images(tmp_path / "imgs", per_class=2)))
     recipe = SimpleNamespace(train_subset=None, val_subset=None, max_shift=0, randaug=None)
@@ -281,6 +293,7 @@ def test_the_demo_preset_on_a_folder_names_max_shift(tmp_path):
 
 
 # ---- roadmap files ----------------------------------------------------------------------------
+
 
 def test_yaml_duplicate_key_is_refused(tmp_path):
     pytest.importorskip("yaml")

@@ -1,4 +1,5 @@
 """`roadmap run --launcher submitit`, with submitit's local executor standing in for SLURM."""
+
 import pandas as pd
 import pytest
 
@@ -29,8 +30,20 @@ def test_one_job_per_step_and_plot_gathers_them(tmp_path):
 
 
 def test_a_job_with_two_tasks_trains_one_step_with_ddp(tmp_path):
-    proc = run_roadmap("run", *LOCAL, "--tasks-per-node", "2", "--only", "layer_norm",
-                       "--no-plot", "--out", tmp_path, *TINY, "--set", "batch_size=16")
+    proc = run_roadmap(
+        "run",
+        *LOCAL,
+        "--tasks-per-node",
+        "2",
+        "--only",
+        "layer_norm",
+        "--no-plot",
+        "--out",
+        tmp_path,
+        *TINY,
+        "--set",
+        "batch_size=16",
+    )
     assert proc.returncode == 0, proc.stderr
     row = read_results(tmp_path).iloc[0]
     assert row["status"] == "ok" and row["world_size"] == 2 and row["global_batch"] == 32
@@ -48,7 +61,6 @@ def test_a_preempted_job_requeues_itself_and_resumes(tmp_path, monkeypatch):
     import torch
 
     from roadmap import data as D
-
     from roadmap.launch import RunJob
     from roadmap.plan import data_identity, paper_plan, plan_runs
     from roadmap.recipe import settings
@@ -57,8 +69,23 @@ def test_a_preempted_job_requeues_itself_and_resumes(tmp_path, monkeypatch):
     spec = paper_plan(only=["gelu"])[0]
     sets = ["train_subset=64", "val_subset=32", "batch_size=16", "max_updates=2", "eval_batch_size=32"]
     recipe, ex = settings("demo", sets)
-    job = RunJob(["run", *[f"--set={s}" for s in sets], "--only", "gelu", "--seeds", "1", "--seed-offset=1",
-                  "--out", str(tmp_path), "--launcher", "local", "--no-plot", "--no-progress"])
+    job = RunJob(
+        [
+            "run",
+            *[f"--set={s}" for s in sets],
+            "--only",
+            "gelu",
+            "--seeds",
+            "1",
+            "--seed-offset=1",
+            "--out",
+            str(tmp_path),
+            "--launcher",
+            "local",
+            "--no-plot",
+            "--no-progress",
+        ]
+    )
     # The run the job was in when preempted left its checkpoint after update 1 of 2.
     ds = D.load_dataset("fashion-mnist").subset(recipe.train_subset, recipe.val_subset)
     run = plan_runs([spec], recipe, data_identity(ds), [1])[0]
@@ -72,9 +99,20 @@ def test_a_preempted_job_requeues_itself_and_resumes(tmp_path, monkeypatch):
     def preempt_in_update_2(m):
         if m["update"] == 2:
             raise Preempted
+
     with pytest.raises(Preempted):
-        train_run(spec.name, run.cfg, recipe, replace(ex, ckpt_every_s=0), ds, 1, torch.device("cpu"),
-                  str(ckpt), progress=False, on_update=preempt_in_update_2)
+        train_run(
+            spec.name,
+            run.cfg,
+            recipe,
+            replace(ex, ckpt_every_s=0),
+            ds,
+            1,
+            torch.device("cpu"),
+            str(ckpt),
+            progress=False,
+            on_update=preempt_in_update_2,
+        )
     assert torch.load(ckpt, weights_only=True)["state"]["update"] == 1
 
     # submitit pickles what checkpoint() returns and submits it again: the same step, seed and folder

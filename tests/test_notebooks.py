@@ -9,6 +9,7 @@ Execution uses nbclient with the `python3` kernel, which jupyter_client starts w
 interpreter (the venv's), in the notebooks folder. Each notebook trains a few tiny runs on
 the embedded Fashion-MNIST, about a minute or two on 2 CPU cores.
 """
+
 import ast
 import sys
 from pathlib import Path
@@ -21,8 +22,14 @@ jupytext = pytest.importorskip("jupytext")
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
-EXPECTED = ["00_roadmap_overview", "01_macro_design", "02_resnextify", "03_inverted_bottleneck",
-            "04_large_kernel", "05_micro_design"]
+EXPECTED = [
+    "00_roadmap_overview",
+    "01_macro_design",
+    "02_resnextify",
+    "03_inverted_bottleneck",
+    "04_large_kernel",
+    "05_micro_design",
+]
 NOT_NOTEBOOKS = {"nbtools"}  # plain modules in notebooks/ that the notebooks import
 CELL_TIMEOUT_S = 1800  # per cell, generous: only a hang should hit it (a loaded machine is slow)
 SYNC = "jupytext --sync notebooks/0*.ipynb"
@@ -47,6 +54,7 @@ def test_every_notebook_has_its_percent_source_and_nothing_else_does():
 
 def test_the_pairing_config_pairs_ipynb_with_percent_py():
     from jupytext.config import load_jupytext_config
+
     config = load_jupytext_config(str(NOTEBOOK_DIR))
     assert config is not None, "notebooks/jupytext.toml is missing"
     assert config.formats in ("ipynb,py:percent", ["ipynb,py:percent"]), config.formats
@@ -60,18 +68,22 @@ def test_pair_is_in_sync(path):
     ast.parse(text, filename=str(source))  # magics are commented out: the source is plain Python
     paired = jupytext.reads(text, fmt="py:percent")
     committed = nbformat.read(path, as_version=4)
-    assert cells(paired) == cells(committed), \
-        f"{path.name} and {source.name} differ; edit one, then run `{SYNC}`"
+    assert cells(paired) == cells(committed), f"{path.name} and {source.name} differ; edit one, then run `{SYNC}`"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=ids)
 def test_committed_without_outputs(path):
     nb = nbformat.read(path, as_version=4)
     nbformat.validate(nb)
-    dirty = [i for i, cell in enumerate(nb.cells) if cell.cell_type == "code"
-             and (cell.get("outputs") or cell.get("execution_count") is not None)]
-    assert not dirty, (f"{path.name}: cells {dirty} carry outputs; clear them (Jupyter: Edit > "
-                       "Clear Outputs of All Cells) and save before committing")
+    dirty = [
+        i
+        for i, cell in enumerate(nb.cells)
+        if cell.cell_type == "code" and (cell.get("outputs") or cell.get("execution_count") is not None)
+    ]
+    assert not dirty, (
+        f"{path.name}: cells {dirty} carry outputs; clear them (Jupyter: Edit > "
+        "Clear Outputs of All Cells) and save before committing"
+    )
 
 
 def test_the_tiny_run_note_states_what_nbtools_trains():
@@ -96,11 +108,13 @@ def test_notebook_runs(path, tmp_path, monkeypatch):
     nb = nbformat.read(path, as_version=4)
     # First, which interpreter the kernel is: the notebooks must test this environment.
     nb.cells.insert(0, nbformat.v4.new_code_cell("import sys; print(sys.prefix)"))
-    client = nbclient.NotebookClient(nb, timeout=CELL_TIMEOUT_S, kernel_name="python3",
-                                     resources={"metadata": {"path": str(NOTEBOOK_DIR)}})
+    client = nbclient.NotebookClient(
+        nb, timeout=CELL_TIMEOUT_S, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOK_DIR)}}
+    )
     # Raises CellExecutionError (the cell's source and traceback) on the first cell that fails,
     # so getting past it means every cell ran without error.
     client.execute()
     kernel_prefix = nb.cells[0].outputs[0]["text"].strip()
-    assert Path(kernel_prefix).resolve() == Path(sys.prefix).resolve(), \
+    assert Path(kernel_prefix).resolve() == Path(sys.prefix).resolve(), (
         f"the python3 kernel runs {kernel_prefix}, not this environment ({sys.prefix})"
+    )

@@ -1,4 +1,5 @@
 """One place makes a run (plan_runs), one store keeps it, one function draws it (issues 16, 22)."""
+
 import json
 import shutil
 from dataclasses import fields
@@ -38,8 +39,10 @@ def test_the_committed_reference_keeps_its_keys(fmnist_id):
     runs = plan_runs(paper_plan(), get_preset("reference"), fmnist_id, [0, 1, 2])
     have = {p.stem for p in (REFERENCE / "runs").glob("*.json")}
     assert len(runs) == 39 and {r.key for r in runs} == have
-    models = {json.loads(p.read_text())["key"]: json.loads(p.read_text())["model_key"]
-              for p in (REFERENCE / "runs").glob("*.json")}
+    models = {
+        json.loads(p.read_text())["key"]: json.loads(p.read_text())["model_key"]
+        for p in (REFERENCE / "runs").glob("*.json")
+    }
     assert all(models[r.key] == r.model_key for r in runs)  # the backfilled model keys agree
     assert len({r.model_key for r in runs}) == 13
 
@@ -49,8 +52,9 @@ def test_rows_rounded_to_the_same_widths_keep_their_own_keys(fmnist_id):
     runs = plan_runs(paper_plan(only=["depthwise_conv", "widen"]), recipe, fmnist_id, [0])
     assert runs[0].cfg.widths == runs[1].cfg.widths == (8, 8, 8, 8)
     assert runs[0].key != runs[1].key
-    rm = from_dict({"name": "w", "start": "resnet50", "step": [
-        {"name": "w68", "changes": {"widths": [68, 128, 256, 512]}}]})
+    rm = from_dict(
+        {"name": "w", "start": "resnet50", "step": [{"name": "w68", "changes": {"widths": [68, 128, 256, 512]}}]}
+    )
     a, b = plan_runs(rm.plan(), get_preset("reference"), fmnist_id, [0])
     assert a.cfg.widths == b.cfg.widths and a.key != b.key
 
@@ -62,21 +66,33 @@ def test_mixed_precision_on_cuda_is_in_the_key(fmnist_id):
     assert cpu.key != bf16.key
 
 
-@pytest.mark.parametrize("sets, needle", [
-    (["min_lr=1"], "min_lr=1: the cosine decays from lr to min_lr"),
-    (["warmup_epochs=5"], "warmup_epochs=5: the warmup must be shorter than the training"),
-])
+@pytest.mark.parametrize(
+    "sets, needle",
+    [
+        (["min_lr=1"], "min_lr=1: the cosine decays from lr to min_lr"),
+        (["warmup_epochs=5"], "warmup_epochs=5: the warmup must be shorter than the training"),
+    ],
+)
 def test_recipes_that_cannot_mean_what_they_say_are_refused(sets, needle):
     with pytest.raises(RoadmapError, match=needle):
         settings("reference", sets)
 
 
-@pytest.mark.parametrize("roadmap, upto, order", [("micro_first", "resnet50", 0),
-                                                 ("leave_one_out", "separate_downsampling", 0)])
+@pytest.mark.parametrize(
+    "roadmap, upto, order", [("micro_first", "resnet50", 0), ("leave_one_out", "separate_downsampling", 0)]
+)
 def test_a_reused_run_takes_the_labels_of_the_roadmap_that_reuses_it(tmp_path, roadmap, upto, order):
     rm = load_roadmap(roadmap)
-    run_plan(rm.plan(upto=upto), get_preset("reference"), "reference", seeds=(0,), out=str(tmp_path),
-             roadmap=rm.name, progress=False, plot=False)
+    run_plan(
+        rm.plan(upto=upto),
+        get_preset("reference"),
+        "reference",
+        seeds=(0,),
+        out=str(tmp_path),
+        roadmap=rm.name,
+        progress=False,
+        plot=False,
+    )
     (record,) = [json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*.json")]
     assert record["roadmap"] == rm.plan()[0].roadmap != "paper"
     assert record["order"] == order and record["run"] == rm.plan()[0].name
@@ -113,8 +129,15 @@ def test_tables_never_average_two_models_under_one_label(tmp_path, capsys):
     assert sorted(p.name for p in folder.iterdir()) == before  # nothing written
     # run refuses before training anything
     with pytest.raises(RoadmapError, match=r"mix recipes or data \(lr 0.004 vs 0.01\)"):
-        run_plan(paper_plan(only=["resnet50"]), get_preset("reference"), "reference", seeds=(1,),
-                 out=str(folder), progress=False, plot=False)
+        run_plan(
+            paper_plan(only=["resnet50"]),
+            get_preset("reference"),
+            "reference",
+            seeds=(1,),
+            out=str(folder),
+            progress=False,
+            plot=False,
+        )
 
 
 def test_an_edited_roadmap_row_is_not_a_seed_of_the_old_one(tmp_path, capsys):
@@ -146,8 +169,14 @@ def test_report_refuses_a_recipe_mix_before_writing_the_merged_folder(tmp_path, 
 def test_a_table_without_records_is_not_overwritten(tmp_path):
     (tmp_path / "results.csv").write_text("order,run,step,seed,status,top1\n0,resnet50,resnet50,0,ok,90\n")
     with pytest.raises(RoadmapError, match="holds a results.csv but no runs/"):
-        run_plan(paper_plan(only=["resnet50"]), get_preset("reference"), "reference", out=str(tmp_path),
-                 progress=False, plot=False)
+        run_plan(
+            paper_plan(only=["resnet50"]),
+            get_preset("reference"),
+            "reference",
+            out=str(tmp_path),
+            progress=False,
+            plot=False,
+        )
     assert "90" in (tmp_path / "results.csv").read_text()
 
 
@@ -167,7 +196,10 @@ def test_one_folder_gives_the_same_figure_from_run_plot_and_report(tmp_path, cap
 def test_no_import_switches_matplotlibs_backend():
     import subprocess
     import sys
-    code = ("import matplotlib; matplotlib.use('svg'); import roadmap.outputs, roadmap.plot; "
-            "print(matplotlib.get_backend())")
+
+    code = (
+        "import matplotlib; matplotlib.use('svg'); import roadmap.outputs, roadmap.plot; "
+        "print(matplotlib.get_backend())"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["svg"]

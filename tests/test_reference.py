@@ -19,6 +19,7 @@ def reference(tiny_run_shared):
     """A tiny 'committed reference' (2 steps x 2 seeds): conftest's session run, in a folder
     named as `results/<preset>-<data>` is, and the recipe it was trained with."""
     from helpers import TINY
+
     sets = [v for flag, v in zip(TINY, TINY[1:]) if flag == "--set"]
     ref = tiny_run_shared.folder
     assert ref.name == "demo-fashion-mnist"
@@ -27,6 +28,7 @@ def reference(tiny_run_shared):
 
 def test_a_new_run_reuses_the_reference_and_writes_apart_from_it(reference, tmp_path, monkeypatch, capsys):
     import roadmap.outputs
+
     root, (recipe, ex) = reference
     ref = root / "demo-fashion-mnist"
     before = sorted(p.name for p in (ref / "runs").iterdir())
@@ -37,17 +39,19 @@ def test_a_new_run_reuses_the_reference_and_writes_apart_from_it(reference, tmp_
     def spy(table, folder, **kw):
         drawn.update(kw)
         return real(table, folder, **kw)
+
     monkeypatch.setattr(roadmap.outputs, "plot_trajectory", spy)
-    monkeypatch.chdir(tmp_path)                       # the user's default out: runs/<preset>-<data>
-    folder = runner.run_plan(paper_plan(only=["resnet50", "separate_downsampling"]), recipe, "demo",
-                             ex=ex, seeds=(0, 1), progress=False)
+    monkeypatch.chdir(tmp_path)  # the user's default out: runs/<preset>-<data>
+    folder = runner.run_plan(
+        paper_plan(only=["resnet50", "separate_downsampling"]), recipe, "demo", ex=ex, seeds=(0, 1), progress=False
+    )
     assert folder == runner.Path("runs") / "demo-fashion-mnist"
     out = capsys.readouterr().out
     assert out.count("in the committed reference, skipped") == 4
     mine = pd.read_csv(tmp_path / folder / "results.csv")
     theirs = pd.read_csv(ref / "results.csv")
     assert sorted(mine["key"]) == sorted(theirs["key"]) and sorted(mine["top1"]) == sorted(theirs["top1"])
-    assert sorted(p.name for p in (ref / "runs").iterdir()) == before   # the reference is untouched
+    assert sorted(p.name for p in (ref / "runs").iterdir()) == before  # the reference is untouched
     assert (tmp_path / folder / "trajectory.png").stat().st_size > 5000
     # the user's figure carries the reference's means and intervals, matched by model
     assert sorted(drawn["reference"]["run"]) == ["resnet50", "separate_downsampling"]
@@ -56,44 +60,69 @@ def test_a_new_run_reuses_the_reference_and_writes_apart_from_it(reference, tmp_
 
 def test_no_reference_trains_instead_of_reusing(reference, tmp_path, monkeypatch, capsys):
     import roadmap.outputs
+
     root, (recipe, ex) = reference
     monkeypatch.setattr(roadmap.outputs, "REFERENCE_ROOT", root)
-    runner.run_plan(paper_plan(only=["resnet50"]), recipe, "demo", ex=ex, seeds=(0,), out=str(tmp_path),
-                    progress=False, plot=False, use_reference=False)
+    runner.run_plan(
+        paper_plan(only=["resnet50"]),
+        recipe,
+        "demo",
+        ex=ex,
+        seeds=(0,),
+        out=str(tmp_path),
+        progress=False,
+        plot=False,
+        use_reference=False,
+    )
     out = capsys.readouterr().out
     assert "committed reference" not in out and "top-1" in out
 
 
 def test_reference_band_is_the_pooled_interval_of_each_mean(reference):
     from scipy import stats
+
     from roadmap.report import reference_band
     from roadmap.results import read_results
+
     root, _ = reference
     table = read_results(root / "demo-fashion-mnist")
     band = reference_band(table).set_index("run")
     y = table.pivot(index="run", columns="seed", values="top1").to_numpy()
     resid = y - y.mean(1, keepdims=True) - y.mean(0, keepdims=True) + y.mean()
-    sigma = (resid ** 2).sum() ** 0.5          # 2 models x 2 seeds: 1 residual df
+    sigma = (resid**2).sum() ** 0.5  # 2 models x 2 seeds: 1 residual df
     for run, row in zip(["resnet50", "separate_downsampling"], y):
         assert band.loc[run, "mean"] == pytest.approx(row.mean())
-        assert band.loc[run, "half"] == pytest.approx(stats.t.ppf(0.975, 1) * sigma / 2 ** 0.5)
+        assert band.loc[run, "half"] == pytest.approx(stats.t.ppf(0.975, 1) * sigma / 2**0.5)
 
 
 def test_run_key_changes_with_the_data_content_not_only_its_name():
     ds = D.load_dataset("fashion-mnist").subset(train=256, val=100)
-    other = D.Dataset(ds.name, ds.source, ds.num_classes, ds.mean, ds.std, ds.train_images.clone(),
-                      ds.train_labels.clone(), ds.val_images.clone(), ds.val_labels.clone())
+    other = D.Dataset(
+        ds.name,
+        ds.source,
+        ds.num_classes,
+        ds.mean,
+        ds.std,
+        ds.train_images.clone(),
+        ds.train_labels.clone(),
+        ds.val_images.clone(),
+        ds.val_labels.clone(),
+    )
     from roadmap.plan import data_identity, plan_runs
+
     assert data_identity(other) == data_identity(ds)
-    other.train_images[0, 0, 0, 0] ^= 1                 # one pixel of one image
+    other.train_images[0, 0, 0, 0] ^= 1  # one pixel of one image
     assert data_identity(other) != data_identity(ds)
     spec, recipe = paper_plan(only=["resnet50"]), get_preset("demo")
-    assert (plan_runs(spec, recipe, data_identity(other), [0])[0].key
-            != plan_runs(spec, recipe, data_identity(ds), [0])[0].key)
+    assert (
+        plan_runs(spec, recipe, data_identity(other), [0])[0].key
+        != plan_runs(spec, recipe, data_identity(ds), [0])[0].key
+    )
 
 
 def test_folder_fingerprint_sees_a_changed_image(tmp_path):
     from PIL import Image
+
     for split in ("train", "val"):
         for c in ("a", "b"):
             (tmp_path / split / c).mkdir(parents=True)
@@ -115,8 +144,7 @@ def test_small_input_stem_halves_the_stem_stride_only(step):
     assert [f["reduction"] for f in RoadmapNet(cfg).feature_info] == [4, 8, 16, 32]
     # same blocks, same parameters except none: the max-pool has none, the patchify conv shrinks
     if step == "resnet50":
-        assert sum(p.numel() for p in small_net.parameters()) == sum(
-            p.numel() for p in RoadmapNet(cfg).parameters())
+        assert sum(p.numel() for p in small_net.parameters()) == sum(p.numel() for p in RoadmapNet(cfg).parameters())
 
 
 def test_cifar_preset_applies_the_departure_to_every_step():

@@ -3,6 +3,7 @@
 Expected numbers are computed here by hand (numpy, explicit ANOVA formulas, scipy's t
 distribution), never by calling roadmap.report; tests/test_stats.py simulates coverage and Holm.
 """
+
 import itertools
 import json
 import math
@@ -10,7 +11,6 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-
 from scipy.stats import t as t_dist
 
 from helpers import ROOT
@@ -36,11 +36,29 @@ def synthetic_rows(steps=STEPS, seeds=(0, 1, 2), **extra):
     rows = []
     for order, (run, paper, sd, params, top1, img_s) in enumerate(steps):
         for i, seed in enumerate(seeds):
-            rows.append(dict(order=order, run=run, step=run, variant="", phase="macro design",
-                             roadmap="paper", seed=seed, status="ok", top1=top1[i], paper_top1=paper,
-                             paper_top1_sd=sd, params_m=params, gflops_224=1.0, paper_gflops=4.0,
-                             train_img_s=img_s[i], infer_img_s=1000.0, data="synthetic",
-                             preset="demo", key=f"{run}-{seed}"))
+            rows.append(
+                dict(
+                    order=order,
+                    run=run,
+                    step=run,
+                    variant="",
+                    phase="macro design",
+                    roadmap="paper",
+                    seed=seed,
+                    status="ok",
+                    top1=top1[i],
+                    paper_top1=paper,
+                    paper_top1_sd=sd,
+                    params_m=params,
+                    gflops_224=1.0,
+                    paper_gflops=4.0,
+                    train_img_s=img_s[i],
+                    infer_img_s=1000.0,
+                    data="synthetic",
+                    preset="demo",
+                    key=f"{run}-{seed}",
+                )
+            )
             rows[-1].update(extra)
     return rows
 
@@ -60,26 +78,27 @@ def hand_kendall(x, y):
     s = sum(np.sign(x[i] - x[j]) * np.sign(y[i] - y[j]) for i, j in pairs)
     return s / len(pairs)
 
+
 def two_way(steps, seeds):
     """Hand-computed complete-design ANOVA (model + seed): residual variance and df."""
-    y = np.array([s[4][:len(seeds)] for s in steps], dtype=float)       # models x seeds
+    y = np.array([s[4][: len(seeds)] for s in steps], dtype=float)  # models x seeds
     resid = y - y.mean(1, keepdims=True) - y.mean(0, keepdims=True) + y.mean()
     df = (y.shape[0] - 1) * (y.shape[1] - 1)
-    return (resid ** 2).sum() / df, df
+    return (resid**2).sum() / df, df
 
 
 def own_variances(steps, seeds):
     """Each model's share of the two-way residuals: variance with (n-1)(K-1)/K df."""
-    y = np.array([s[4][:len(seeds)] for s in steps], dtype=float)
+    y = np.array([s[4][: len(seeds)] for s in steps], dtype=float)
     resid = y - y.mean(1, keepdims=True) - y.mean(0, keepdims=True) + y.mean()
     k, n = y.shape
     own_df = (n - 1) * (k - 1) / k
-    return (resid ** 2).sum(1) / own_df, own_df
+    return (resid**2).sum(1) / own_df, own_df
 
 
 def welch(va, da, vb, db):
     """Variance of a sum and its Welch-Satterthwaite df."""
-    return va + vb, (va + vb) ** 2 / (va ** 2 / da + vb ** 2 / db)
+    return va + vb, (va + vb) ** 2 / (va**2 / da + vb**2 / db)
 
 
 def hand_holm(p):
@@ -95,7 +114,7 @@ def hand_holm(p):
 def spearman_by_hand(x, y):
     d = hand_ranks(x) - hand_ranks(y)
     n = len(x)
-    return 1 - 6 * (d ** 2).sum() / (n * (n ** 2 - 1))
+    return 1 - 6 * (d**2).sum() / (n * (n**2 - 1))
 
 
 def test_deltas_intervals_and_holm_match_hand_computation():
@@ -107,7 +126,7 @@ def test_deltas_intervals_and_holm_match_hand_computation():
     p_hand = []
     for k, r in trans.iterrows():
         a, b = STEPS[k], STEPS[k + 1]
-        delta = np.mean(b[4]) - np.mean(a[4])            # Δ is the difference of the means
+        delta = np.mean(b[4]) - np.mean(a[4])  # Δ is the difference of the means
         v, df = welch(var[k] / 3, own_df, var[k + 1] / 3, own_df)
         se, t = math.sqrt(v), t_dist.ppf(0.975, df)
         assert r["delta"] == pytest.approx(delta)
@@ -128,25 +147,39 @@ def test_deltas_intervals_and_holm_match_hand_computation():
 
 def test_paper_judged_with_the_pooled_table10_sd_and_sign_table(tmp_path):
     from steps import ROADMAP
+
     sds = [s.paper_top1_sd for s in ROADMAP]
     pooled = math.sqrt(np.mean(np.square(sds)))
     half = t_dist.ppf(0.975, 2 * len(sds)) * pooled * math.sqrt(2 / 3)
     assert pooled == pytest.approx(0.096, abs=5e-4) and half == pytest.approx(0.161, abs=1e-3)  # the audit's
     trans = transitions(pd.DataFrame(synthetic_rows()))
-    paper = [b[1] - a[1] for a, b in zip(STEPS, STEPS[1:])]   # +0.54, +0.15, -1.23, +2.22
+    paper = [b[1] - a[1] for a, b in zip(STEPS, STEPS[1:])]  # +0.54, +0.15, -1.23, +2.22
     assert list(trans["paper_sign"]) == [("0" if abs(d) <= half else "+" if d > 0 else "-") for d in paper]
     assert list(trans["paper_sign"]) == ["+", "0", "-", "+"]
     assert list(trans["ours_sign"]) == ["+", "-", "0", "-"]
-    assert list(trans["verdict"]) == ["replicates", "ours only (paper: within its noise)",
-                                      "below our noise", "flips"]
+    assert list(trans["verdict"]) == ["replicates", "ours only (paper: within its noise)", "below our noise", "flips"]
     first = trans.iloc[0]
-    assert first["ci_low"] <= first["paper_delta"] <= first["ci_high"]   # what "replicates" means
+    assert first["ci_low"] <= first["paper_delta"] <= first["ci_high"]  # what "replicates" means
 
     write_report([write_csv(tmp_path, synthetic_rows())], plot=False)
     report = json.loads((tmp_path / "report.json").read_text())
-    for t in report["transitions"]:   # the contract other tools read
-        assert {"from", "to", "delta", "ci_low", "ci_high", "p", "p_holm", "resolved", "paper_delta",
-                "paper_sign", "ours_sign", "ci_low_seed", "ci_high_seed", "equivalence_bound"} <= set(t)
+    for t in report["transitions"]:  # the contract other tools read
+        assert {
+            "from",
+            "to",
+            "delta",
+            "ci_low",
+            "ci_high",
+            "p",
+            "p_holm",
+            "resolved",
+            "paper_delta",
+            "paper_sign",
+            "ours_sign",
+            "ci_low_seed",
+            "ci_high_seed",
+            "equivalence_bound",
+        } <= set(t)
         assert (t["equivalence_bound"] is None) == t["resolved"]
     a = report["agreement"]
     assert a["sign_matches"] == 1 and 0 < a["sign_agreement_p"] <= 1
@@ -165,8 +198,10 @@ def test_paper_judged_with_the_pooled_table10_sd_and_sign_table(tmp_path):
     sigma, df = math.sqrt(two_way(STEPS, (0, 1, 2))[0]), 8
     assert n["seed_sd"] == pytest.approx(sigma)
     from scipy.stats import chi2
-    assert n["seed_sd_ci"] == pytest.approx([sigma * math.sqrt(df / chi2.ppf(0.975, df)),
-                                             sigma * math.sqrt(df / chi2.ppf(0.025, df))])
+
+    assert n["seed_sd_ci"] == pytest.approx(
+        [sigma * math.sqrt(df / chi2.ppf(0.975, df)), sigma * math.sqrt(df / chi2.ppf(0.025, df))]
+    )
     assert set(n["seeds_needed"]) == {"0.3", "0.5", "1.0"} == set(n["power_holm"])
     assert n["seeds_needed"]["0.3"] >= n["seeds_needed"]["0.5"] >= n["seeds_needed"]["1.0"] >= 2
     assert n["family"] == 4 and all(n["power_holm"][k] < n["power_now"][k] for k in n["power_now"])
@@ -180,11 +215,14 @@ def test_paper_judged_with_the_pooled_table10_sd_and_sign_table(tmp_path):
 
 def test_fisher_on_a_2x2_sign_table_is_the_exact_hypergeometric_p():
     from roadmap import stats as S
+
     ours, paper = ["+"] * 4 + ["0"] * 4, ["+", "+", "+", "0", "0", "0", "0", "+"]
     t = S.sign_table(ours, paper)
+
     # [[3, 1], [1, 3]] (ours + / 0 by paper + / 0 after dropping empty rows and columns)
     def prob(a):
         return math.comb(4, a) * math.comb(4, 4 - a) / math.comb(8, 4)
+
     p_obs = prob(3)
     hand = sum(prob(a) for a in range(5) if prob(a) <= p_obs + 1e-12)
     assert t["fisher_p"] == pytest.approx(hand)
@@ -221,7 +259,7 @@ def test_zero_variance_step_never_gives_a_zero_width_resolved_interval(tmp_path)
     rows = synthetic_rows(STEPS[:3])
     for r in rows:
         if r["run"] == "stage_ratio":
-            r["top1"] = 72.0          # identical over seeds
+            r["top1"] = 72.0  # identical over seeds
     trans = transitions(pd.DataFrame(rows))
     assert (trans["ci_high"] - trans["ci_low"] > 0.1).all()
     same = synthetic_rows(STEPS[:3])
@@ -235,7 +273,7 @@ def test_zero_variance_step_never_gives_a_zero_width_resolved_interval(tmp_path)
 
 def test_nan_top1_is_a_failed_run_with_a_warning(tmp_path, capsys):
     rows = synthetic_rows(STEPS[:3])
-    rows[4]["top1"] = float("nan")       # stage_ratio seed 1
+    rows[4]["top1"] = float("nan")  # stage_ratio seed 1
     write_csv(tmp_path, rows)
     assert main(["report", str(tmp_path), "--no-plot"]) == 0
     assert "stage_ratio seed 1" in capsys.readouterr().out
@@ -245,8 +283,7 @@ def test_nan_top1_is_a_failed_run_with_a_warning(tmp_path, capsys):
 
 
 def test_a_step_far_noisier_than_the_pool_is_warned_about():
-    steps = [(f"s{i}", 80.0, 0.1, 1.0, [70.0 + i, 70.1 + i, 69.9 + i, 70.05 + i], [1, 1, 1, 1])
-             for i in range(6)]
+    steps = [(f"s{i}", 80.0, 0.1, 1.0, [70.0 + i, 70.1 + i, 69.9 + i, 70.05 + i], [1, 1, 1, 1]) for i in range(6)]
     steps[3] = ("s3", 80.0, 0.1, 1.0, [70.0, 75.0, 66.0, 73.0], [1, 1, 1, 1])
     report = build(pd.DataFrame(synthetic_rows(steps, seeds=(0, 1, 2, 3))))
     assert any(w.startswith("s3: seed sd") for w in report["warnings"])
@@ -256,12 +293,48 @@ def test_a_step_far_noisier_than_the_pool_is_warned_about():
 
 def test_same_model_under_two_labels_is_one_point():
     cfg = json.dumps(dict(kernel_size=7))
-    rows = [dict(order=7, run="large_kernel", step="large_kernel", variant="", seed=s, status="ok",
-                 top1=80.0 + s, config=cfg, key=f"a{s}") for s in (0, 1)]
-    rows += [dict(order=7, run="large_kernel/k7", step="large_kernel", variant="k7", seed=s, status="ok",
-                  top1=80.0 + s, config=cfg, key=f"b{s}") for s in (2, 3)]
-    rows += [dict(order=8, run="gelu", step="gelu", variant="", seed=s, status="ok", top1=81.0 + s,
-                  config=json.dumps(dict(kernel_size=7, act="gelu")), key=f"c{s}") for s in (0, 1)]
+    rows = [
+        dict(
+            order=7,
+            run="large_kernel",
+            step="large_kernel",
+            variant="",
+            seed=s,
+            status="ok",
+            top1=80.0 + s,
+            config=cfg,
+            key=f"a{s}",
+        )
+        for s in (0, 1)
+    ]
+    rows += [
+        dict(
+            order=7,
+            run="large_kernel/k7",
+            step="large_kernel",
+            variant="k7",
+            seed=s,
+            status="ok",
+            top1=80.0 + s,
+            config=cfg,
+            key=f"b{s}",
+        )
+        for s in (2, 3)
+    ]
+    rows += [
+        dict(
+            order=8,
+            run="gelu",
+            step="gelu",
+            variant="",
+            seed=s,
+            status="ok",
+            top1=81.0 + s,
+            config=json.dumps(dict(kernel_size=7, act="gelu")),
+            key=f"c{s}",
+        )
+        for s in (0, 1)
+    ]
     steps, trans, fit = analyse(pd.DataFrame(rows))
     assert len(fit.names) == 2
     pooled = np.mean([80.0, 81.0, 82.0, 83.0])
@@ -272,6 +345,7 @@ def test_same_model_under_two_labels_is_one_point():
 
 def test_folder_written_by_the_previous_version_is_still_read(tmp_path):
     import shutil
+
     old = ROOT / "tests" / "data" / "demo-v0.1"
     shutil.copytree(old, tmp_path / "old")
     report = write_report([tmp_path / "old"], plot=False)
@@ -292,14 +366,19 @@ def test_one_seed_says_plainly_no_interval(tmp_path, capsys):
     assert plot_deltas(pd.DataFrame(synthetic_rows(seeds=(0,)))) is None
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda d: None, "no results.csv and no runs"),
-    (lambda d: (d / "results.csv").write_text(""), "not a readable table"),
-    (lambda d: (d / "results.csv").write_text("run,seed\nresnet50,0\n"), "lacks the columns"),
-    (lambda d: write_csv(d, [{k: v for k, v in r.items() if k != "order"} for r in synthetic_rows()]),
-     "lacks the columns ['order']"),
-    (lambda d: write_csv(d, synthetic_rows(status="failed")), "no finished runs"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda d: None, "no results.csv and no runs"),
+        (lambda d: (d / "results.csv").write_text(""), "not a readable table"),
+        (lambda d: (d / "results.csv").write_text("run,seed\nresnet50,0\n"), "lacks the columns"),
+        (
+            lambda d: write_csv(d, [{k: v for k, v in r.items() if k != "order"} for r in synthetic_rows()]),
+            "lacks the columns ['order']",
+        ),
+        (lambda d: write_csv(d, synthetic_rows(status="failed")), "no finished runs"),
+    ],
+)
 def test_malformed_folder_is_one_clear_error(tmp_path, capsys, make, message):
     make(tmp_path)
     assert main(["report", str(tmp_path)]) == 2
@@ -310,28 +389,51 @@ def test_malformed_folder_is_one_clear_error(tmp_path, capsys, make, message):
 def test_kernel_sweep_compares_variants_in_kernel_order():
     rows = []
     cfg = dict(kernel_size=3, act="relu", spatial_first=True)
-    runs = [("move_up_dwconv", 6, "", cfg), ("large_kernel/k3", 7, "k3", cfg),
-            ("large_kernel/k11", 7, "k11", dict(cfg, kernel_size=11)),
-            ("large_kernel/k5", 7, "k5", dict(cfg, kernel_size=5)),
-            ("large_kernel/k7", 7, "k7", dict(cfg, kernel_size=7)),
-            ("gelu", 8, "", dict(cfg, kernel_size=7, act="gelu"))]
+    runs = [
+        ("move_up_dwconv", 6, "", cfg),
+        ("large_kernel/k3", 7, "k3", cfg),
+        ("large_kernel/k11", 7, "k11", dict(cfg, kernel_size=11)),
+        ("large_kernel/k5", 7, "k5", dict(cfg, kernel_size=5)),
+        ("large_kernel/k7", 7, "k7", dict(cfg, kernel_size=7)),
+        ("gelu", 8, "", dict(cfg, kernel_size=7, act="gelu")),
+    ]
     for i, (run, order, variant, c) in enumerate(runs):
         for seed in (0, 1):
-            rows.append(dict(order=order, run=run, step=run.split("/")[0], variant=variant, seed=seed,
-                             status="ok", top1=60.0 + i + seed, config=json.dumps(c)))
+            rows.append(
+                dict(
+                    order=order,
+                    run=run,
+                    step=run.split("/")[0],
+                    variant=variant,
+                    seed=seed,
+                    status="ok",
+                    top1=60.0 + i + seed,
+                    config=json.dumps(c),
+                )
+            )
     trans = transitions(pd.DataFrame(rows))
     assert list(zip(trans["from"], trans["to"])) == [
-        ("move_up_dwconv", "large_kernel/k3"), ("large_kernel/k3", "large_kernel/k5"),
-        ("large_kernel/k5", "large_kernel/k7"), ("large_kernel/k7", "large_kernel/k11"),
-        ("large_kernel/k7", "gelu")]
+        ("move_up_dwconv", "large_kernel/k3"),
+        ("large_kernel/k3", "large_kernel/k5"),
+        ("large_kernel/k5", "large_kernel/k7"),
+        ("large_kernel/k7", "large_kernel/k11"),
+        ("large_kernel/k7", "gelu"),
+    ]
 
 
 def test_independent_roadmap_compares_each_row_with_the_start():
     start = dict(kernel_size=7, act="gelu", norm="layer")
-    runs = [("convnext", start), ("no_large_kernel", dict(start, kernel_size=3)),
-            ("no_gelu", dict(start, act="relu")), ("no_layer_norm", dict(start, norm="batch"))]
-    rows = [dict(order=i, run=run, seed=seed, status="ok", top1=70.0 + i + seed, config=json.dumps(c))
-            for i, (run, c) in enumerate(runs) for seed in (0, 1)]
+    runs = [
+        ("convnext", start),
+        ("no_large_kernel", dict(start, kernel_size=3)),
+        ("no_gelu", dict(start, act="relu")),
+        ("no_layer_norm", dict(start, norm="batch")),
+    ]
+    rows = [
+        dict(order=i, run=run, seed=seed, status="ok", top1=70.0 + i + seed, config=json.dumps(c))
+        for i, (run, c) in enumerate(runs)
+        for seed in (0, 1)
+    ]
     trans = transitions(pd.DataFrame(rows))
     assert list(trans["from"]) == ["convnext"] * 3
     assert list(trans["delta"]) == pytest.approx([1.0, 2.0, 3.0])
@@ -390,9 +492,9 @@ def test_report_end_to_end(tiny_run):
 def test_tensorboard_curves_one_run_per_step(tiny_run):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
     logs = sorted(p.name for p in (tiny_run / "tensorboard").iterdir())
-    assert logs == ["resnet50-seed0", "resnet50-seed1", "separate_downsampling-seed0",
-                    "separate_downsampling-seed1"]
+    assert logs == ["resnet50-seed0", "resnet50-seed1", "separate_downsampling-seed0", "separate_downsampling-seed1"]
     events = EventAccumulator(str(tiny_run / "tensorboard" / "resnet50-seed0"))
     events.Reload()
     updates = 6  # max_updates in TINY
@@ -405,10 +507,12 @@ def test_tensorboard_curves_one_run_per_step(tiny_run):
 
 # ---- per-image correctness (val_correct), and the fixes of the second audit ------------------
 
+
 def records_with_bits(folder, steps=STEPS[:4], seeds=(0, 1, 2), n_img=2000, drop=()):
     """A results folder of JSON records whose top-1 is the mean of synthetic per-image
     correctness (packed as `roadmap run` packs it); `drop`: (run, seed) left without bits."""
     from roadmap.train import pack_bits
+
     rng = np.random.default_rng(5)
     hard = rng.beta(3, 0.5, n_img)
     results = ResultsDir(folder)
@@ -431,15 +535,17 @@ def test_val_correct_adds_the_test_set_part_to_every_interval(tmp_path):
     assert ((trans["ci_high"] - trans["ci_low"]) >= (trans["ci_high_seed"] - trans["ci_low_seed"])).all()
     assert (trans["test_sd"] > 0).any()
     # the full variance is the seed part plus the image part, computed by hand here
-    from roadmap.train import unpack_bits
     import glob
+
+    from roadmap.train import unpack_bits
+
     recs = [json.loads(open(f).read()) for f in glob.glob(str(folder / "runs" / "*.json"))]
     bits = {(r["run"], r["seed"]): unpack_bits(r["val_correct"], r["val_n"]).astype(float) for r in recs}
     a, b = STEPS[0][0], STEPS[1][0]
     ca, cb = (np.vstack([bits[(m, s)] for s in (0, 1, 2)]) for m in (a, b))
     y = cb - ca
     resid = y - y.mean(1, keepdims=True) - y.mean(0, keepdims=True) + y.mean()
-    inter = (resid ** 2).sum() / (2 * (y.shape[1] - 1))
+    inter = (resid**2).sum() / (2 * (y.shape[1] - 1))
     image = 1e4 * (y.mean(0).var(ddof=1) - inter / 3) / y.shape[1]
     r = trans.iloc[0]
     assert r["test_sd"] ** 2 == pytest.approx(image)
@@ -467,7 +573,7 @@ def test_records_without_val_correct_are_reported_seed_only_with_a_line(tmp_path
 def test_a_missing_run_keeps_the_seed_block_and_says_so():
     rows = [r for r in synthetic_rows() if not (r["run"] == "widen" and r["seed"] == 2)]
     report = build(pd.DataFrame(rows))
-    var, df = two_way(STEPS, (0, 1))               # the block on the seeds every step has
+    var, df = two_way(STEPS, (0, 1))  # the block on the seeds every step has
     assert report["noise"]["seed_sd"] == pytest.approx(math.sqrt(var)) and report["noise"]["df"] == df
     assert any("seed block is kept on the seeds every step has (0, 1)" in w for w in report["warnings"])
     r = report["transitions"].iloc[0]
@@ -477,11 +583,27 @@ def test_a_missing_run_keeps_the_seed_block_and_says_so():
 
 def test_holm_family_counts_each_real_change_once():
     cfg = lambda **k: json.dumps(dict(dict(kernel_size=3, act="relu"), **k))  # noqa: E731
-    runs = [("a", 0, "", cfg(kernel_size=3)), ("b", 1, "", cfg(kernel_size=7)),
-            ("b/k7", 1, "k7", cfg(kernel_size=7)), ("c", 2, "", cfg(kernel_size=7, act="gelu"))]
-    rows = [dict(order=o, run=r, step=r.split("/")[0], variant=v, seed=s, status="ok", config=c,
-                 top1=70.0 + o + 0.1 * s + 0.05 * (s * o % 3), key=f"{r}-{s}")
-            for r, o, v, c in runs for s in (0, 1, 2)]
+    runs = [
+        ("a", 0, "", cfg(kernel_size=3)),
+        ("b", 1, "", cfg(kernel_size=7)),
+        ("b/k7", 1, "k7", cfg(kernel_size=7)),
+        ("c", 2, "", cfg(kernel_size=7, act="gelu")),
+    ]
+    rows = [
+        dict(
+            order=o,
+            run=r,
+            step=r.split("/")[0],
+            variant=v,
+            seed=s,
+            status="ok",
+            config=c,
+            top1=70.0 + o + 0.1 * s + 0.05 * (s * o % 3),
+            key=f"{r}-{s}",
+        )
+        for r, o, v, c in runs
+        for s in (0, 1, 2)
+    ]
     report = build(pd.DataFrame(rows))
     trans = report["transitions"]
     assert int(trans["same_model"].sum()) == 1 and report["noise"]["family"] == 2
@@ -489,11 +611,24 @@ def test_holm_family_counts_each_real_change_once():
 
 def test_same_model_and_seed_under_two_labels_is_one_observation():
     cfg = json.dumps(dict(kernel_size=7))
-    rows = [dict(order=7, run=label, step="large_kernel", variant=v, seed=s, status="ok",
-                 top1=80.0 + s, config=cfg) for label, v in (("large_kernel", ""), ("large_kernel/k7", "k7"))
-            for s in (0, 1, 2)]
-    rows += [dict(order=8, run="gelu", step="gelu", variant="", seed=s, status="ok", top1=81.0 + 0.5 * s,
-                  config=json.dumps(dict(kernel_size=7, act="gelu"))) for s in (0, 1, 2)]
+    rows = [
+        dict(order=7, run=label, step="large_kernel", variant=v, seed=s, status="ok", top1=80.0 + s, config=cfg)
+        for label, v in (("large_kernel", ""), ("large_kernel/k7", "k7"))
+        for s in (0, 1, 2)
+    ]
+    rows += [
+        dict(
+            order=8,
+            run="gelu",
+            step="gelu",
+            variant="",
+            seed=s,
+            status="ok",
+            top1=81.0 + 0.5 * s,
+            config=json.dumps(dict(kernel_size=7, act="gelu")),
+        )
+        for s in (0, 1, 2)
+    ]
     steps, trans, fit = analyse(pd.DataFrame(rows))
     assert fit.counts == {m: 3 for m in fit.names} and fit.blocked and fit.df == 2
     assert int(steps.set_index("run").loc["large_kernel", "seeds"]) == 3
@@ -501,10 +636,16 @@ def test_same_model_and_seed_under_two_labels_is_one_observation():
 
 def test_leave_one_out_text_compares_with_the_start():
     start = dict(kernel_size=7, act="gelu", norm="layer")
-    runs = [("convnext", start, 0.0), ("no_large_kernel", dict(start, kernel_size=3), -2.0),
-            ("no_layer_norm", dict(start, norm="batch"), 3.0)]
-    rows = [dict(order=i, run=run, seed=seed, status="ok", top1=80.0 + d + 0.1 * seed * (i + 1),
-                 config=json.dumps(c)) for i, (run, c, d) in enumerate(runs) for seed in (0, 1, 2)]
+    runs = [
+        ("convnext", start, 0.0),
+        ("no_large_kernel", dict(start, kernel_size=3), -2.0),
+        ("no_layer_norm", dict(start, norm="batch"), 3.0),
+    ]
+    rows = [
+        dict(order=i, run=run, seed=seed, status="ok", top1=80.0 + d + 0.1 * seed * (i + 1), config=json.dumps(c))
+        for i, (run, c, d) in enumerate(runs)
+        for seed in (0, 1, 2)
+    ]
     text = build(pd.DataFrame(rows))["findings"]
     assert "compared with convnext" in text and "went from" not in text and "gains" not in text
 
@@ -518,9 +659,11 @@ def test_identical_seeds_are_not_called_unreplicated():
 
 
 def test_same_direction_and_the_kernel_sweep_tie_band():
-    steps = [("resnet50", 78.82, 0.07, 1.5, [70.0, 71.0, 70.5], [1] * 3),
-             ("stage_ratio", 79.36, 0.07, 1.6, [72.0, 73.0, 72.5], [1] * 3),   # +2.0, paper +0.54
-             ("k5", 79.56, None, 1.6, [72.1, 73.0, 72.6], [1] * 3)]            # paper +0.20, one run
+    steps = [
+        ("resnet50", 78.82, 0.07, 1.5, [70.0, 71.0, 70.5], [1] * 3),
+        ("stage_ratio", 79.36, 0.07, 1.6, [72.0, 73.0, 72.5], [1] * 3),  # +2.0, paper +0.54
+        ("k5", 79.56, None, 1.6, [72.1, 73.0, 72.6], [1] * 3),
+    ]  # paper +0.20, one run
     trans = transitions(pd.DataFrame(synthetic_rows(steps)))
     assert trans.iloc[0]["verdict"] == "same direction"
     # +0.20 is outside the 3-run band (0.161) but inside a one-run point's (0.228)

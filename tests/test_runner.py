@@ -3,6 +3,7 @@
 Its bad inputs (a missing --data, a step name's typo, an unknown --set field) are cases of
 test_hardening's table, which checks them more closely.
 """
+
 import json
 import os
 import signal
@@ -20,7 +21,7 @@ from roadmap.results import RESULT_COLUMNS
 def test_run_writes_tables_and_figure(tiny_run_shared):
     out, stdout = tiny_run_shared.folder, tiny_run_shared.stdout
     table = pd.read_csv(out / "results.csv")
-    assert list(table.columns[:len(RESULT_COLUMNS)]) == RESULT_COLUMNS
+    assert list(table.columns[: len(RESULT_COLUMNS)]) == RESULT_COLUMNS
     assert len(table) == 4 and set(table["status"]) == {"ok"}
     assert list(table["run"]) == ["resnet50", "resnet50", "separate_downsampling", "separate_downsampling"]
     assert table["top1"].between(0, 100).all() and (table["params_m"] > 0).all()
@@ -40,8 +41,7 @@ def test_run_writes_tables_and_figure(tiny_run_shared):
 def test_rerun_skips_finished_runs(tiny_run_copy):
     out = tiny_run_copy
     before = (out / "results.csv").read_text()
-    proc = run_roadmap("run", "--only", "resnet50,separate_downsampling", "--seeds", "2",
-                       "--out", out, *TINY)
+    proc = run_roadmap("run", "--only", "resnet50,separate_downsampling", "--seeds", "2", "--out", out, *TINY)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("done earlier, skipped") == 4
     assert (out / "results.csv").read_text() == before
@@ -82,16 +82,38 @@ sys.exit(main(sys.argv[2:]))
 def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
     # Two epochs of the tiny slice (2 x 20 updates), a checkpoint after every update, killed in
     # update 25: the last checkpoint is that of update 24, 4 updates into the second epoch.
-    args = ["run", "--only", "large_kernel", *TINY, "--set", "max_updates=40", "--set", "epochs=2",
-            "--set", "ckpt_every_s=0"]
+    args = [
+        "run",
+        "--only",
+        "large_kernel",
+        *TINY,
+        "--set",
+        "max_updates=40",
+        "--set",
+        "epochs=2",
+        "--set",
+        "ckpt_every_s=0",
+    ]
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     # The uninterrupted run meanwhile, in a process of its own: each takes one thread (--threads 1).
-    straight = subprocess.Popen(roadmap_cmd(*args, "--out", tmp_path / "straight"), cwd=ROOT, env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    straight = subprocess.Popen(
+        roadmap_cmd(*args, "--out", tmp_path / "straight"),
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         killed = tmp_path / "killed"
-        proc = subprocess.run([sys.executable, "-c", KILLED_AT_UPDATE, "25", *map(str, args), "--out", killed],
-                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        proc = subprocess.run(
+            [sys.executable, "-c", KILLED_AT_UPDATE, "25", *map(str, args), "--out", killed],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert proc.returncode == -signal.SIGKILL, (proc.returncode, proc.stderr[-2000:])
         ckpts = killed / "checkpoints"
         assert len(list(ckpts.glob("*.pt"))) == 1, "no checkpoint was written before the kill"
@@ -116,8 +138,9 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
 
 
 def test_nan_loss_is_recorded_and_the_run_goes_on(tmp_path):
-    proc = run_roadmap("run", "--only", "resnet50,gelu", *TINY, "--set", "lr=1e12",
-                       "--set", "warmup_epochs=0", "--out", tmp_path)
+    proc = run_roadmap(
+        "run", "--only", "resnet50,gelu", *TINY, "--set", "lr=1e12", "--set", "warmup_epochs=0", "--out", tmp_path
+    )
     assert proc.returncode == 1, proc.stderr  # both runs ran; the command says some failed
     table = pd.read_csv(tmp_path / "results.csv")
     assert list(table["status"]) == ["failed", "failed"]

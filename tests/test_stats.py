@@ -1,6 +1,7 @@
 """roadmap.stats on its own: simulated coverage and Holm under unequal noise, the test-set
 variance, TOST bounds, power, seeds needed, the sign-agreement test. Fast and vectorized;
 every random draw comes from a fixed generator."""
+
 import itertools
 import math
 
@@ -12,8 +13,7 @@ from roadmap import stats as S
 
 # Per-step seed sds of results/reference-fashion-mnist (13 steps x 3 seeds, RMS 0.25):
 # the unequal-noise profile the second audit simulated under.
-REFERENCE_SDS = np.array([0.226, 0.425, 0.117, 0.407, 0.104, 0.046, 0.074, 0.258, 0.389, 0.032,
-                          0.071, 0.427, 0.081])
+REFERENCE_SDS = np.array([0.226, 0.425, 0.117, 0.407, 0.104, 0.046, 0.074, 0.258, 0.389, 0.032, 0.071, 0.427, 0.081])
 
 
 def simulate(sds, sims, null, rng, seeds=3):
@@ -21,8 +21,12 @@ def simulate(sds, sims, null, rng, seeds=3):
     its own noise sd); the report's intervals for the 12 changes, vectorized over roadmaps."""
     k = len(sds)
     effects = np.zeros((sims, k)) if null else rng.normal(0, 1.0, (sims, k))
-    y = (80 + effects[:, :, None] + rng.normal(0, 0.3, (sims, 1, seeds))
-         + rng.normal(0, 1, (sims, k, seeds)) * sds[None, :, None])
+    y = (
+        80
+        + effects[:, :, None]
+        + rng.normal(0, 0.3, (sims, 1, seeds))
+        + rng.normal(0, 1, (sims, k, seeds)) * sds[None, :, None]
+    )
     var, own_df, _, _ = S.blocked_variances(y)
     v, df = S.satterthwaite([(var[:, :-1] / seeds, own_df), (var[:, 1:] / seeds, own_df)])
     means = y.mean(-1)
@@ -35,7 +39,7 @@ def test_coverage_and_holm_under_the_reference_sd_profile():
     rng = np.random.default_rng(18)
     true, lo, hi, _ = simulate(REFERENCE_SDS, 8000, null=False, rng=rng)
     coverage = ((lo <= true) & (true <= hi)).mean(0)
-    assert coverage.min() >= 0.93, coverage          # every change, the noisy ones too
+    assert coverage.min() >= 0.93, coverage  # every change, the noisy ones too
     _, _, _, p = simulate(REFERENCE_SDS, 8000, null=True, rng=rng)
     # Holm resolves something iff the smallest p is below alpha / m
     false_resolve = (p.min(1) * p.shape[1] < S.ALPHA).mean()
@@ -45,18 +49,19 @@ def test_coverage_and_holm_under_the_reference_sd_profile():
 def test_equal_noise_is_still_covered():
     rng = np.random.default_rng(3)
     true, lo, hi, _ = simulate(np.full(13, 0.25), 4000, null=False, rng=rng)
-    assert 0.93 <= ((lo <= true) & (true <= hi)).mean() <= 0.98   # a little conservative
+    assert 0.93 <= ((lo <= true) & (true <= hi)).mean() <= 0.98  # a little conservative
 
 
 def test_blocked_variances_match_the_fit():
     import pandas as pd
+
     rng = np.random.default_rng(0)
     y = rng.normal(80, 0.3, (4, 3))
     runs = pd.DataFrame(dict(model=np.repeat(list("abcd"), 3), seed=np.tile([0, 1, 2], 4), top1=y.ravel()))
     f = S.fit(runs)
     r = y - y.mean(1, keepdims=True) - y.mean(0, keepdims=True) + y.mean()
-    assert f.blocked and f.df == 6 and f.sigma == pytest.approx(math.sqrt((r ** 2).sum() / 6))
-    assert [f.var[m] for m in "abcd"] == pytest.approx(list((r ** 2).sum(1) / (2 * 3 / 4)))
+    assert f.blocked and f.df == 6 and f.sigma == pytest.approx(math.sqrt((r**2).sum() / 6))
+    assert [f.var[m] for m in "abcd"] == pytest.approx(list((r**2).sum(1) / (2 * 3 / 4)))
     # two models: the own-variance interval is the paired t-interval over the seeds
     two = S.fit(runs[runs["model"].isin(["a", "b"])])
     c = S.contrast(two, "a", "b")
@@ -67,14 +72,15 @@ def test_blocked_variances_match_the_fit():
 
 def test_a_missing_run_keeps_the_block_on_the_complete_seeds():
     import pandas as pd
+
     rng = np.random.default_rng(1)
-    y = rng.normal(80, 0.3, (4, 3)) + np.array([0.0, 0.5, -0.4])      # a strong seed effect
+    y = rng.normal(80, 0.3, (4, 3)) + np.array([0.0, 0.5, -0.4])  # a strong seed effect
     runs = pd.DataFrame(dict(model=np.repeat(list("abcd"), 3), seed=np.tile([0, 1, 2], 4), top1=y.ravel()))
-    f = S.fit(runs.drop(index=4))                                    # b, seed 1 is missing
+    f = S.fit(runs.drop(index=4))  # b, seed 1 is missing
     assert f.blocked and f.seeds == [0, 2] and f.dropped == [("a", 1), ("c", 1), ("d", 1)]
     z = y[:, [0, 2]]
     r = z - z.mean(1, keepdims=True) - z.mean(0, keepdims=True) + z.mean()
-    assert f.df == 3 and f.sigma == pytest.approx(math.sqrt((r ** 2).sum() / 3))
+    assert f.df == 3 and f.sigma == pytest.approx(math.sqrt((r**2).sum() / 3))
     assert f.means["a"] == pytest.approx(z[0].mean())
 
 
@@ -90,12 +96,12 @@ def test_test_set_part_matches_the_spread_over_test_sets():
     n_img, seeds, reps = 2000, 3, 400
     deltas, predicted = [], []
     for _ in range(reps):
-        hard = rng.beta(2, 0.6, n_img)                       # image difficulty, shared by both
+        hard = rng.beta(2, 0.6, n_img)  # image difficulty, shared by both
         pa, pb = hard, np.clip(hard + rng.normal(0.01, 0.05, n_img), 0, 1)
         ca, cb = correctness(pa, seeds, rng), correctness(pb, seeds, rng)
         per_seed = 100 * (cb.mean(1) - ca.mean(1))
         deltas.append(per_seed.mean())
-        seed_var = per_seed.var(ddof=1) / seeds               # paired seed part
+        seed_var = per_seed.var(ddof=1) / seeds  # paired seed part
         predicted.append(seed_var + S.image_var(ca.astype(float), cb.astype(float), paired=True))
     assert np.mean(predicted) == pytest.approx(np.var(deltas, ddof=1), rel=0.2)
 
@@ -104,25 +110,25 @@ def test_test_set_part_of_identical_predictions_is_zero_and_discordance_adds():
     c = np.tile(np.array([1, 0, 1, 1, 0, 1, 0, 1], dtype=float), (3, 1))
     assert S.image_var(c, c, paired=True) == 0.0
     flip = c.copy()
-    flip[:, :2] = 1 - flip[:, :2]                            # two images change for every seed
+    flip[:, :2] = 1 - flip[:, :2]  # two images change for every seed
     z = flip.mean(0) - c.mean(0)
     assert S.image_var(c, flip, paired=True) == pytest.approx(1e4 * z.var(ddof=1) / z.size)
 
 
 def test_tost_bound_is_where_both_one_sided_tests_reach_five_percent():
     delta, se, df = 0.12, 0.1, 6.0
-    _, _, _, _, bound = S.t_interval(delta, se ** 2, df)
-    p_upper = stats.t.cdf((delta - bound) / se, df)            # H0: Δ >= +bound
-    p_lower = stats.t.sf((delta + bound) / se, df)             # H0: Δ <= -bound
+    _, _, _, _, bound = S.t_interval(delta, se**2, df)
+    p_upper = stats.t.cdf((delta - bound) / se, df)  # H0: Δ >= +bound
+    p_lower = stats.t.sf((delta + bound) / se, df)  # H0: Δ <= -bound
     assert max(p_upper, p_lower) == pytest.approx(0.05)
 
 
 def test_power_is_finite_for_large_effects_and_matches_a_monte_carlo():
-    assert S.power(5.0, 0.05, 3, 13) == pytest.approx(1.0)      # nct.cdf(-crit) gave NaN here
+    assert S.power(5.0, 0.05, 3, 13) == pytest.approx(1.0)  # nct.cdf(-crit) gave NaN here
     assert all(math.isfinite(S.power(e, 0.1, 3, 13, S.ALPHA / 12)) for e in (0.3, 1.0, 3.0, 10.0))
     rng = np.random.default_rng(0)
     df = S.planning_df(4, 13)
-    ncp = 0.5 / math.sqrt(2 * 0.3 ** 2 / 4)
+    ncp = 0.5 / math.sqrt(2 * 0.3**2 / 4)
     t = (rng.normal(ncp, 1, 200_000)) / np.sqrt(rng.chisquare(df, 200_000) / df)
     mc = (np.abs(t) > stats.t.ppf(0.975, df)).mean()
     assert S.power(0.5, 0.3, 4, 13) == pytest.approx(mc, abs=0.005)
@@ -140,13 +146,13 @@ def test_seeds_needed_is_the_first_seed_count_that_reaches_the_power(models):
 
 def test_seeds_cannot_beat_the_test_set_part():
     # a test-set sd of 0.4 points alone leaves a 0.3-point change far from 80% power
-    assert S.seeds_needed(0.3, 0.25, 13, test_var=0.4 ** 2, most=2000) is None
-    assert S.seeds_needed(1.0, 0.25, 13, test_var=0.2 ** 2) >= S.seeds_needed(1.0, 0.25, 13)
+    assert S.seeds_needed(0.3, 0.25, 13, test_var=0.4**2, most=2000) is None
+    assert S.seeds_needed(1.0, 0.25, 13, test_var=0.2**2) >= S.seeds_needed(1.0, 0.25, 13)
 
 
 def test_sigma_interval_is_the_chi_square_interval():
     lo, hi = S.sigma_interval(0.226, 24)
-    assert (round(lo, 3), round(hi, 3)) == (0.176, 0.314)       # the issue's numbers
+    assert (round(lo, 3), round(hi, 3)) == (0.176, 0.314)  # the issue's numbers
 
 
 def test_sign_agreement_is_one_sided_and_exact_on_small_tables():
@@ -164,6 +170,5 @@ def test_sign_agreement_is_one_sided_and_exact_on_small_tables():
 
 def test_kernel_sweep_point_gets_the_single_run_tie_band():
     sd, df = 0.096, 26
-    assert S.paper_half_width(sd, df, 3, 1) == pytest.approx(
-        stats.t.ppf(0.975, df) * sd * math.sqrt(1 / 3 + 1))
+    assert S.paper_half_width(sd, df, 3, 1) == pytest.approx(stats.t.ppf(0.975, df) * sd * math.sqrt(1 / 3 + 1))
     assert S.paper_half_width(sd, df, 1, 1) > S.paper_half_width(sd, df, 3, 1) > S.paper_half_width(sd, df)

@@ -1,4 +1,5 @@
 """Every step builds, runs, matches the paper's FLOPs and changes exactly what it declares."""
+
 import pytest
 import torch
 from torch import nn
@@ -14,9 +15,20 @@ NAMES = roadmap.step_names()
 
 def test_order_and_names():
     assert NAMES == (
-        "resnet50", "stage_ratio", "patchify_stem", "depthwise_conv", "widen",
-        "inverted_bottleneck", "move_up_dwconv", "large_kernel", "gelu", "fewer_activations",
-        "fewer_norms", "layer_norm", "separate_downsampling")
+        "resnet50",
+        "stage_ratio",
+        "patchify_stem",
+        "depthwise_conv",
+        "widen",
+        "inverted_bottleneck",
+        "move_up_dwconv",
+        "large_kernel",
+        "gelu",
+        "fewer_activations",
+        "fewer_norms",
+        "layer_norm",
+        "separate_downsampling",
+    )
 
 
 @pytest.mark.parametrize("step", ROADMAP[1:], ids=lambda s: s.name)
@@ -52,7 +64,7 @@ def test_flops_within_paper_tolerance(step, cached_gflops):
 
 
 def test_kernel_sweep_flops_match_paper(cached_gflops):
-    for k, (top1, paper_gflops) in kernel_sweep().items():
+    for k, (_top1, paper_gflops) in kernel_sweep().items():
         gflops = cached_gflops(roadmap.build("large_kernel", kernel_size=k), 224)
         assert abs(gflops - paper_gflops) <= 0.10, (k, gflops, paper_gflops)
 

@@ -5,6 +5,7 @@
 All-steps loops run at a fraction of the width, at 32 px (224 px where timm checks its default
 input size); the endpoints are checked against timm at 224 px.
 """
+
 import os
 import re
 import subprocess
@@ -20,8 +21,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from helpers import randomize
 import roadmap  # noqa: F401  (registers the models)
+from helpers import randomize
 from roadmap.custom import Roadmap, load_roadmap, toggles
 from roadmap.errors import RoadmapError
 from roadmap.model import RoadmapNet
@@ -66,11 +67,13 @@ def no_download(monkeypatch):
 
     def refuse(*args, **kwargs):
         raise AssertionError("timm tried to download weights")
+
     for name in ("load_state_dict_from_url", "load_state_dict_from_hf", "download_cached_file"):
         monkeypatch.setattr(builder, name, refuse)
 
 
 # ---- registration --------------------------------------------------------------------
+
 
 def test_import_registers_every_step_once_and_imports_nothing_slow():
     code = textwrap.dedent("""
@@ -88,8 +91,13 @@ def test_import_registers_every_step_once_and_imports_nothing_slow():
             again = roadmap.timm_models.register_paper_models()
         print(",".join(sorted(again)))
     """)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                         env=dict(os.environ, PYTHONWARNINGS="ignore::FutureWarning"))
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, PYTHONWARNINGS="ignore::FutureWarning"),
+    )
     assert out.returncode == 0, out.stderr
     new_packages, listed, again = out.stdout.strip().splitlines()
     assert new_packages.split(",") == ["roadmap", "steps"]
@@ -100,8 +108,12 @@ def test_import_registers_every_step_once_and_imports_nothing_slow():
 def test_list_models_and_names():
     listed = timm.list_models("roadmap_*")
     assert set(MODELS) <= set(listed)
-    assert len(STEPS) == 13 and {"roadmap_resnet50", "roadmap_separate_downsampling",
-                                  "roadmap_large_kernel_k5", "roadmap_large_kernel_k11"} <= set(listed)
+    assert len(STEPS) == 13 and {
+        "roadmap_resnet50",
+        "roadmap_separate_downsampling",
+        "roadmap_large_kernel_k5",
+        "roadmap_large_kernel_k11",
+    } <= set(listed)
     assert all(n.isidentifier() for n in listed)
     assert not timm.list_models("roadmap_*", pretrained=True)  # no registered weights: nothing to download
 
@@ -124,8 +136,13 @@ def test_create_model_with_timm_arguments(name):
     # data config: timm's legacy resolver reads the pretrained_cfg (ImageNet, 224 px, as timm's
     # own models do), timm's input resolver also the model's channels
     assert timm.data.resolve_data_config({}, model=m) == dict(
-        input_size=(3, 224, 224), interpolation="bicubic", mean=timm.data.IMAGENET_DEFAULT_MEAN,
-        std=timm.data.IMAGENET_DEFAULT_STD, crop_pct=0.875, crop_mode="center")
+        input_size=(3, 224, 224),
+        interpolation="bicubic",
+        mean=timm.data.IMAGENET_DEFAULT_MEAN,
+        std=timm.data.IMAGENET_DEFAULT_STD,
+        crop_pct=0.875,
+        crop_mode="center",
+    )
     data_cfg = timm.data.resolve_input_data_config(m)
     assert data_cfg["input_size"] == (1, 224, 224)
     image = Image.new("L", (300, 260), color=128)
@@ -141,12 +158,10 @@ def test_kernel_sweep_variants_have_their_kernel():
 def test_toggles_pass_through_and_unknown_keywords_fail():
     m = timm.create_model("roadmap_gelu", num_classes=10, kernel_size=5, small_input_stem=True)
     assert m.cfg == config_for("gelu", num_classes=10, kernel_size=5, small_input_stem=True)
-    with pytest.raises(RoadmapError,
-                       match="^roadmap_gelu: unknown toggle.*'kernel_sise' .did you mean 'kernel_size'"):
+    with pytest.raises(RoadmapError, match="^roadmap_gelu: unknown toggle.*'kernel_sise' .did you mean 'kernel_size'"):
         timm.create_model("roadmap_gelu", kernel_sise=5)
     # timm's ResNet/ConvNeXt name for a toggle points to the toggle
-    with pytest.raises(RoadmapError,
-                       match="^roadmap_gelu: unknown toggle or keyword 'act_layer' .did you mean 'act'"):
+    with pytest.raises(RoadmapError, match="^roadmap_gelu: unknown toggle or keyword 'act_layer' .did you mean 'act'"):
         timm.create_model("roadmap_gelu", act_layer="relu")
 
 
@@ -186,8 +201,10 @@ def test_a_wrong_keyword_is_one_error_naming_it(key, value, takes):
     with pytest.raises(RoadmapError) as e:
         timm.create_model("roadmap_gelu", **{key: value})
     assert "\n" not in str(e.value)
-    assert re.match(f"roadmap_gelu: {re.escape(key)}={re.escape(repr(value))} is not allowed; "
-                    f"{re.escape(key)} takes {takes}", str(e.value)), str(e.value)
+    assert re.match(
+        f"roadmap_gelu: {re.escape(key)}={re.escape(repr(value))} is not allowed; {re.escape(key)} takes {takes}",
+        str(e.value),
+    ), str(e.value)
     if key in toggles():  # and a roadmap file refuses it too
         with pytest.raises(RoadmapError):
             Roadmap("timm keyword check", start="gelu", steps=[dict(name="x", changes={key: value})])
@@ -226,6 +243,7 @@ def test_data_config_with_one_channel_like_timm(name, timm_name):
 
 # ---- timm's conventions: global_pool, reset_classifier, output_stride ------------------
 
+
 @pytest.mark.parametrize("name", MODELS)
 def test_timm_default_cfg_conventions(name):
     """What timm's test_model_default_cfgs checks of every timm model, at the default input
@@ -255,8 +273,11 @@ def test_global_pool_types(name):
     """'avg', 'max', 'avgmax' pool the last map (then the head norm, where the step has one),
     set at creation or by reset_classifier; '' with classes only where the head can have it."""
     x = torch.randn(2, 3, 64, 64)
-    pools = {"avg": lambda f: f.mean((2, 3), keepdim=True), "max": lambda f: f.amax((2, 3), keepdim=True),
-             "avgmax": lambda f: 0.5 * (f.mean((2, 3), keepdim=True) + f.amax((2, 3), keepdim=True))}
+    pools = {
+        "avg": lambda f: f.mean((2, 3), keepdim=True),
+        "max": lambda f: f.amax((2, 3), keepdim=True),
+        "avgmax": lambda f: 0.5 * (f.mean((2, 3), keepdim=True) + f.amax((2, 3), keepdim=True)),
+    }
     for pool, fn in pools.items():
         m = timm.create_model(name, num_classes=0, global_pool=pool, **SMALL).eval()
         with torch.no_grad():
@@ -285,8 +306,7 @@ def test_output_stride_dilates_with_the_same_parameters(name):
     base = timm.create_model(name, **SMALL)
     for output_stride, reductions in ((16, [4, 8, 16, 16]), (8, [4, 8, 8, 8])):
         dense = timm.create_model(name, output_stride=output_stride, **SMALL).eval()
-        assert {k: v.shape for k, v in dense.state_dict().items()} == \
-            {k: v.shape for k, v in base.state_dict().items()}
+        assert {k: v.shape for k, v in dense.state_dict().items()} == {k: v.shape for k, v in base.state_dict().items()}
         dense.load_state_dict(base.state_dict())  # strict: the same tensors
         assert [i["reduction"] for i in dense.feature_info] == reductions
         with torch.no_grad():
@@ -299,13 +319,15 @@ def test_output_stride_dilates_with_the_same_parameters(name):
 def test_output_stride_with_small_input_stem():
     """The small-input stem halves every reduction; output_stride caps the last one."""
     for output_stride, reductions in ((32, [2, 4, 8, 16]), (16, [2, 4, 8, 16]), (8, [2, 4, 8, 8])):
-        m = timm.create_model("roadmap_separate_downsampling", small_input_stem=True,
-                              output_stride=output_stride, **SMALL).eval()
+        m = timm.create_model(
+            "roadmap_separate_downsampling", small_input_stem=True, output_stride=output_stride, **SMALL
+        ).eval()
         assert [i["reduction"] for i in m.feature_info] == reductions
         assert m.forward_features(torch.randn(1, 3, 32, 32)).shape[-1] == 32 // reductions[-1]
 
 
 # ---- features_only and forward_intermediates ------------------------------------------
+
 
 @pytest.mark.parametrize("name", STEPS)
 def test_features_only_stage_maps(name):
@@ -315,8 +337,9 @@ def test_features_only_stage_maps(name):
     assert feats.feature_info.reduction() == [8, 16, 32]
     with torch.no_grad():
         maps = feats(torch.randn(2, 3, 32, 32))
-    assert [tuple(f.shape) for f in maps] == [(2, c, 32 // r, 32 // r) for c, r in
-                                              zip(cfg.residual_widths[1:], (8, 16, 32))]
+    assert [tuple(f.shape) for f in maps] == [
+        (2, c, 32 // r, 32 // r) for c, r in zip(cfg.residual_widths[1:], (8, 16, 32))
+    ]
 
 
 def test_features_only_default_indices_and_small_input_stem():
@@ -341,8 +364,9 @@ def test_forward_intermediates_features_only_and_pruning(name):
         assert len(maps) == 3 and all(torch.equal(a, b) for a, b in zip(maps, inter[1:]))
         assert torch.equal(final, m.forward_features(x))
         assert torch.equal(m.forward_head(final), m(x))
-        assert [t.shape[1:] for t in inter] == [(i["num_chs"], 32 // i["reduction"], 32 // i["reduction"])
-                                               for i in m.feature_info]
+        assert [t.shape[1:] for t in inter] == [
+            (i["num_chs"], 32 // i["reduction"], 32 // i["reduction"]) for i in m.feature_info
+        ]
         last_two = m.forward_intermediates(x, indices=2, intermediates_only=True)
         assert len(last_two) == 2 and all(torch.equal(a, b) for a, b in zip(last_two, inter[2:]))
         early = m.forward_intermediates(x, indices=[1], stop_early=True, intermediates_only=True)
@@ -353,6 +377,7 @@ def test_forward_intermediates_features_only_and_pruning(name):
 
 
 # ---- pretrained endpoints --------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name,timm_name", ENDPOINTS)
 def test_pretrained_endpoint_matches_timm_at_224(name, timm_name, timm_checkpoints, no_download):
@@ -388,12 +413,14 @@ def test_pretrained_adapts_like_timm(name, timm_name, timm_checkpoints, no_downl
 @pytest.mark.parametrize("name,timm_name", ENDPOINTS)
 def test_pretrained_features_only_match_timm_at_224(name, timm_name, timm_checkpoints, no_download):
     _, path = timm_checkpoints[timm_name]
-    ours = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=path),
-                             features_only=True, out_indices=(1, 2, 3)).eval()
+    ours = timm.create_model(
+        name, pretrained=True, pretrained_cfg_overlay=dict(file=path), features_only=True, out_indices=(1, 2, 3)
+    ).eval()
     # timm's resnet50 counts its stem as feature 0; its stages are 1-4
     timm_indices = (2, 3, 4) if timm_name == "resnet50" else (1, 2, 3)
-    ref = timm.create_model(timm_name, pretrained=True, pretrained_cfg_overlay=dict(file=path),
-                            features_only=True, out_indices=timm_indices).eval()
+    ref = timm.create_model(
+        timm_name, pretrained=True, pretrained_cfg_overlay=dict(file=path), features_only=True, out_indices=timm_indices
+    ).eval()
     assert ours.feature_info.channels() == ref.feature_info.channels()
     assert ours.feature_info.reduction() == ref.feature_info.reduction()
     x = torch.randn(1, 3, 224, 224)
@@ -404,8 +431,9 @@ def test_pretrained_features_only_match_timm_at_224(name, timm_name, timm_checkp
 
 @pytest.mark.parametrize("name,timm_name", ENDPOINTS)
 @pytest.mark.parametrize("output_stride,px", [(16, 224), (8, 64)])
-def test_pretrained_endpoint_with_output_stride_matches_timm(name, timm_name, output_stride, px,
-                                                              timm_checkpoints, no_download):
+def test_pretrained_endpoint_with_output_stride_matches_timm(
+    name, timm_name, output_stride, px, timm_checkpoints, no_download
+):
     """The same checkpoint and output_stride in ours and in timm's model: the same dense maps."""
     _, path = timm_checkpoints[timm_name]
     kw = dict(pretrained=True, pretrained_cfg_overlay=dict(file=path), output_stride=output_stride)
@@ -439,29 +467,34 @@ def test_pretrained_errors(timm_checkpoints, no_download):
     with pytest.raises(RoadmapError, match="only the endpoints.*checkpoint_path"):
         timm.create_model("roadmap_gelu", pretrained=True, pretrained_cfg_overlay=dict(file=resnet_file))
     with pytest.raises(RoadmapError, match="only the endpoints"):  # no longer resnet50's architecture
-        timm.create_model("roadmap_resnet50", pretrained=True, kernel_size=5,
-                          pretrained_cfg_overlay=dict(file=resnet_file))
+        timm.create_model(
+            "roadmap_resnet50", pretrained=True, kernel_size=5, pretrained_cfg_overlay=dict(file=resnet_file)
+        )
     with pytest.raises(RoadmapError, match=r"downloads nothing.*pretrained_cfg_overlay=dict\(file=PATH\)"):
         timm.create_model("roadmap_resnet50", pretrained=True)
     with pytest.raises(RoadmapError, match="^roadmap_resnet50: kernel_size='3' is not allowed"):
-        timm.create_model("roadmap_resnet50", pretrained=True, kernel_size="3",
-                          pretrained_cfg_overlay=dict(file=resnet_file))
+        timm.create_model(
+            "roadmap_resnet50", pretrained=True, kernel_size="3", pretrained_cfg_overlay=dict(file=resnet_file)
+        )
     with pytest.raises(RoadmapError, match="does not fit"):
-        timm.create_model("roadmap_separate_downsampling", pretrained=True,
-                          pretrained_cfg_overlay=dict(file=resnet_file))
+        timm.create_model(
+            "roadmap_separate_downsampling", pretrained=True, pretrained_cfg_overlay=dict(file=resnet_file)
+        )
 
 
 def test_checkpoint_path_loads_any_step(tmp_path):
     saved = timm.create_model("roadmap_gelu", num_classes=10, **SMALL).eval()
     torch.save(saved.state_dict(), tmp_path / "gelu.pth")
-    loaded = timm.create_model("roadmap_gelu", num_classes=10, checkpoint_path=str(tmp_path / "gelu.pth"),
-                               **SMALL).eval()
+    loaded = timm.create_model(
+        "roadmap_gelu", num_classes=10, checkpoint_path=str(tmp_path / "gelu.pth"), **SMALL
+    ).eval()
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(saved(x), loaded(x))
 
 
 # ---- training tools ----------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", STEPS)
 def test_layer_decay_gives_per_block_learning_rates(name):
@@ -494,6 +527,7 @@ def test_layer_decay_matches_timm_for_the_endpoints(name, timm_name, timm_checkp
         opt = timm.optim.create_optimizer_v2(model, "adamw", lr=1e-3, layer_decay=0.7)
         scale = {id(p): g["lr_scale"] for g in opt.param_groups for p in g["params"]}
         return {n: scale[id(p)] for n, p in model.named_parameters()}
+
     # remap_timm renames key by key, in order: timm name -> roadmap name
     to_ours = dict(zip(ref.state_dict(), remap_timm(ref.state_dict())))
     theirs = {to_ours[n]: s for n, s in scales(ref).items()}
@@ -509,7 +543,7 @@ def test_grad_checkpointing_trains_with_the_same_loss(name):
         m = timm.create_model(name, num_classes=10, drop_path_rate=0.1, **SMALL).train()
         m.set_grad_checkpointing(checkpointing)
         calls = []  # a pre-hook: recomputation stops once the saved tensors are back
-        m.stages[0].blocks[0].register_forward_pre_hook(lambda *_: calls.append(1))
+        m.stages[0].blocks[0].register_forward_pre_hook(lambda *_, calls=calls: calls.append(1))
         opt = timm.optim.create_optimizer_v2(m, "adamw", lr=1e-3)
         losses = []
         for _ in range(2):
@@ -547,8 +581,11 @@ def test_custom_roadmap_registers_its_rows(tmp_path, timm_checkpoints, no_downlo
     path.write_text(ROADMAP_FILE.format(name="Timm Test: mine"))
     road = load_roadmap(path)
     names = road.register()
-    assert names == ["roadmap_timm_test_mine_large_kernel", "roadmap_timm_test_mine_gelu",
-                     "roadmap_timm_test_mine_k5_gelu"]
+    assert names == [
+        "roadmap_timm_test_mine_large_kernel",
+        "roadmap_timm_test_mine_gelu",
+        "roadmap_timm_test_mine_k5_gelu",
+    ]
     assert all(n.isidentifier() for n in names)
     assert timm.list_models("roadmap_timm_test_mine_*") == sorted(names)
     for name, row in zip(names, road.rows):
@@ -572,8 +609,11 @@ def test_custom_roadmap_name_clashes(tmp_path):
     with pytest.raises(RoadmapError, match="roadmap_timm_test_clash_gelu.*already exists"):
         other.register()
     # two rows with one model name: an error, and none of the rows registered
-    twins = Roadmap("timm test twins", start="gelu",
-                    steps=[dict(name="K 7", changes=dict(kernel_size=9)), dict(name="k-7", changes=dict(kernel_size=5))])
+    twins = Roadmap(
+        "timm test twins",
+        start="gelu",
+        steps=[dict(name="K 7", changes=dict(kernel_size=9)), dict(name="k-7", changes=dict(kernel_size=5))],
+    )
     with pytest.raises(RoadmapError, match="'K 7' and 'k-7' both become timm model 'roadmap_timm_test_twins_k_7'"):
         twins.register()
     assert not timm.list_models("roadmap_timm_test_twins_*")

@@ -2,6 +2,7 @@
 
 Tests marked `cuda` run only where a GPU is visible (`pytest -m cuda` on one).
 """
+
 import json
 import math
 import os
@@ -25,8 +26,7 @@ from roadmap.train import scale_config, train_run, unpack_bits
 # 50 updates on all of Fashion-MNIST's training images, 1,000 validation images.
 BEFORE = {
     "resnet50": dict(train_loss=1.704670181274414, top1=29.6, top5=88.1, top1_ema=9.9),
-    "separate_downsampling": dict(train_loss=1.4810299277305603, top1=73.0, top5=98.5,
-                                  top1_ema=66.9),
+    "separate_downsampling": dict(train_loss=1.4810299277305603, top1=73.0, top5=98.5, top1_ema=66.9),
 }
 
 
@@ -48,6 +48,7 @@ def test_numbers_are_those_of_the_loop_before_the_rewrite(step):
 
 # ---------------------------------------------------------------------------- helpers
 
+
 @pytest.fixture(autouse=True)
 def one_thread():
     """One CPU thread: two OpenMP threads on two cores that other work shares slow down 40x."""
@@ -61,14 +62,23 @@ def synthetic(n_train=64, n_val=32, classes=10, size=32, channels=3):
     """Random uint8 images in memory (the fast path), labels cycling through the classes."""
     g = torch.Generator().manual_seed(0)
     images = lambda n: torch.randint(0, 256, (n, channels, size, size), dtype=torch.uint8, generator=g)
-    return D.Dataset("synthetic", "test", classes, (0.5,) * channels, (0.25,) * channels,
-                     images(n_train), torch.arange(n_train) % classes,
-                     images(n_val), torch.arange(n_val) % classes)
+    return D.Dataset(
+        "synthetic",
+        "test",
+        classes,
+        (0.5,) * channels,
+        (0.25,) * channels,
+        images(n_train),
+        torch.arange(n_train) % classes,
+        images(n_val),
+        torch.arange(n_val) % classes,
+    )
 
 
 def image_folder(root, per_class=12, size=40):
     """A tiny ImageFolder tree of two colour-cued classes."""
     from PIL import Image
+
     rng = np.random.default_rng(0)
     for split in ("train", "val"):
         for c, name in enumerate(("cat", "dog")):
@@ -83,8 +93,7 @@ def image_folder(root, per_class=12, size=40):
 def run(step, ds, sets, ckpt=None, **kw):
     recipe, ex = settings(kw.pop("preset", "demo"), sets)
     cfg = scale_config(config_for(step), recipe, ds.num_classes)
-    return train_run(step, cfg, recipe, ex, ds, 0, kw.pop("device", torch.device("cpu")),
-                     ckpt, progress=False, **kw)
+    return train_run(step, cfg, recipe, ex, ds, 0, kw.pop("device", torch.device("cpu")), ckpt, progress=False, **kw)
 
 
 class Stop(Exception):
@@ -95,37 +104,45 @@ def stop_at(update):
     def on_update(m):
         if m["update"] >= update:
             raise Stop
+
     return on_update
 
 
 def peaks_in_one_process(widths, device="cpu"):
     """peak_mem_mb of resnet50 runs at `widths`, in that order, in a fresh process."""
-    code = ("import json, sys, torch; torch.set_num_threads(1); sys.path.insert(0, 'tests');"
-            "from test_train import run, synthetic;"
-            f"print(json.dumps([run('resnet50', synthetic(), ['width_scale=%s' % w, 'batch_size=16',"
-            f" 'max_updates=2', 'eval_batch_size=32'], device=torch.device({device!r}))"
-            f"['peak_mem_mb'] for w in {list(widths)!r}]))")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          cwd=ROOT, timeout=600, env=dict(os.environ, PYTHONWARNINGS="ignore"))
+    code = (
+        "import json, sys, torch; torch.set_num_threads(1); sys.path.insert(0, 'tests');"
+        "from test_train import run, synthetic;"
+        f"print(json.dumps([run('resnet50', synthetic(), ['width_scale=%s' % w, 'batch_size=16',"
+        f" 'max_updates=2', 'eval_batch_size=32'], device=torch.device({device!r}))"
+        f"['peak_mem_mb'] for w in {list(widths)!r}]))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+        env=dict(os.environ, PYTHONWARNINGS="ignore"),
+    )
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 # ---------------------------------------------------------------------------- CPU
 
+
 def test_a_folder_run_resumed_is_the_uninterrupted_run(tmp_path, monkeypatch):
     # RandAugment, random-resized crops, flips, erasing, mixup/cutmix, drop path and EMA:
     # every random draw of the ImageFolder path, over an epoch boundary (6 updates an epoch)
     ds = image_folder(tmp_path / "tiny")
-    sets = ["img_size=32", "batch_size=4", "max_updates=9", "width_scale=0.25",
-            "eval_batch_size=8", "ckpt_every_s=0"]
+    sets = ["img_size=32", "batch_size=4", "max_updates=9", "width_scale=0.25", "eval_batch_size=8", "ckpt_every_s=0"]
     straight = run("separate_downsampling", ds, [*sets, "workers=0"], preset="imagenette")
     monkeypatch.setattr(T, "LOG_EVERY", 1)  # on_update every update: stop after the 4th
     monkeypatch.setattr(T, "loader_workers", lambda requested, procs=1: requested)
     ckpt = str(tmp_path / "run.pt")
     with pytest.raises(Stop):  # killed after update 4 (its checkpoint holds update 3) ...
-        run("separate_downsampling", ds, [*sets, "workers=2"], ckpt, preset="imagenette",
-            on_update=stop_at(4))
+        run("separate_downsampling", ds, [*sets, "workers=2"], ckpt, preset="imagenette", on_update=stop_at(4))
     assert torch.load(ckpt, weights_only=True)["state"]["update"] == 3
     # ... and resumed with another worker count: workers do not own any randomness
     resumed = run("separate_downsampling", ds, [*sets, "workers=1"], ckpt, preset="imagenette")
@@ -139,8 +156,20 @@ def test_the_folder_loader_is_built_once_per_run(tmp_path, monkeypatch):
     built = []
     real = D.folder_loader
     monkeypatch.setattr(D, "folder_loader", lambda *a, **kw: built.append(a[3]) or real(*a, **kw))
-    m = run("resnet50", ds, ["img_size=32", "batch_size=4", "epochs=3", "warmup_epochs=1",
-                             "width_scale=0.25", "workers=0", "eval_batch_size=4"], preset="imagenette")
+    m = run(
+        "resnet50",
+        ds,
+        [
+            "img_size=32",
+            "batch_size=4",
+            "epochs=3",
+            "warmup_epochs=1",
+            "width_scale=0.25",
+            "workers=0",
+            "eval_batch_size=4",
+        ],
+        preset="imagenette",
+    )
     assert m["epochs"] == 3 and m["top1_ema"] is not None
     assert built == [True, False]  # one training loader for 3 epochs; one for both evaluations
 
@@ -155,15 +184,16 @@ def test_the_host_waits_for_the_device_once_every_log_every_updates(monkeypatch)
             if not caller.endswith(os.path.join("torch", "optim", "optimizer.py")):
                 reads.append(caller)
             return real(t, *a)
+
         return read
+
     for name in ("item", "__float__", "__int__", "__bool__"):
         monkeypatch.setattr(torch.Tensor, name, reading(getattr(torch.Tensor, name)))
     ds = synthetic(n_train=32 * 30)
     counts = []
     for updates in (6, 26):  # 1 check vs 3 (10, 20, 26): two more, not 20 more
         reads.clear()
-        run("resnet50", ds, ["batch_size=32", f"max_updates={updates}", "eval_batch_size=32"],
-            preset="reference")
+        run("resnet50", ds, ["batch_size=32", f"max_updates={updates}", "eval_batch_size=32"], preset="reference")
         counts.append(len(reads))
     assert T.LOG_EVERY == 10 and counts[1] - counts[0] == 2, counts
 
@@ -186,8 +216,7 @@ def test_peak_memory_is_each_runs_own():
 def test_a_checkpoint_loads_on_the_cpu(tmp_path):
     ckpt = str(tmp_path / "run.pt")
     with pytest.raises(Stop):
-        run("resnet50", synthetic(), ["batch_size=8", "max_updates=6", "ckpt_every_s=0"], ckpt,
-            on_update=stop_at(6))
+        run("resnet50", synthetic(), ["batch_size=8", "max_updates=6", "ckpt_every_s=0"], ckpt, on_update=stop_at(6))
     loaded = T.load_checkpoint(ckpt)
     tensors = [t for t in loaded["optimizer"]["state"][0].values() if torch.is_tensor(t)]
     assert tensors and all(t.device.type == "cpu" for t in tensors)
@@ -220,8 +249,7 @@ def test_the_run_records_its_new_measurements():
 
 # ---------------------------------------------------------------------------- CUDA
 
-needs_cuda = [pytest.mark.cuda,
-              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+needs_cuda = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
 
 def cuda_mark(f):
@@ -231,13 +259,17 @@ def cuda_mark(f):
 
 
 @cuda_mark
-@pytest.mark.parametrize("sets", [["amp=true"], ["amp=true", "channels_last=false"],
-                                  ["amp=false"], ["amp=true", "compile=true"]])
+@pytest.mark.parametrize(
+    "sets", [["amp=true"], ["amp=true", "channels_last=false"], ["amp=false"], ["amp=true", "compile=true"]]
+)
 def test_cuda_trains_with_amp_memory_formats_and_compile(sets):
     torch.backends.cudnn.benchmark = True
-    m = run("separate_downsampling", synthetic(n_train=64 * 12, n_val=100),
-            ["batch_size=64", "max_updates=12", "eval_batch_size=64", *sets],
-            device=torch.device("cuda"))
+    m = run(
+        "separate_downsampling",
+        synthetic(n_train=64 * 12, n_val=100),
+        ["batch_size=64", "max_updates=12", "eval_batch_size=64", *sets],
+        device=torch.device("cuda"),
+    )
     assert m["updates"] == 12 and math.isfinite(m["train_loss"]) and 0 <= m["top1"] <= 100
     assert m["peak_mem_method"] == "cuda_max_allocated" and m["train_img_s"] > 0
     assert m["infer_img_s"] > 0  # timed after a warm-up pass, over full-size batches only
@@ -248,8 +280,7 @@ def test_cuda_resume_is_the_uninterrupted_run(tmp_path, monkeypatch):
     torch.backends.cudnn.benchmark = False
     torch.backends.cudnn.deterministic = True  # the same kernels before and after the resume
     ds = synthetic(n_train=16 * 8, n_val=64)
-    sets = ["batch_size=16", "epochs=2", "eval_batch_size=64", "ckpt_every_s=0", "amp=true",
-            "max_shift=2"]
+    sets = ["batch_size=16", "epochs=2", "eval_batch_size=64", "ckpt_every_s=0", "amp=true", "max_shift=2"]
     cuda = torch.device("cuda")
     straight = run("layer_norm", ds, sets, device=cuda, preset="reference")
     monkeypatch.setattr(T, "LOG_EVERY", 1)
