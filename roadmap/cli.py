@@ -337,6 +337,11 @@ def _add_run(sub, shared):
         action="store_true",
         help="run again the runs recorded as failed (by default a rerun reports them and exits 1)",
     )
+    _add_cluster_flags(p)
+    p.set_defaults(func=cmd_run)
+
+
+def _add_cluster_flags(p):
     g = p.add_argument_group(
         "cluster",
         "--launcher submitit: one job per step and seed, each a "
@@ -367,7 +372,6 @@ def _add_run(sub, shared):
         action="store_true",
         help="wait for the jobs, then write the tables and figure (always on --cluster local)",
     )
-    p.set_defaults(func=cmd_run)
 
 
 def _add_report(sub):

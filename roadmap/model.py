@@ -82,16 +82,8 @@ class Block(nn.Module):
 
         def spatial_conv(chs_in, chs_out, has_norm):
             groups = chs_in if cfg.depthwise else 1
-            return nn.Conv2d(
-                chs_in,
-                chs_out,
-                k,
-                stride=stride,
-                padding=dilation * (k // 2),
-                dilation=dilation,
-                groups=groups,
-                bias=conv_bias_for(cfg, has_norm),
-            )
+            padding = dilation * (k // 2)  # keeps the size at any dilation
+            return nn.Conv2d(chs_in, chs_out, k, stride, padding, dilation, groups, conv_bias_for(cfg, has_norm))
 
         def pointwise_conv(chs_in, chs_out, has_norm):
             return nn.Conv2d(chs_in, chs_out, 1, bias=conv_bias_for(cfg, has_norm))

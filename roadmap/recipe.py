@@ -233,7 +233,8 @@ _POSITIVE_INT = (lambda v: v >= 1, "an integer >= 1")
 RANGES = {
     "img_size": _POSITIVE_INT,
     "epochs": (lambda v: v > 0, "a number > 0"),
-    "batch_size": _POSITIVE_INT,
+    # BatchNorm steps normalize over the batch: one image per batch has no variance to use
+    "batch_size": (lambda v: v >= 2, "an integer >= 2 (BatchNorm needs two images per batch)"),
     "lr": (lambda v: v > 0, "a number > 0"),
     "lr_batch": _POSITIVE_INT,
     "min_lr": (lambda v: v >= 0, "a number >= 0"),
@@ -247,7 +248,8 @@ RANGES = {
     "smoothing": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
     "drop_path": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
     "ema_decay": (lambda v: 0 < v < 1, "a number in (0, 1), e.g. 0.9999, or none"),
-    "width_scale": (lambda v: v > 0, "a number > 0"),
+    # x16 already makes ConvNeXt-T ~7 G parameters; beyond, a model cannot be built in memory
+    "width_scale": (lambda v: 0 < v <= 16, "a number in (0, 16]"),
     "max_shift": (lambda v: v >= 0, "an integer >= 0"),
     "train_subset": (lambda v: v >= 1, "an integer >= 1, or none for all"),
     "val_subset": (lambda v: v >= 1, "an integer >= 1, or none for all"),

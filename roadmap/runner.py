@@ -353,6 +353,14 @@ def _train(
     finally:
         if writer is not None:
             writer.close()
+    _record(results, row, ckpt, keep_checkpoint, dist)
+    log(summary, dist)
+    if dist.world_size > 1:
+        torch.distributed.barrier()
+    return row
+
+
+def _record(results: ResultsDir, row: Dict, ckpt: Path, keep_checkpoint: bool, dist: Dist):
     row["finished_at"] = datetime.datetime.now().isoformat(timespec="seconds")
     if dist.is_main:
         results.record(row)
@@ -361,10 +369,6 @@ def _train(
         # failed otherwise than by NaN keeps its checkpoint: --retry-failed resumes from it.
         if not keep_checkpoint and ckpt.exists():
             ckpt.unlink()
-    log(summary, dist)
-    if dist.world_size > 1:
-        torch.distributed.barrier()
-    return row
 
 
 def _summary_line(tag: str, spec: RunSpec, recipe: Recipe, m: Dict) -> str:
@@ -407,8 +411,9 @@ def step_lines(summary: pd.DataFrame) -> str:
         mean, sd = r["top1_mean"], r["top1_std"]
         top1 = "-" if pd.isna(mean) else f"{mean:.2f}" + (f" ± {sd:.2f}" if pd.notna(sd) else "")
         delta = "" if before is None or pd.isna(mean) else f"{mean - before:+.2f}"
-        lines.append(f"{r['run']:30s} {r['seeds']:>5d} {top1:>14s} {delta:>7s} "
-                     f"{r['params_m']:>9.2f} {r['gflops_224']:>10.3f}")
+        lines.append(
+            f"{r['run']:30s} {r['seeds']:>5d} {top1:>14s} {delta:>7s} {r['params_m']:>9.2f} {r['gflops_224']:>10.3f}"
+        )
         before = mean if pd.notna(mean) else before
     return "\n".join(lines)
 

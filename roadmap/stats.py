@@ -365,6 +365,21 @@ def sign_table(ours: Sequence[str], paper: Sequence[str]) -> Dict:
     return dict(rows="ours", columns="paper", signs=list(SIGNS), counts=table.tolist(), fisher_p=p)
 
 
+def _spearman(a, b, axis=-1):
+    """Pearson on (average) ranks, vectorized over resamples."""
+    from scipy import stats
+
+    return stats.pearsonr(stats.rankdata(a, axis=axis), stats.rankdata(b, axis=axis), axis=axis).statistic
+
+
+def _concordance(a, b, axis=-1):
+    """The sum of concordance signs of all pairs, vectorized over resamples."""
+    a, b = np.moveaxis(a, axis, -1), np.moveaxis(b, axis, -1)
+    da = np.sign(a[..., :, None] - a[..., None, :])
+    db = np.sign(b[..., :, None] - b[..., None, :])
+    return (da * db).sum(axis=(-2, -1)) / 2
+
+
 def delta_correlations(ours: Sequence[float], paper: Sequence[float]) -> Dict:
     """Spearman ρ and Kendall τ between our per-transition Δs and the paper's.
 
@@ -384,13 +399,10 @@ def delta_correlations(ours: Sequence[float], paper: Sequence[float]) -> Dict:
     exact = math.factorial(len(x)) <= 9999
     how = "exact permutation" if exact else "permutation (9999 draws)"
 
-    def spearman(a, b, axis=-1):  # Pearson on (average) ranks, vectorized over resamples
-        return stats.pearsonr(stats.rankdata(a, axis=axis), stats.rankdata(b, axis=axis), axis=axis).statistic
-
     rho = float(stats.spearmanr(x, y)[0])
     res = stats.permutation_test(
         (x, y),
-        spearman,
+        _spearman,
         permutation_type="pairings",
         vectorized=True,
         n_resamples=9999,
@@ -406,16 +418,10 @@ def delta_correlations(ours: Sequence[float], paper: Sequence[float]) -> Dict:
     else:
         # Ties: permute the pairings. With the margins fixed, tau-b is its numerator (the sum
         # of concordance signs) over a constant, so that sum is the test statistic.
-        def concordance(a, b, axis=-1):
-            a, b = np.moveaxis(a, axis, -1), np.moveaxis(b, axis, -1)
-            da = np.sign(a[..., :, None] - a[..., None, :])
-            db = np.sign(b[..., :, None] - b[..., None, :])
-            return (da * db).sum(axis=(-2, -1)) / 2
-
         p = float(
             stats.permutation_test(
                 (x, y),
-                concordance,
+                _concordance,
                 permutation_type="pairings",
                 vectorized=True,
                 n_resamples=9999,

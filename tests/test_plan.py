@@ -69,6 +69,8 @@ def test_mixed_precision_on_cuda_is_in_the_key(fmnist_id):
 @pytest.mark.parametrize(
     "sets, needle",
     [
+        (["width_scale=1e6"], r"width_scale=1e6: width_scale takes a number in \(0, 16\]"),
+        (["batch_size=1"], "batch_size=1: batch_size takes an integer >= 2"),
         (["min_lr=1"], "min_lr=1: the cosine decays from lr to min_lr"),
         (["warmup_epochs=5"], "warmup_epochs=5: the warmup must be shorter than the training"),
     ],
