@@ -230,7 +230,7 @@ def cmd_plot(args):
     written = write_outputs(args.dir)
     if not written["figures"]:
         raise RoadmapError(f"{args.dir}: no finished runs to plot yet")
-    for p in written["figures"]:
+    for p in written["files"]:
         print(p)
 
 

