@@ -30,7 +30,8 @@ def reference_folder(preset: str, data: str, exclude=None) -> Optional[Path]:
 
 
 def reference_band(folder: Optional[Path]) -> Optional[pd.DataFrame]:
-    """The reference's per-model mean and 95% half-width (model_key, mean, half), or None."""
+    """The reference's per-model mean, 95% half-width and noise (`report.reference_band`),
+    with each row's model_key, or None."""
     if folder is None:
         return None
     table = read_results(folder)
@@ -73,13 +74,14 @@ def write_outputs(
     deltas = built["transitions"]
     deltas = deltas[deltas["ci_low"].notna()] if len(deltas) else deltas
     files: List[Path] = []  # each figure as .png and .svg
+    band = reference_band(reference)
     if figures:
-        band = reference_band(reference)
         files = plot_trajectory(table, folder, deltas=deltas if len(deltas) else None, reference=band)
         if len(deltas):
             files += plot_forest(built["transitions"], folder, subtitle=R._subtitle(built))
     drawn = [p for p in files if p.suffix == ".png"]
-    out.update(built=built, transitions=built["transitions"], figures=drawn, files=files, reference=reference)
+    out.update(built=built, transitions=built["transitions"], figures=drawn, files=files)
+    out.update(reference=reference, band=band)
     if report:
         out["report"] = R.write_files(built, folder, [f.name for f in drawn], sources or [folder])
     return out

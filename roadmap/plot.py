@@ -18,6 +18,7 @@ from steps import PHASE_COLORS
 
 from .errors import RoadmapError
 from .results import atomic_write, summarize
+from .stats import range_half
 
 
 def _label(row) -> str:
@@ -133,7 +134,8 @@ def _gflops_labels(ax, summary: pd.DataFrame):
 
 
 def _reference_marks(ax, summary: pd.DataFrame, reference: pd.DataFrame):
-    """The committed reference's mean and 95% interval on each row of the same model:
+    """The committed reference's mean and the 95% range of a mean of this row's seeds (a bar
+    outside it: this machine does not train like the reference's) on each row of the same model:
     matched by model (configuration, recipe, data), never by name, so a custom row called
     gelu that is k=5 is not drawn against the paper's gelu."""
     ref = reference.set_index("model_key")
@@ -141,7 +143,7 @@ def _reference_marks(ax, summary: pd.DataFrame, reference: pd.DataFrame):
     ax.errorbar(
         [b["mean"] for _, b in rows],
         [i + 0.36 for i, _ in rows],
-        xerr=[b["half"] for _, b in rows],
+        xerr=[range_half(b, int(summary["seeds"][i])) for i, b in rows],
         fmt="|",
         color="#d62728",
         ms=8,
@@ -160,7 +162,7 @@ def _legend(ax, summary: pd.DataFrame, paper: bool, reference: bool):
         names.append("paper (ImageNet)")
     if reference:
         handles.append(Line2D([], [], marker="|", color="#d62728", ls="-"))
-        names.append("committed reference (mean, 95% CI)")
+        names.append("committed reference (mean; 95% range for this many runs)")
     ax.legend(handles, names, loc="lower right", fontsize=7, framealpha=0.9)
 
 

@@ -107,6 +107,7 @@ class Execution:
     cudnn_benchmark: bool = True  # CUDA: let cuDNN time its conv algorithms
     compile: bool = False  # torch.compile the model (minutes of compiling first)
     ckpt_every_s: float = 60.0  # checkpoint at least this often (and at every epoch end)
+    curve: bool = False  # also score the test split after every epoch: the learning curve
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)

@@ -350,20 +350,21 @@ def _verdict(r) -> str:
 
 
 def reference_band(table: pd.DataFrame) -> Optional[pd.DataFrame]:
-    """Per run of a reference: its mean top-1 and the 95% half-width of that mean from the
-    pooled seed sd (a drawing aid for a user's run against it); None without a noise estimate."""
+    """Per run of a reference: its mean top-1, the 95% half-width of that mean from the
+    pooled seed sd, and what `stats.range_half` needs (sigma, df, n); None without a noise estimate.
+    A drawing aid: the pooled sd, as one step's own 2 df would make every range huge."""
     ok = finished(_complete(table))
     if not len(ok):
         return None
     f = S.fit(once(ok))
     if not f.usable:
         return None
-    from scipy import stats
-
-    t = stats.t.ppf(0.5 + S.LEVEL / 2, f.df)
-    return pd.DataFrame(
-        [dict(run=run, mean=f.means[m], half=t * f.sigma / math.sqrt(f.counts[m])) for run, m in _model_of(ok).items()]
-    )
+    t = S.t_quantile(f.df)
+    rows = [
+        dict(run=run, mean=f.means[m], half=t * f.sigma / math.sqrt(f.counts[m]), sigma=f.sigma, df=f.df, n=f.counts[m])
+        for run, m in _model_of(ok).items()
+    ]
+    return pd.DataFrame(rows)
 
 
 def transitions(table: pd.DataFrame) -> pd.DataFrame:

@@ -62,9 +62,9 @@ RESULT_COLUMNS = [
     "recipe",
     "versions",
 ]
-# Kept in runs/*.json (and tables read from them) only: a bit per validation image is no
-# column for results.csv.
-RECORD_ONLY = ("val_correct",)
+# Kept in runs/*.json (and tables read from them) only: a bit per validation image, or a
+# learning curve, is no column for results.csv.
+RECORD_ONLY = ("val_correct", "curve")
 SUMMARY_METRICS = ["top1", "top5", "top1_ema", "train_img_s", "infer_img_s", "peak_mem_mb", "wall_s"]
 
 

@@ -25,6 +25,7 @@ from .model import stem_stride
 from .plan import Run, RunSpec, data_identity, default_out_dir, plan_runs
 from .recipe import Execution, Recipe, get_execution
 from .results import ResultsDir, check_labels, read_results, thread_mix
+from .stats import range_half
 from .train import NonFiniteLoss, train_run
 
 
@@ -391,7 +392,7 @@ def _finish(results: ResultsDir, plot: bool, dist: Dist, total: int, failed: Lis
         if mix:
             warn(f"{results.root}: {mix}", dist)
         if len(written["summary"]):
-            log("\n" + step_lines(written["summary"]) + "\n", dist)
+            log("\n" + step_lines(written["summary"], written.get("band")) + "\n", dist)
         figure = f"; figure: {written['figures'][0]}" if written["figures"] else ""
         log(f"results: {results.root / 'results.csv'}, {results.root / 'summary.csv'}{figure}", dist)
     if failed:
@@ -402,17 +403,26 @@ def _finish(results: ResultsDir, plot: bool, dist: Dist, total: int, failed: Lis
         )
 
 
-def step_lines(summary: pd.DataFrame) -> str:
+def step_lines(summary: pd.DataFrame, band: Optional[pd.DataFrame] = None) -> str:
     """The folder's steps as a terminal table: mean top-1 (± sd over seeds), its change from
-    the row before, params and GFLOPs at 224 px (the paper's scale) for the trained width."""
-    lines = [f"{'step':30s} {'seeds':>5s} {'top1 %':>14s} {'Δ':>7s} {'params M':>9s} {'GFLOPs@224':>10s}"]
+    the row before, params and GFLOPs at 224 px (the paper's scale) for the trained width;
+    with a reference `band`, the reference's mean and the 95% range a mean of this many runs
+    falls in, marked `ok` inside it and `OUT` outside."""
+    ref = band.set_index("model_key") if band is not None and len(band) else None
+    head = f"{'step':30s} {'seeds':>5s} {'top1 %':>14s} {'Δ':>7s} {'params M':>9s} {'GFLOPs@224':>10s}"
+    lines = [head + ("  reference (95% range)" if ref is not None else "")]
     before = None
     for _, r in summary.iterrows():
         mean, sd = r["top1_mean"], r["top1_std"]
         top1 = "-" if pd.isna(mean) else f"{mean:.2f}" + (f" ± {sd:.2f}" if pd.notna(sd) else "")
         delta = "" if before is None or pd.isna(mean) else f"{mean - before:+.2f}"
         params, gflops = _fmt(r["params_m"], ".2f"), _fmt(r["gflops_224"], ".3f")
-        lines.append(f"{r['run']:30s} {r['seeds']:>5d} {top1:>14s} {delta:>7s} {params:>9s} {gflops:>10s}")
+        line = f"{r['run']:30s} {r['seeds']:>5d} {top1:>14s} {delta:>7s} {params:>9s} {gflops:>10s}"
+        if ref is not None and r.get("model_key") in ref.index and pd.notna(mean):
+            b = ref.loc[r["model_key"]]
+            half = range_half(b, int(r["seeds"]))
+            line += f"  {b['mean']:.2f} ± {half:.2f} {'ok' if abs(mean - b['mean']) <= half else 'OUT'}"
+        lines.append(line)
         before = mean if pd.notna(mean) else before
     return "\n".join(lines)
 

@@ -208,6 +208,20 @@ def satterthwaite(parts: Sequence[Tuple]) -> Tuple:
     return total, (float(df) if np.ndim(df) == 0 else df)
 
 
+def t_quantile(df: float) -> float:
+    """The two-sided LEVEL quantile of Student's t with `df` degrees of freedom."""
+    from scipy import stats
+
+    return float(stats.t.ppf(0.5 + LEVEL / 2, df))
+
+
+def range_half(band_row, n_here: int) -> float:
+    """Half-width of the 95% range in which the mean of `n_here` new runs of a reference's
+    model falls if this machine trains like the reference's (`report.reference_band` row):
+    t * sigma * sqrt(1/n + 1/n_here)."""
+    return t_quantile(band_row["df"]) * band_row["sigma"] * math.sqrt(1 / band_row["n"] + 1 / max(1, n_here))
+
+
 def t_interval(delta, var, df):
     """se, 95% interval, two-sided p and the TOST (5%) equivalence bound; arrays welcome."""
     from scipy import stats

@@ -18,7 +18,7 @@ import random
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -207,7 +207,7 @@ def train_step(s: Setup, x: torch.Tensor, y: torch.Tensor, update: int) -> torch
 
 # ---------------------------------------------------------------------------- state
 
-SAVED = ("update", "images", "loss_sum", "resumed", "wall_s", "train_s", "timed_images", "data_wait_s")
+SAVED = ("update", "images", "loss_sum", "resumed", "wall_s", "train_s", "timed_images", "data_wait_s", "curve")
 
 
 @dataclass
@@ -228,6 +228,7 @@ class TrainState:
     timed_images: int = 0
     data_wait_s: float = 0.0  # of train_s, waiting for the next batch
     checked: Tuple[int, float] = (0, 0.0)  # (update, loss_sum) at the last finiteness check
+    curve: List[Dict] = field(default_factory=list)  # (epoch, top1, top1_ema) at each epoch's end
     started: float = field(default_factory=time.time)
 
     @classmethod
@@ -294,6 +295,7 @@ class TrainState:
             global_batch=s.global_batch,
             resumed=self.resumed,
             wall_s=self.wall_s + time.time() - self.started,
+            **({"curve": self.curve} if self.curve else {}),
         )
 
 
@@ -592,21 +594,27 @@ def train_run(
     memory = reset_peak_memory(device)  # after counting: the model fvcore traces is not the run's
     s, st = start(name, cfg, recipe, ex, ds, seed, device, ckpt_path, dist)
     meter = Meter(name, s, st, progress and dist.is_main, on_update)
+    source = batches(ds, recipe, ex, seed, st.update, s.total, device, dist)
+    val = ValBatches(ds, recipe, ex, device, dist)  # built once: the curve's and the final scores
     s.train_model.train()
-    for x, y in meter.wait(batches(ds, recipe, ex, seed, st.update, s.total, device, dist)):
+    for x, y in meter.wait(source):
         seed_update(seed * 1009 + dist.rank, st.update)
         st.add(train_step(s, x, y, st.update), len(x) * dist.world_size, dist)
         meter.tick(len(x) * dist.world_size)
         if st.update % LOG_EVERY == 0 or st.update == s.total:
             meter.log(st.check_finite(name, s))  # the one host sync per LOG_EVERY updates
+        if ex.curve and st.update % s.per_epoch == 0 and st.update < s.total:
+            with meter.paused():  # the last epoch's point is the final evaluation's
+                st.curve.append(score_epoch(s, st, val))
         if ckpt_path and (meter.due(ex.ckpt_every_s) or st.update % s.per_epoch == 0 or st.update == s.total):
             with meter.paused():
                 st.save(ckpt_path, s, name)
     meter.close()
 
-    val = ValBatches(ds, recipe, ex, device, dist)
     metrics = evaluate(s.eval_model, val, s)
     metrics["top1_ema"] = evaluate(s.ema.module, val, s)["top1"] if s.ema is not None else None
+    if ex.curve:
+        st.curve.append(dict(epoch=st.update / s.per_epoch, top1=metrics["top1"], top1_ema=metrics["top1_ema"]))
     return dict(
         **metrics,
         **st.summary(s),
@@ -620,6 +628,15 @@ def train_run(
 
 
 # ---------------------------------------------------------------------------- evaluation
+
+
+def score_epoch(s: Setup, st: TrainState, val) -> Dict:
+    """The learning curve's point at an epoch's end. Scoring draws no random numbers the
+    run uses (each update reseeds), so the run's path and final numbers are unchanged."""
+    point = dict(epoch=st.update / s.per_epoch, top1=evaluate(s.eval_model, val, s)["top1"])
+    point["top1_ema"] = evaluate(s.ema.module, val, s)["top1"] if s.ema is not None else None
+    s.train_model.train()
+    return point
 
 
 @torch.no_grad()

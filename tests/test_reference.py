@@ -56,6 +56,26 @@ def test_a_new_run_reuses_the_reference_and_writes_apart_from_it(reference, tmp_
     # the user's figure carries the reference's means and intervals, matched by model
     assert sorted(drawn["reference"]["run"]) == ["resnet50", "separate_downsampling"]
     assert set(drawn["reference"]["model_key"]) == set(mine["model_key"])
+    # ... and the terminal table says each step lies inside the reference's range
+    table = out[out.index("reference (95% range)") :].splitlines()
+    assert [line.split()[0] for line in table[1:3]] == ["resnet50", "separate_downsampling"]
+    assert all(line.endswith(" ok") for line in table[1:3])
+
+
+def test_the_step_table_marks_a_mean_outside_the_reference_range():
+    from scipy import stats
+
+    from roadmap.stats import range_half
+
+    band = pd.DataFrame([dict(run="a", model_key="m", mean=80.0, half=0.5, sigma=0.4, df=24, n=3)])
+    half = stats.t.ppf(0.975, 24) * 0.4 * (1 / 3 + 1 / 1) ** 0.5
+    assert range_half(band.iloc[0], 1) == pytest.approx(half)
+    summary = pd.DataFrame(
+        dict(run=["a", "b"], model_key=["m", "m"], seeds=[1, 1], top1_mean=[80.0 + half * 0.99, 80.0 + half * 1.01])
+    ).assign(top1_std=float("nan"), params_m=1.0, gflops_224=0.1)
+    lines = runner.step_lines(summary, band).splitlines()
+    assert lines[1].endswith(" ok") and lines[2].endswith(" OUT") and f"80.00 ± {half:.2f}" in lines[2]
+    assert "reference" not in runner.step_lines(summary).splitlines()[0]
 
 
 def test_no_reference_trains_instead_of_reusing(reference, tmp_path, monkeypatch, capsys):
@@ -93,6 +113,7 @@ def test_reference_band_is_the_pooled_interval_of_each_mean(reference):
     for run, row in zip(["resnet50", "separate_downsampling"], y):
         assert band.loc[run, "mean"] == pytest.approx(row.mean())
         assert band.loc[run, "half"] == pytest.approx(stats.t.ppf(0.975, 1) * sigma / 2**0.5)
+        assert (band.loc[run, "sigma"], band.loc[run, "df"], band.loc[run, "n"]) == (pytest.approx(sigma), 1, 2)
 
 
 def test_run_key_changes_with_the_data_content_not_only_its_name():

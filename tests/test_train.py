@@ -151,6 +151,25 @@ def test_a_folder_run_resumed_is_the_uninterrupted_run(tmp_path, monkeypatch):
         assert resumed[k] == straight[k], k
 
 
+def test_the_learning_curve_changes_nothing_and_survives_a_resume(tmp_path, monkeypatch):
+    ds = image_folder(tmp_path / "tiny")  # 6 updates an epoch; every random draw of the folder path
+    sets = ["img_size=32", "batch_size=4", "epochs=2", "warmup_epochs=1", "width_scale=0.25", "workers=0"]
+    sets += ["eval_batch_size=8", "ckpt_every_s=0"]
+    plain = run("separate_downsampling", ds, sets, preset="imagenette")
+    curved = run("separate_downsampling", ds, [*sets, "curve=true"], preset="imagenette")
+    monkeypatch.setattr(T, "LOG_EVERY", 1)
+    ckpt = str(tmp_path / "run.pt")
+    with pytest.raises(Stop):  # killed in epoch 2, after epoch 1's point was scored and saved
+        run("separate_downsampling", ds, [*sets, "curve=true"], ckpt, preset="imagenette", on_update=stop_at(8))
+    resumed = run("separate_downsampling", ds, [*sets, "curve=true"], ckpt, preset="imagenette")
+    assert "curve" not in plain and resumed["resumed"] == 1
+    for k in ("train_loss", "top1", "top5", "top1_ema", "val_correct"):
+        assert curved[k] == plain[k] == resumed[k], k
+    assert [p["epoch"] for p in curved["curve"]] == [1.0, 2.0] and resumed["curve"] == curved["curve"]
+    assert curved["curve"][-1]["top1"] == curved["top1"] and curved["curve"][-1]["top1_ema"] == curved["top1_ema"]
+    assert all(0 <= p["top1"] <= 100 for p in curved["curve"])
+
+
 def test_the_folder_loader_is_built_once_per_run(tmp_path, monkeypatch):
     ds = image_folder(tmp_path / "tiny", per_class=6)
     built = []

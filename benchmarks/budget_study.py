@@ -1,0 +1,269 @@
+"""Does the answer survive more training? The reference's changes at 4 and at 12 epochs.
+
+    python benchmarks/budget_study.py [--epochs 12] [--seeds 3] [--threads 2]
+        [--out results/budget-study] [--reference results/reference-fashion-mnist] [--analyse-only]
+
+Trains, under the `reference` preset with only `epochs` changed (the cosine schedule then
+spans all of them; warmup, lr and everything else as the preset's), the steps on both
+sides of the changes where our 4-epoch answer differs most from the paper and both
+endpoints, seed after seed (a stop leaves whole seeds), through the runner: resumable,
+rerun to continue. Every run also records its learning curve (top-1 after each epoch;
+scoring changes nothing the run draws, tests/test_train.py).
+
+Then scores each studied change at both budgets with the report's statistics
+(`roadmap.stats`: each step's own seed variance, seed as a block, the test set's sampling
+error from the per-image record where the runs carry it; Holm over the studied changes
+within each budget) and writes OUT/changes.csv, OUT/curve.csv (the endpoints' top-1 per
+epoch over seeds), OUT/budget.md and OUT/budget.png / .svg.
+"""
+
+import argparse
+import math
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from roadmap import stats as S
+from roadmap.errors import RoadmapError
+from roadmap.plan import paper_plan
+from roadmap.recipe import settings
+from roadmap.report import finished, once
+from roadmap.results import atomic_write, atomic_write_text, read_results
+from roadmap.runner import run_plan
+
+# change -> (the step before, the step after); the last row is the whole roadmap
+CHANGES = {
+    "patchify_stem": ("stage_ratio", "patchify_stem"),
+    "large_kernel": ("move_up_dwconv", "large_kernel"),
+    "gelu": ("large_kernel", "gelu"),
+    "fewer_norms": ("fewer_activations", "fewer_norms"),
+    "ResNet-50 → ConvNeXt-T": ("resnet50", "separate_downsampling"),
+}
+STEPS = list(dict.fromkeys(s for pair in CHANGES.values() for s in pair))
+ENDPOINTS = ("resnet50", "separate_downsampling")
+
+
+def train(args):
+    recipe, ex = settings("reference", [f"epochs={args.epochs:g}"])
+    ex = replace(ex, curve=True)
+    specs = paper_plan(only=STEPS)
+    for seed in range(args.seeds):  # seed after seed: a stop leaves whole seeds
+        run_plan(
+            specs,
+            recipe,
+            "reference",
+            ex=ex,
+            seeds=[seed],
+            out=args.out,
+            progress=not args.no_progress,
+            plot=False,
+            use_reference=False,
+        )
+
+
+def score(table: pd.DataFrame, budget: str) -> pd.DataFrame:
+    """Each studied change's Δ, seed-only and full intervals, and Holm over the changes."""
+    ok = once(finished(table[table["run"].isin(STEPS)]))
+    if not len(ok):
+        return pd.DataFrame()
+    f = S.fit(ok)
+    model = dict(zip(ok["run"], ok["model"]))
+    rows = []
+    for change, (a, b) in CHANGES.items():
+        if a not in model or b not in model:
+            continue
+        c = S.contrast(f, model[a], model[b])
+        paper = pd.to_numeric(ok["paper_top1"], errors="coerce").groupby(ok["run"]).first()
+        rows.append(
+            dict(
+                budget=budget,
+                change=change,
+                before=a,
+                after=b,
+                seeds=min(f.counts[model[a]], f.counts[model[b]]),
+                test_set=f.has_test,
+                paper_delta=paper[b] - paper[a],
+                **c,
+            )
+        )
+    out = pd.DataFrame(rows)
+    if len(out):
+        out["p_holm"] = S.holm(out["p"].to_numpy(dtype=float))
+        out["resolved"] = (out["p_holm"] < S.ALPHA).fillna(False)
+    return out
+
+
+def reading(short: pd.Series, long: pd.Series) -> str:
+    """How the short budget's answer fares at the long one."""
+    if pd.isna(long.get("p_holm")):
+        return "not yet measured (needs 2 seeds of both steps)"
+    if short["resolved"] and long["resolved"]:
+        return "holds (same sign, resolved)" if np.sign(short["delta"]) == np.sign(long["delta"]) else "flips"
+    if short["resolved"]:
+        return "shrinks into the noise"
+    if long["resolved"]:
+        return "appears (resolved only with more training)"
+    return "within the noise at both"
+
+
+def curve_table(table: pd.DataFrame) -> pd.DataFrame:
+    """The endpoints' top-1 (raw and EMA) after each epoch: mean and sd over seeds."""
+    rows = []
+    for _, r in finished(table[table["run"].isin(ENDPOINTS)]).iterrows():
+        curve = r.get("curve")
+        if isinstance(curve, list):
+            rows += [dict(step=r["run"], seed=r["seed"], **p) for p in curve]
+    if not rows:
+        return pd.DataFrame()
+    points = pd.DataFrame(rows).astype({"top1_ema": float})
+    g = points.groupby(["step", "epoch"])
+    return g.agg(
+        seeds=("seed", "nunique"),
+        top1_mean=("top1", "mean"),
+        top1_sd=("top1", "std"),
+        top1_ema_mean=("top1_ema", "mean"),
+    ).reset_index()
+
+
+def plot(changes: pd.DataFrame, budgets, folder: Path):
+    names = list(CHANGES)
+    fig = Figure(figsize=(8.5, 0.75 * len(names) + 1.8))
+    ax = fig.subplots()
+    ax.axvline(0, color="#444444", lw=0.8)
+    colors = dict(zip(budgets, ("#9aa5b1", "#1f5fa8")))
+    for i, name in enumerate(names):
+        for j, budget in enumerate(budgets):
+            r = changes[(changes["change"] == name) & (changes["budget"] == budget)]
+            if not len(r):
+                continue
+            r, y = r.iloc[0], i + (j - 0.5) * 0.3
+            if pd.notna(r["ci_low"]):
+                ax.plot([r["ci_low"], r["ci_high"]], [y, y], color=colors[budget], lw=2.4, solid_capstyle="butt")
+            face = colors[budget] if r["resolved"] else "white"
+            ax.plot([r["delta"]], [y], "o", ms=7, mec=colors[budget], mfc=face, mew=1.8, zorder=4)
+            if j == 0 and pd.notna(r["paper_delta"]):
+                ax.plot([r["paper_delta"]], [i], "D", ms=5, color="black", zorder=5)
+    ax.set_yticks(range(len(names)), [f"{n}\n{CHANGES[n][0]} → {CHANGES[n][1]}" for n in names], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("Δ top-1 (points), 95% interval (seeds and test set); ◆ the paper's Δ (ImageNet-1K)")
+    handles = [Line2D([], [], marker="o", color=colors[b], mfc=colors[b], ls="-") for b in budgets]
+    handles += [Line2D([], [], marker="o", color="#555555", mfc="white", ls="-")]
+    handles += [Line2D([], [], marker="D", color="black", ls="")]
+    labels = [f"{b}, resolved (Holm)" for b in budgets] + ["not resolved (open)", "paper"]
+    ax.legend(handles, labels, fontsize=7, loc="best", framealpha=0.9)
+    ax.set_title("Does the 4-epoch answer survive more training? (Fashion-MNIST, 32 px, widths x0.25)", fontsize=9)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    for suffix in ("png", "svg"):
+        atomic_write(folder / f"budget.{suffix}", lambda f, fmt=suffix: fig.savefig(f, format=fmt, dpi=130))
+
+
+def _ci(r) -> str:
+    if pd.isna(r["ci_low"]):
+        return f"{r['delta']:+.2f} (no interval yet)"
+    return f"{r['delta']:+.2f} [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}]" + (" **resolved**" if r["resolved"] else "")
+
+
+def markdown(changes, budgets, curve, cost, command) -> str:
+    short, long = budgets
+    lines = [
+        "# Budget study: the reference's changes at 4 and at more epochs",
+        "",
+        f"Made by `{command}` (see the script's docstring). Δ top-1 in points with the 95% interval",
+        "of `roadmap.stats` (each step's own seed variance, seed as a block; plus the test set's",
+        "sampling error where the runs carry their per-image record); **resolved**: Holm over the",
+        f"{len(CHANGES)} studied changes within each budget at 5%.",
+        "",
+        f"| change | {short} | {long} | paper Δ | the {short} answer at {long} |",
+        "|---|---|---|---|---|",
+    ]
+    for name in CHANGES:
+        a = changes[(changes["change"] == name) & (changes["budget"] == short)]
+        b = changes[(changes["change"] == name) & (changes["budget"] == long)]
+        if not len(a):
+            continue
+        a = a.iloc[0]
+        b = b.iloc[0] if len(b) else pd.Series(dict(p_holm=math.nan))
+        cell = _ci(b) + f" ({int(b['seeds'])} seeds)" if "delta" in b else "–"
+        lines.append(f"| {name} | {_ci(a)} | {cell} | {a['paper_delta']:+.2f} | {reading(a, b)} |")
+    for budget in budgets:
+        covered = changes[changes["budget"] == budget]["test_set"]
+        if len(covered) and not covered.all():
+            lines.append(f"\n{budget}: the runs carry no per-image record; intervals are seed-only.")
+    if len(curve):
+        lines += ["", f"## Learning curve of the endpoints ({long}): top-1 after each epoch", ""]
+        lines += ["| epoch | " + " | ".join(f"{s} (mean ± sd, seeds)" for s in ENDPOINTS) + " |"]
+        lines += ["|---|" + "---|" * len(ENDPOINTS)]
+        for epoch, g in curve.groupby("epoch"):
+            cells = []
+            for s in ENDPOINTS:
+                r = g[g["step"] == s]
+                cells.append(
+                    f"{r['top1_mean'].iloc[0]:.2f} ± {r['top1_sd'].iloc[0]:.2f} ({int(r['seeds'].iloc[0])})"
+                    if len(r) and r["seeds"].iloc[0] > 1
+                    else (f"{r['top1_mean'].iloc[0]:.2f} (1)" if len(r) else "–")
+                )
+            lines.append(f"| {epoch:g} | " + " | ".join(cells) + " |")
+    if cost:
+        lines += ["", f"Cost at {long}: {cost}."]
+    return "\n".join(lines) + "\n"
+
+
+def cost_text(table: pd.DataFrame) -> str:
+    ok = finished(table)
+    if not len(ok):
+        return ""
+    cpu_min = pd.to_numeric(ok["wall_s"], errors="coerce") * pd.to_numeric(ok["threads"], errors="coerce") / 60
+    return (
+        f"{cpu_min.mean():.1f} CPU-minutes per run on average ({cpu_min.min():.1f}-{cpu_min.max():.1f};"
+        f" wall time x threads, {len(ok)} runs; recorded `wall_s`, on whatever else the machine ran)"
+    )
+
+
+def analyse(args):
+    out = Path(args.out)
+    long_table = read_results(out)
+    short_table = read_results(args.reference)
+    budgets = ("4 epochs", f"{args.epochs:g} epochs")
+    changes = pd.concat([score(short_table, budgets[0]), score(long_table, budgets[1])], ignore_index=True)
+    if not len(changes):
+        raise RoadmapError(f"{out}: no finished runs of the studied steps yet; run without --analyse-only")
+    curve = curve_table(long_table)
+    atomic_write_text(out / "changes.csv", changes.to_csv(index=False))
+    atomic_write_text(out / "curve.csv", curve.to_csv(index=False))
+    plot(changes, budgets, out)
+    command = "python benchmarks/budget_study.py " + " ".join(
+        [f"--epochs {args.epochs:g}", f"--seeds {args.seeds}", f"--threads {args.threads}"]
+    )
+    atomic_write_text(out / "budget.md", markdown(changes, budgets, curve, cost_text(long_table), command))
+    print((out / "budget.md").read_text())
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--epochs", type=float, default=12)
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", default="results/budget-study")
+    p.add_argument("--reference", default="results/reference-fashion-mnist", help="the 4-epoch runs")
+    p.add_argument("--analyse-only", action="store_true", help="score the runs there, train nothing")
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    try:
+        if not args.analyse_only:
+            train(args)
+        analyse(args)
+    except RoadmapError as e:
+        print(f"budget_study: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
