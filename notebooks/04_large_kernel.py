@@ -61,7 +61,7 @@ size_table(["inverted_bottleneck", "move_up_dwconv", "large_kernel"])
 
 # %%
 from roadmap.measure import count_gflops
-from steps import KERNEL_SWEEP
+from roadmap.steps import KERNEL_SWEEP
 
 sweep = pd.DataFrame(
     [

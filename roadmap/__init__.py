@@ -5,12 +5,32 @@ start at once; `RoadmapNet` and `build` import the model when first used.
 """
 
 import importlib.abc
+import importlib.util
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .config import ArchConfig
-from .errors import RoadmapError
-from .registry import config_for, get_step, step_names
+
+def _steps_from_checkout():
+    """The paper's roadmap (steps as data) is the top-level steps/ folder of a checkout, which
+    an install puts at roadmap/steps (pyproject: package-dir). A checkout run uninstalled
+    (PYTHONPATH=.) gets it from there, as roadmap.steps all the same."""
+    folder = Path(__file__).resolve().parent.parent / "steps"
+    if importlib.util.find_spec(f"{__name__}.steps") is not None or not (folder / "__init__.py").is_file():
+        return
+    spec = importlib.util.spec_from_file_location(
+        f"{__name__}.steps", folder / "__init__.py", submodule_search_locations=[str(folder)]
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+
+
+_steps_from_checkout()
+
+from .config import ArchConfig  # noqa: E402  (after roadmap.steps is findable)
+from .errors import RoadmapError  # noqa: E402
+from .registry import config_for, get_step, step_names  # noqa: E402
 
 if TYPE_CHECKING:
     from .model import RoadmapNet

@@ -105,7 +105,7 @@ def use_threads(threads) -> int:
 
 
 def cmd_list(args):
-    from steps import ROADMAP
+    from .steps import ROADMAP
 
     print(f"{'#':>2}  {'step':24s} {'phase':20s} {'top-1':>12s} {'GFLOPs':>7s}  change")
     for i, s in enumerate(ROADMAP):

@@ -34,13 +34,12 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union, get_origin, get_type_hints
 
-import steps as _steps_pkg
-from steps import ROADMAP, Step
-
+from . import steps as _steps_pkg
 from .config import CHOICES, ArchConfig, field_names
 from .errors import RoadmapError
 from .plan import RunSpec
 from .registry import config_for, configs, get_step, previous_step, step_names
+from .steps import ROADMAP, Step
 from .values import Invalid, convert, split_optional
 
 EXAMPLES_DIR = Path(_steps_pkg.__file__).parent

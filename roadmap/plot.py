@@ -14,11 +14,10 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 
-from steps import PHASE_COLORS
-
 from .errors import RoadmapError
 from .results import atomic_write, summarize
 from .stats import range_half
+from .steps import PHASE_COLORS
 
 
 def _label(row) -> str:

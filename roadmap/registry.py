@@ -3,10 +3,9 @@
 import difflib
 from typing import Dict, List, Tuple
 
-from steps import KERNEL_SWEEP, ROADMAP, Step
-
 from .config import ArchConfig
 from .errors import RoadmapError
+from .steps import KERNEL_SWEEP, ROADMAP, Step
 
 _BY_NAME: Dict[str, Step] = {s.name: s for s in ROADMAP}
 

@@ -146,7 +146,7 @@ def test_deltas_intervals_and_holm_match_hand_computation():
 
 
 def test_paper_judged_with_the_pooled_table10_sd_and_sign_table(tmp_path):
-    from steps import ROADMAP
+    from roadmap.steps import ROADMAP
 
     sds = [s.paper_top1_sd for s in ROADMAP]
     pooled = math.sqrt(np.mean(np.square(sds)))

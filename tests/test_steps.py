@@ -8,7 +8,7 @@ import roadmap
 from roadmap.config import ArchConfig
 from roadmap.errors import RoadmapError
 from roadmap.registry import config_for, configs, kernel_sweep, previous_step
-from steps import ROADMAP
+from roadmap.steps import ROADMAP
 
 NAMES = roadmap.step_names()
 

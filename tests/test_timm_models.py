@@ -100,7 +100,7 @@ def test_import_registers_every_step_once_and_imports_nothing_slow():
     )
     assert out.returncode == 0, out.stderr
     new_packages, listed, again = out.stdout.strip().splitlines()
-    assert new_packages.split(",") == ["roadmap", "steps"]
+    assert new_packages.split(",") == ["roadmap"]  # the steps are roadmap.steps, no top-level package
     assert sorted(listed.split(",")) == sorted(MODELS)
     assert again.split(",") == sorted(MODELS)
 
