@@ -339,7 +339,7 @@ def _train(
             on_update=_logger(writer),
         )
         if writer is not None:
-            writer.add_scalar("val/top1", metrics["top1"], metrics["updates"])
+            log_scores(writer, metrics)
         row.update(metrics, status="ok", error="")
         summary = _summary_line(tag, run.spec, recipe, metrics)
     except NonFiniteLoss as e:  # every rank sees the same loss: all record it and go on
@@ -441,6 +441,14 @@ def _tensorboard_writer(folder: Path, run: str, seed: int):
             "pip install -e '.[tensorboard]' (or pip install tensorboard)"
         ) from None
     return SummaryWriter(str(folder / "tensorboard" / f"{run.replace('/', '_')}-seed{seed}"))
+
+
+def log_scores(writer, metrics: Dict):
+    """val/top1 at the end, and after every epoch where the run kept its curve."""
+    per_epoch = metrics["updates"] / metrics["epochs"]
+    for point in metrics.get("curve", [])[:-1]:  # the last point is the final score
+        writer.add_scalar("val/top1", point["top1"], round(point["epoch"] * per_epoch))
+    writer.add_scalar("val/top1", metrics["top1"], metrics["updates"])
 
 
 def _logger(writer):

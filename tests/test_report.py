@@ -489,6 +489,20 @@ def test_report_end_to_end(tiny_run):
     assert report["findings"] in md and not report["warnings"]
 
 
+def test_tensorboard_gets_every_epochs_score_of_a_run_with_a_curve():
+    from roadmap.runner import log_scores
+
+    class Writer:
+        points = []
+
+        def add_scalar(self, tag, value, step):
+            self.points.append((tag, value, step))
+
+    curve = [dict(epoch=1.0, top1=70.0), dict(epoch=2.0, top1=75.0), dict(epoch=3.0, top1=77.0)]
+    log_scores(Writer(), dict(top1=77.0, updates=30, epochs=3.0, curve=curve))
+    assert Writer.points == [("val/top1", 70.0, 10), ("val/top1", 75.0, 20), ("val/top1", 77.0, 30)]
+
+
 def test_tensorboard_curves_one_run_per_step(tiny_run):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
