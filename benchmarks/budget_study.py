@@ -14,7 +14,8 @@ Then scores each studied change at both budgets with the report's statistics
 (`roadmap.stats`: each step's own seed variance, seed as a block, the test set's sampling
 error from the per-image record where the runs carry it; Holm over the studied changes
 within each budget) and writes OUT/changes.csv, OUT/curve.csv (the endpoints' top-1 per
-epoch over seeds), OUT/budget.md and OUT/budget.png / .svg.
+epoch over seeds), OUT/shift.csv (each change's Δ at the long budget minus its Δ at the
+short one, with its interval), OUT/budget.md and OUT/budget.png / .svg.
 """
 
 import argparse
@@ -74,12 +75,12 @@ def score(table: pd.DataFrame, budget: str) -> pd.DataFrame:
         return pd.DataFrame()
     f = S.fit(ok)
     model = dict(zip(ok["run"], ok["model"]))
+    paper = pd.to_numeric(ok["paper_top1"], errors="coerce").groupby(ok["run"]).first()
     rows = []
     for change, (a, b) in CHANGES.items():
         if a not in model or b not in model:
             continue
         c = S.contrast(f, model[a], model[b])
-        paper = pd.to_numeric(ok["paper_top1"], errors="coerce").groupby(ok["run"]).first()
         rows.append(
             dict(
                 budget=budget,
@@ -92,6 +93,32 @@ def score(table: pd.DataFrame, budget: str) -> pd.DataFrame:
                 **c,
             )
         )
+    out = pd.DataFrame(rows)
+    if len(out):
+        out["p_holm"] = S.holm(out["p"].to_numpy(dtype=float))
+        out["resolved"] = (out["p_holm"] < S.ALPHA).fillna(False)
+    return out
+
+
+def shift(changes: pd.DataFrame, budgets) -> pd.DataFrame:
+    """Δ(long) − Δ(short) per change, with its 95% interval and Holm over the changes.
+
+    The two budgets are separate runs, so their variances add (Satterthwaite df). The test
+    set is the same 10,000 images at both budgets: its errors are positively correlated
+    between them, so adding them counts them twice and the interval is, if anything, wide.
+    """
+    short, long = (changes[changes["budget"] == b].set_index("change") for b in budgets)
+    rows = []
+    for name in CHANGES:
+        if name not in short.index or name not in long.index:
+            continue
+        a, b = short.loc[name], long.loc[name]
+        row = dict(change=name, shift=b["delta"] - a["delta"], ci_low=math.nan, ci_high=math.nan, p=math.nan)
+        if pd.notna(a["se"]) and pd.notna(b["se"]):
+            var, df = S.satterthwaite([(a["se"] ** 2, a["df"]), (b["se"] ** 2, b["df"])])
+            _, lo, hi, p, _ = S.t_interval(row["shift"], var, df)
+            row.update(ci_low=float(lo), ci_high=float(hi), p=float(p), df=float(df))
+        rows.append(row)
     out = pd.DataFrame(rows)
     if len(out):
         out["p_holm"] = S.holm(out["p"].to_numpy(dtype=float))
@@ -170,7 +197,7 @@ def _ci(r) -> str:
     return f"{r['delta']:+.2f} [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}]" + (" **resolved**" if r["resolved"] else "")
 
 
-def markdown(changes, budgets, curve, cost, command) -> str:
+def markdown(changes, budgets, curve, cost, command, moved=None) -> str:
     short, long = budgets
     lines = [
         "# Budget study: the reference's changes at 4 and at more epochs",
@@ -178,11 +205,14 @@ def markdown(changes, budgets, curve, cost, command) -> str:
         f"Made by `{command}` (see the script's docstring). Δ top-1 in points with the 95% interval",
         "of `roadmap.stats` (each step's own seed variance, seed as a block; plus the test set's",
         "sampling error where the runs carry their per-image record); **resolved**: Holm over the",
-        f"{len(CHANGES)} studied changes within each budget at 5%.",
+        f"{len(CHANGES)} studied changes within each budget at 5%. The last column but one is",
+        f"the change's own shift, Δ({long}) − Δ({short}), with its interval (Holm over the changes):",
+        "whether more training *moved* the change, not only whether it still resolves.",
         "",
-        f"| change | {short} | {long} | paper Δ | the {short} answer at {long} |",
-        "|---|---|---|---|---|",
+        f"| change | {short} | {long} | Δ({long}) − Δ({short}) | paper Δ | the {short} answer at {long} |",
+        "|---|---|---|---|---|---|",
     ]
+    moved = (moved if moved is not None and len(moved) else pd.DataFrame(columns=["change"])).set_index("change")
     for name in CHANGES:
         a = changes[(changes["change"] == name) & (changes["budget"] == short)]
         b = changes[(changes["change"] == name) & (changes["budget"] == long)]
@@ -191,7 +221,8 @@ def markdown(changes, budgets, curve, cost, command) -> str:
         a = a.iloc[0]
         b = b.iloc[0] if len(b) else pd.Series(dict(p_holm=math.nan))
         cell = _ci(b) + f" ({int(b['seeds'])} seeds)" if "delta" in b else "–"
-        lines.append(f"| {name} | {_ci(a)} | {cell} | {a['paper_delta']:+.2f} | {reading(a, b)} |")
+        m = _ci(moved.loc[name].rename({"shift": "delta"})) if name in moved.index else "–"
+        lines.append(f"| {name} | {_ci(a)} | {cell} | {m} | {a['paper_delta']:+.2f} | {reading(a, b)} |")
     for budget in budgets:
         covered = changes[changes["budget"] == budget]["test_set"]
         if len(covered) and not covered.all():
@@ -221,7 +252,7 @@ def cost_text(table: pd.DataFrame) -> str:
         return ""
     cpu_min = pd.to_numeric(ok["wall_s"], errors="coerce") * pd.to_numeric(ok["threads"], errors="coerce") / 60
     return (
-        f"{cpu_min.mean():.1f} CPU-minutes per run on average ({cpu_min.min():.1f}-{cpu_min.max():.1f};"
+        f"median {cpu_min.median():.1f} CPU-minutes per run ({cpu_min.min():.1f}-{cpu_min.max():.1f};"
         f" wall time x threads, {len(ok)} runs; recorded `wall_s`, on whatever else the machine ran)"
     )
 
@@ -235,13 +266,15 @@ def analyse(args):
     if not len(changes):
         raise RoadmapError(f"{out}: no finished runs of the studied steps yet; run without --analyse-only")
     curve = curve_table(long_table)
+    moved = shift(changes, budgets)
     atomic_write_text(out / "changes.csv", changes.to_csv(index=False))
+    atomic_write_text(out / "shift.csv", moved.to_csv(index=False))
     atomic_write_text(out / "curve.csv", curve.to_csv(index=False))
     plot(changes, budgets, out)
     command = "python benchmarks/budget_study.py " + " ".join(
         [f"--epochs {args.epochs:g}", f"--seeds {args.seeds}", f"--threads {args.threads}"]
     )
-    atomic_write_text(out / "budget.md", markdown(changes, budgets, curve, cost_text(long_table), command))
+    atomic_write_text(out / "budget.md", markdown(changes, budgets, curve, cost_text(long_table), command, moved))
     print((out / "budget.md").read_text())
 
 

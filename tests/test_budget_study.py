@@ -49,3 +49,32 @@ def test_the_curve_table_averages_the_endpoints_over_seeds():
     assert t.loc[("resnet50", 2.0), "top1_mean"] == 81.0 and t.loc[("resnet50", 2.0), "seeds"] == 2
     assert t.loc[("resnet50", 1.0), "top1_sd"] == pytest.approx(2**0.5)
     assert t.loc[("resnet50", 2.0), "top1_ema_mean"] == 80.0 and math.isnan(t.loc[("resnet50", 1.0), "top1_ema_mean"])
+
+
+def test_the_shift_of_a_change_between_budgets_has_its_own_interval():
+    def rows(budget, deltas, se):
+        return [dict(budget=budget, change=c, delta=d, se=se, df=10.0) for c, d in zip(B.CHANGES, deltas)]
+
+    n = len(B.CHANGES)
+    short = rows("4 epochs", [-1.0] * n, 0.1)
+    long = rows("12 epochs", [-1.0, +0.5] + [-1.05] * (n - 2), 0.1)
+    moved = B.shift(pd.DataFrame(short + long), ("4 epochs", "12 epochs")).set_index("change")
+    first, second, third = (moved.loc[c] for c in list(B.CHANGES)[:3])
+    assert first["shift"] == 0.0 and not first["resolved"]
+    assert second["shift"] == pytest.approx(1.5) and second["resolved"]
+    # equal variances and df: Satterthwaite gives 20 df, se sqrt(0.02)
+    assert second["df"] == pytest.approx(20.0)
+    half = second["ci_high"] - second["shift"]
+    assert half == pytest.approx(B.S.t_quantile(20.0) * 0.02**0.5)
+    assert not third["resolved"]  # 0.05 points is well inside ±0.3
+
+
+def test_a_change_without_an_interval_at_one_budget_gets_no_shift_interval():
+    table = pd.DataFrame(
+        [
+            dict(budget="4 epochs", change="gelu", delta=-1.0, se=0.1, df=10.0),
+            dict(budget="12 epochs", change="gelu", delta=-0.5, se=math.nan, df=math.nan),
+        ]
+    )
+    moved = B.shift(table, ("4 epochs", "12 epochs"))
+    assert moved.loc[0, "shift"] == 0.5 and math.isnan(moved.loc[0, "ci_low"]) and not moved.loc[0, "resolved"]
