@@ -54,16 +54,19 @@ def plot_trajectory(
     ax = fig.subplots()
     means = pd.to_numeric(summary["top1_mean"], errors="coerce")
     data_name, preset = _first(table, "data") or "data", _first(table, "preset")
-    _bars(ax, summary, means, f"our top-1 on {data_name} (%), preset {preset}")
+    marks = _reference_rows(summary, reference) if reference is not None and len(reference) else []
+    # the axis spans the reference's ranges too, so no bar is cut at the edge
+    reach = [m - h for _, m, h in marks] + [m + h for _, m, h in marks]
+    _bars(ax, summary, means, f"our top-1 on {data_name} (%), preset {preset}", reach)
     paper = pd.to_numeric(summary["paper_top1"], errors="coerce")
     if paper.notna().any():
         _paper_axis(ax, paper)
     _gflops_labels(ax, summary)
     if deltas is not None and len(deltas):
         _mark_deltas(ax, summary, deltas, means)
-    has_reference = reference is not None and len(reference)
+    has_reference = bool(marks)
     if has_reference:
-        _reference_marks(ax, summary, reference)
+        _reference_marks(ax, marks)
     _legend(ax, summary, paper.notna().any(), has_reference)
     seeds = int(summary["seeds"].max()) if len(summary) else 0
     names = sorted(set(table["roadmap"].dropna().astype(str)) - {"paper"})
@@ -79,14 +82,15 @@ def _first(table: pd.DataFrame, col: str) -> str:
     return str(values.iloc[0]) if len(values) else ""
 
 
-def _bars(ax, summary: pd.DataFrame, means: pd.Series, xlabel: str):
-    """Our mean top-1 per row as a bar (± sd over seeds), the value written beside it."""
+def _bars(ax, summary: pd.DataFrame, means: pd.Series, xlabel: str, reach=()):
+    """Our mean top-1 per row as a bar (± sd over seeds), the value written beside it; the
+    axis also spans the values in `reach`."""
     y = np.arange(len(summary))
     stds = pd.to_numeric(summary["top1_std"], errors="coerce").fillna(0)
     colors = [PHASE_COLORS.get(p, "#999999") for p in summary["phase"]]
     finite = means.dropna()
-    lo = (finite - stds[finite.index]).min() if len(finite) else 0
-    hi = (finite + stds[finite.index]).max() if len(finite) else 100
+    lo = min([(finite - stds[finite.index]).min()] + list(reach)) if len(finite) else 0
+    hi = max([(finite + stds[finite.index]).max()] + list(reach)) if len(finite) else 100
     pad = max(0.5, 0.15 * (hi - lo))
     left = max(0.0, lo - pad)
     ax.barh(
@@ -132,17 +136,26 @@ def _gflops_labels(ax, summary: pd.DataFrame):
     ax.text(xmax, -0.9, " GFLOPs@224\n paper | ours", fontsize=7, color="#333333", va="bottom")
 
 
-def _reference_marks(ax, summary: pd.DataFrame, reference: pd.DataFrame):
-    """The committed reference's mean and the 95% range of a mean of this row's seeds (a bar
-    outside it: this machine does not train like the reference's) on each row of the same model:
-    matched by model (configuration, recipe, data), never by name, so a custom row called
-    gelu that is k=5 is not drawn against the paper's gelu."""
+def _reference_rows(summary: pd.DataFrame, reference: pd.DataFrame):
+    """(row, the committed reference's mean, half-width of the 95% range of a mean of this
+    row's seeds) for each row of the same model: matched by model (configuration, recipe,
+    data), never by name, so a custom row called gelu that is k=5 is not drawn against the
+    paper's gelu."""
     ref = reference.set_index("model_key")
-    rows = [(i, ref.loc[k]) for i, k in enumerate(summary["model_key"]) if k in ref.index]
+    return [
+        (i, float(ref.loc[k, "mean"]), range_half(ref.loc[k], int(summary["seeds"][i])))
+        for i, k in enumerate(summary["model_key"])
+        if k in ref.index
+    ]
+
+
+def _reference_marks(ax, marks):
+    """The reference's mean and range on each matched row (a bar outside it: this machine
+    does not train like the reference's)."""
     ax.errorbar(
-        [b["mean"] for _, b in rows],
-        [i + 0.36 for i, _ in rows],
-        xerr=[range_half(b, int(summary["seeds"][i])) for i, b in rows],
+        [m for _, m, _ in marks],
+        [i + 0.36 for i, _, _ in marks],
+        xerr=[h for _, _, h in marks],
         fmt="|",
         color="#d62728",
         ms=8,

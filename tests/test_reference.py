@@ -173,3 +173,25 @@ def test_cifar_preset_applies_the_departure_to_every_step():
     assert recipe.small_input_stem and not get_preset("imagenet").small_input_stem
     assert all(recipe.apply(s.cfg, 10).small_input_stem for s in paper_plan())
     assert not ArchConfig().small_input_stem
+
+
+def test_the_figure_spans_the_reference_range_it_draws():
+    """A reference range wider than our bars (one seed here, three there) is not cut at the edge."""
+    from matplotlib.figure import Figure
+
+    import roadmap.plot as P
+
+    summary = pd.DataFrame(
+        dict(run=["a"], model_key=["m"], seeds=[1], top1_mean=[80.0], top1_std=[float("nan")], phase=["macro"])
+    ).assign(roadmap="paper", change="x", failed=False, variant="", step="a")
+    band = pd.DataFrame([dict(model_key="m", mean=83.0, half=0.5, sigma=2.0, df=4, n=3)])
+    marks = P._reference_rows(summary, band)
+    (_, mean, half), = marks
+    assert mean == 83.0 and half == pytest.approx(P.range_half(band.iloc[0], 1))
+    ax = Figure().subplots()
+    P._bars(ax, summary, summary["top1_mean"], "top-1", [mean - half, mean + half])
+    lo, hi = ax.get_xlim()
+    assert lo <= mean - half and mean + half < hi
+    ax = Figure().subplots()
+    P._bars(ax, summary, summary["top1_mean"], "top-1")
+    assert ax.get_xlim()[1] < mean + half  # without the reach it would be cut: the test can fail
