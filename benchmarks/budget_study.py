@@ -33,9 +33,10 @@ from matplotlib.lines import Line2D
 from roadmap import stats as S
 from roadmap.errors import RoadmapError
 from roadmap.plan import paper_plan
+from roadmap.plot import save_figure
 from roadmap.recipe import settings
 from roadmap.report import finished, once
-from roadmap.results import atomic_write, atomic_write_text, read_results
+from roadmap.results import atomic_write_text, read_results
 from roadmap.runner import run_plan
 
 # change -> (the step before, the step after); the last row is the whole roadmap
@@ -187,8 +188,7 @@ def plot(changes: pd.DataFrame, budgets, folder: Path):
     ax.set_title("Does the 4-epoch answer survive more training? (Fashion-MNIST, 32 px, widths x0.25)", fontsize=9)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
-    for suffix in ("png", "svg"):
-        atomic_write(folder / f"budget.{suffix}", lambda f, fmt=suffix: fig.savefig(f, format=fmt, dpi=130))
+    save_figure(fig, folder / "budget")
 
 
 def _ci(r) -> str:

@@ -74,7 +74,7 @@ def plot_trajectory(
     ax.set_title(title or f"{what}: {data_name}, {seeds} seed(s)", fontsize=10)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
-    return _save(fig, folder / (out_stem or "trajectory"))
+    return save_figure(fig, folder / (out_stem or "trajectory"))
 
 
 def _first(table: pd.DataFrame, col: str) -> str:
@@ -236,11 +236,17 @@ def plot_forest(trans: pd.DataFrame, folder, out_stem: str = "changes", subtitle
     ax.set_title("What each change was worth" + (f"\n{subtitle}" if subtitle else ""), fontsize=9)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
-    return _save(fig, folder / out_stem)
+    return save_figure(fig, folder / out_stem)
 
 
-def _save(fig: Figure, stem: Path) -> List[Path]:
+def save_figure(fig: Figure, stem: Path) -> List[Path]:
+    """`stem`.png and `stem`.svg, written atomically and byte-for-byte the same for the same
+    figure (fixed SVG ids, no date), so a committed figure changes only when its content does."""
+    import matplotlib
+
     paths = [stem.with_suffix(".png"), stem.with_suffix(".svg")]
-    for p in paths:
-        atomic_write(p, lambda f, fmt=p.suffix[1:]: fig.savefig(f, format=fmt, dpi=130))
+    with matplotlib.rc_context({"svg.hashsalt": "roadmap"}):
+        for p in paths:
+            meta = {"Date": None} if p.suffix == ".svg" else {}
+            atomic_write(p, lambda f, fmt=p.suffix[1:], m=meta: fig.savefig(f, format=fmt, dpi=130, metadata=m))
     return paths

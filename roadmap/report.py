@@ -431,6 +431,10 @@ def noise(f: Optional[S.Fit], trans: pd.DataFrame) -> Dict:
     halves = (trans["ci_high"] - trans["ci_low"]) / 2 if len(trans) else pd.Series(dtype=float)
     test = trans["test_sd"].dropna() if len(trans) else pd.Series(dtype=float)
     test_var = float(np.median(test**2)) if len(test) else 0.0
+    # how much counting the test set widened the intervals: full / seed-only half-width
+    widened = ((trans["ci_high"] - trans["ci_low"]) / (trans["ci_high_seed"] - trans["ci_low_seed"]))[
+        trans["test_sd"].notna()
+    ].dropna() if len(test) else pd.Series(dtype=float)
     out.update(
         seed_sd=f.sigma,
         seed_sd_ci=list(S.sigma_interval(f.sigma, f.df)),
@@ -440,6 +444,7 @@ def noise(f: Optional[S.Fit], trans: pd.DataFrame) -> Dict:
         family=family,
         test_sd=math.sqrt(test_var) if len(test) else None,
         median_half_width=float(halves.median()) if halves.notna().any() else None,
+        widening=[float(widened.median()), float(widened.min()), float(widened.max())] if len(widened) else None,
     )
     holm_alpha = S.ALPHA / max(family, 1)
     for e in S.EFFECTS:
@@ -804,7 +809,14 @@ def _noise_markdown(n: Dict) -> str:
         f"{n['models']} models); each change uses its two steps' own sds. Median 95% half-width "
         f"of a change {_f(n.get('median_half_width'), '{:.3f}')} points."
         + (
-            f" Test-set sd of a change (median): {n['test_sd']:.3f} points."
+            f" Test-set sd of a change (median): {n['test_sd']:.3f} points"
+            + (
+                ": the full intervals are a median {:.0%} wider than the seed-only ones ({:.2f}x-{:.2f}x).".format(
+                    n["widening"][0] - 1, n["widening"][1], n["widening"][2]
+                )
+                if n.get("widening")
+                else "."
+            )
             if n["test_sd"] is not None
             else " Test-set part: not recorded (no `val_correct`)."
         ),

@@ -182,12 +182,16 @@ def test_a_table_without_records_is_not_overwritten(tmp_path):
     assert "90" in (tmp_path / "results.csv").read_text()
 
 
+FIGURES = ("trajectory.png", "changes.png", "trajectory.svg", "changes.svg")
+
+
 def test_one_folder_gives_the_same_figure_from_run_plot_and_report(tmp_path, capsys):
+    """Byte for byte, SVG too (no date, fixed ids): a committed figure changes only with its content."""
     folder = _copy_reference(tmp_path, runs=("resnet50", "stage_ratio", "patchify_stem"))
     shown = []
     for argv in (["plot", str(folder)], ["report", str(folder)]):
         assert main(argv) == 0
-        shown.append({p: (folder / p).read_bytes() for p in ("trajectory.png", "changes.png")})
+        shown.append({p: (folder / p).read_bytes() for p in FIGURES})
     first = write_outputs(folder)
     assert [p.name for p in first["figures"]] == ["trajectory.png", "changes.png"]
     assert shown[0] == shown[1] == {p: (folder / p).read_bytes() for p in shown[0]}

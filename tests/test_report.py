@@ -575,6 +575,10 @@ def test_val_correct_adds_the_test_set_part_to_every_interval(tmp_path):
     assert "val_correct" not in pd.read_csv(tmp_path / "out" / "results.csv").columns
     saved = json.loads((tmp_path / "out" / "report.json").read_text())
     assert saved["noise"]["test_sd"] > 0 and "test-set" in saved["method"]
+    # how much the test set widened the intervals: the ratio of full to seed-only widths
+    ratio = (trans["ci_high"] - trans["ci_low"]) / (trans["ci_high_seed"] - trans["ci_low_seed"])
+    assert saved["noise"]["widening"] == pytest.approx([ratio.median(), ratio.min(), ratio.max()])
+    assert f"a median {ratio.median() - 1:.0%} wider" in (tmp_path / "out" / "report.md").read_text()
 
 
 def test_records_without_val_correct_are_reported_seed_only_with_a_line(tmp_path):
