@@ -1,0 +1,59 @@
+"""What the runs of a results folder cost, from their own records.
+
+    python scripts/run_costs.py results/demo-fashion-mnist [more folders]
+
+Per folder: the finished runs' recorded `wall_s` (every process a run took, resumes
+included) in minutes per run (median, range), in CPU-minutes (wall time x the threads it
+was given), and per seed (all of a seed's steps), with when the runs finished. A record's
+time is that of whatever else its machine ran: read it next to how the folder was made
+(results/README.md). Writes nothing; prints a Markdown table.
+"""
+
+import sys
+
+import pandas as pd
+
+from roadmap.errors import RoadmapError
+from roadmap.report import finished
+from roadmap.results import read_results
+
+
+def costs(folder: str) -> dict:
+    ok = finished(read_results(folder))
+    if not len(ok):
+        raise RoadmapError(f"{folder}: no finished runs; nothing to cost")
+    minutes = pd.to_numeric(ok["wall_s"], errors="coerce") / 60
+    cpu = minutes * pd.to_numeric(ok["threads"], errors="coerce")
+    per_seed = minutes.groupby(ok["seed"]).sum()
+    return dict(
+        folder=folder,
+        runs=len(ok),
+        run_min=minutes.median(),
+        run_lo=minutes.min(),
+        run_hi=minutes.max(),
+        cpu_min=cpu.median(),
+        seed_min=" / ".join(f"{m:.1f}" for m in per_seed),
+        total_min=minutes.sum(),
+        finished=f"{ok['finished_at'].min()[:16]} .. {ok['finished_at'].max()[:16]}",
+    )
+
+
+def main(folders):
+    print("| folder | runs | min per run (median, range) | CPU-min per run | min per seed | total min | finished |")
+    print("|---|---|---|---|---|---|---|")
+    for folder in folders:
+        c = costs(folder)
+        print(
+            f"| {c['folder']} | {c['runs']} | {c['run_min']:.1f} ({c['run_lo']:.1f}-{c['run_hi']:.1f}) |"
+            f" {c['cpu_min']:.1f} | {c['seed_min']} | {c['total_min']:.0f} | {c['finished']} |"
+        )
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2:
+        sys.exit(__doc__)
+    try:
+        main(sys.argv[1:])
+    except RoadmapError as e:
+        print(f"run_costs: {e}", file=sys.stderr)
+        sys.exit(2)
