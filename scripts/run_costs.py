@@ -39,10 +39,10 @@ def costs(folder: str) -> dict:
 
 
 def main(folders):
+    rows = [costs(f) for f in folders]  # every folder read before a line is printed
     print("| folder | runs | min per run (median, range) | CPU-min per run | min per seed | total min | finished |")
     print("|---|---|---|---|---|---|---|")
-    for folder in folders:
-        c = costs(folder)
+    for c in rows:
         print(
             f"| {c['folder']} | {c['runs']} | {c['run_min']:.1f} ({c['run_lo']:.1f}-{c['run_hi']:.1f}) |"
             f" {c['cpu_min']:.1f} | {c['seed_min']} | {c['total_min']:.0f} | {c['finished']} |"
