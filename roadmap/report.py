@@ -432,9 +432,10 @@ def noise(f: Optional[S.Fit], trans: pd.DataFrame) -> Dict:
     test = trans["test_sd"].dropna() if len(trans) else pd.Series(dtype=float)
     test_var = float(np.median(test**2)) if len(test) else 0.0
     # how much counting the test set widened the intervals: full / seed-only half-width
-    widened = ((trans["ci_high"] - trans["ci_low"]) / (trans["ci_high_seed"] - trans["ci_low_seed"]))[
-        trans["test_sd"].notna()
-    ].dropna() if len(test) else pd.Series(dtype=float)
+    widened = pd.Series(dtype=float)
+    if len(test):
+        full, seed_only = trans["ci_high"] - trans["ci_low"], trans["ci_high_seed"] - trans["ci_low_seed"]
+        widened = (full / seed_only)[trans["test_sd"].notna()].dropna()
     out.update(
         seed_sd=f.sigma,
         seed_sd_ci=list(S.sigma_interval(f.sigma, f.df)),

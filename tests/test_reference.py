@@ -186,7 +186,7 @@ def test_the_figure_spans_the_reference_range_it_draws():
     ).assign(roadmap="paper", change="x", failed=False, variant="", step="a")
     band = pd.DataFrame([dict(model_key="m", mean=83.0, half=0.5, sigma=2.0, df=4, n=3)])
     marks = P._reference_rows(summary, band)
-    (_, mean, half), = marks
+    ((_, mean, half),) = marks
     assert mean == 83.0 and half == pytest.approx(P.range_half(band.iloc[0], 1))
     ax = Figure().subplots()
     P._bars(ax, summary, summary["top1_mean"], "top-1", [mean - half, mean + half])
