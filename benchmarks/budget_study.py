@@ -127,17 +127,27 @@ def shift(changes: pd.DataFrame, budgets) -> pd.DataFrame:
     return out
 
 
-def reading(short: pd.Series, long: pd.Series) -> str:
-    """How the short budget's answer fares at the long one."""
+def reading(short: pd.Series, long: pd.Series, moved=None) -> str:
+    """How the short budget's answer fares at the long one; `moved` (a `shift` row) says
+    whether the change's size itself moved, so "shrinks" is not read from a lost resolution
+    alone."""
     if pd.isna(long.get("p_holm")):
         return "not yet measured (needs 2 seeds of both steps)"
     if short["resolved"] and long["resolved"]:
-        return "holds (same sign, resolved)" if np.sign(short["delta"]) == np.sign(long["delta"]) else "flips"
-    if short["resolved"]:
-        return "shrinks into the noise"
-    if long["resolved"]:
-        return "appears (resolved only with more training)"
-    return "within the noise at both"
+        if np.sign(short["delta"]) != np.sign(long["delta"]):
+            return "flips"
+        text = "holds (same sign, resolved)"
+    elif short["resolved"]:
+        text = "shrinks into the noise"
+    elif long["resolved"]:
+        text = "appears (resolved only with more training)"
+    else:
+        return "within the noise at both"
+    if moved is None or pd.isna(moved.get("p_holm")):
+        return text
+    if moved["resolved"]:
+        return text + f"; its size moved ({moved['shift']:+.2f}, resolved)"
+    return text + "; the shift itself is not resolved"
 
 
 def curve_table(table: pd.DataFrame) -> pd.DataFrame:
@@ -221,8 +231,9 @@ def markdown(changes, budgets, curve, cost, command, moved=None) -> str:
         a = a.iloc[0]
         b = b.iloc[0] if len(b) else pd.Series(dict(p_holm=math.nan))
         cell = _ci(b) + f" ({int(b['seeds'])} seeds)" if "delta" in b else "–"
-        m = _ci(moved.loc[name].rename({"shift": "delta"})) if name in moved.index else "–"
-        lines.append(f"| {name} | {_ci(a)} | {cell} | {m} | {a['paper_delta']:+.2f} | {reading(a, b)} |")
+        s = moved.loc[name] if name in moved.index else None
+        m = _ci(s.rename({"shift": "delta"})) if s is not None else "–"
+        lines.append(f"| {name} | {_ci(a)} | {cell} | {m} | {a['paper_delta']:+.2f} | {reading(a, b, s)} |")
     for budget in budgets:
         covered = changes[changes["budget"] == budget]["test_set"]
         if len(covered) and not covered.all():

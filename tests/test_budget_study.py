@@ -32,6 +32,16 @@ def test_a_change_is_read_across_budgets(short, long, expected):
     assert B.reading(short, long) == expected
 
 
+def test_the_reading_says_whether_the_size_itself_moved():
+    short, long = change(-1.0, True), change(-0.2, False)
+    moved = pd.Series(dict(shift=0.8, resolved=True, p_holm=0.01))
+    assert B.reading(short, long, moved) == "shrinks into the noise; its size moved (+0.80, resolved)"
+    still = pd.Series(dict(shift=0.8, resolved=False, p_holm=0.3))
+    assert B.reading(short, long, still) == "shrinks into the noise; the shift itself is not resolved"
+    assert B.reading(short, change(+0.8, True), moved) == "flips"
+    assert B.reading(change(0.1, False), change(-0.1, False), moved) == "within the noise at both"
+
+
 def test_the_curve_table_averages_the_endpoints_over_seeds():
     curve = lambda a, b: [dict(epoch=1.0, top1=a, top1_ema=None), dict(epoch=2.0, top1=b, top1_ema=b - 1)]
     table = pd.DataFrame(
