@@ -268,11 +268,22 @@ def cost_text(table: pd.DataFrame) -> str:
     )
 
 
+def at_budget(table: pd.DataFrame, epochs: float, where) -> pd.DataFrame:
+    """The runs trained for `epochs`: a folder holding other budgets too is scored at this
+    one only, and says so, never a mix of the two."""
+    same = pd.to_numeric(table["epochs"], errors="coerce") == epochs
+    if not same.all():
+        others = sorted(set(table.loc[~same, "epochs"].astype(str)))
+        print(f"budget_study: {where}: {int((~same).sum())} run(s) at {', '.join(others)} epochs left out")
+    return table[same]
+
+
 def analyse(args):
     out = Path(args.out)
-    long_table = read_results(out)
-    short_table = read_results(args.reference)
-    budgets = ("4 epochs", f"{args.epochs:g} epochs")
+    short_epochs = settings("reference", [])[0].epochs
+    long_table = at_budget(read_results(out), args.epochs, out)
+    short_table = at_budget(read_results(args.reference), short_epochs, args.reference)
+    budgets = (f"{short_epochs:g} epochs", f"{args.epochs:g} epochs")
     changes = pd.concat([score(short_table, budgets[0]), score(long_table, budgets[1])], ignore_index=True)
     if not len(changes):
         raise RoadmapError(f"{out}: no finished runs of the studied steps yet; run without --analyse-only")

@@ -88,3 +88,11 @@ def test_a_change_without_an_interval_at_one_budget_gets_no_shift_interval():
     )
     moved = B.shift(table, ("4 epochs", "12 epochs"))
     assert moved.loc[0, "shift"] == 0.5 and math.isnan(moved.loc[0, "ci_low"]) and not moved.loc[0, "resolved"]
+
+
+def test_a_folder_with_two_budgets_is_scored_at_one(capsys):
+    table = pd.DataFrame(dict(run=["gelu", "gelu", "gelu"], epochs=[12.0, 12.0, 8.0], top1=[90.0, 91.0, 80.0]))
+    kept = B.at_budget(table, 12, "results/x")
+    assert list(kept["top1"]) == [90.0, 91.0]
+    assert "results/x: 1 run(s) at 8.0 epochs left out" in capsys.readouterr().out
+    assert len(B.at_budget(table.iloc[:2], 12, "results/x")) == 2 and capsys.readouterr().out == ""
