@@ -233,7 +233,10 @@ def markdown(changes, budgets, curve, cost, command, moved=None) -> str:
         cell = _ci(b) + f" ({int(b['seeds'])} seeds)" if "delta" in b else "–"
         s = moved.loc[name] if name in moved.index else None
         m = _ci(s.rename({"shift": "delta"})) if s is not None else "–"
-        lines.append(f"| {name} | {_ci(a)} | {cell} | {m} | {a['paper_delta']:+.2f} | {reading(a, b, s)} |")
+        verdict = reading(a, b, s)
+        if "seeds" in b and b["seeds"] < 3:  # 1-2 df per step: too few to read a loss of resolution
+            verdict = f"provisional ({int(b['seeds'])} seeds): {verdict}"
+        lines.append(f"| {name} | {_ci(a)} | {cell} | {m} | {a['paper_delta']:+.2f} | {verdict} |")
     for budget in budgets:
         covered = changes[changes["budget"] == budget]["test_set"]
         if len(covered) and not covered.all():
