@@ -35,7 +35,7 @@ from roadmap.errors import RoadmapError
 from roadmap.plan import paper_plan
 from roadmap.plot import save_figure
 from roadmap.recipe import settings
-from roadmap.report import finished, once
+from roadmap.report import finished, once, run_minutes
 from roadmap.results import atomic_write_text, read_results
 from roadmap.runner import run_plan
 
@@ -264,7 +264,7 @@ def cost_text(table: pd.DataFrame) -> str:
     ok = finished(table)
     if not len(ok):
         return ""
-    cpu_min = pd.to_numeric(ok["wall_s"], errors="coerce") * pd.to_numeric(ok["threads"], errors="coerce") / 60
+    cpu_min = run_minutes(ok)["cpu_minutes"]
     return (
         f"median {cpu_min.median():.1f} CPU-minutes per run ({cpu_min.min():.1f}-{cpu_min.max():.1f};"
         f" wall time x threads, {len(ok)} runs; recorded `wall_s`, on whatever else the machine ran)"

@@ -181,6 +181,15 @@ def finished(table: pd.DataFrame) -> pd.DataFrame:
     return ok
 
 
+def run_minutes(ok: pd.DataFrame) -> pd.DataFrame:
+    """Each finished run's recorded cost: `wall_s` (every process it took, resumes included)
+    in minutes, and CPU-minutes (wall x the threads it was given). A record's time is that
+    of whatever else its machine ran beside it."""
+    minutes = pd.to_numeric(ok["wall_s"], errors="coerce") / 60
+    cpu = minutes * pd.to_numeric(ok["threads"], errors="coerce")
+    return pd.DataFrame({"seed": ok["seed"], "minutes": minutes, "cpu_minutes": cpu})
+
+
 def once(ok: pd.DataFrame) -> pd.DataFrame:
     """One observation per model and seed: that is one run (its key hashes configuration,
     recipe, data and seed), so the same run under two labels (`large_kernel/k7`,

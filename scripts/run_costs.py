@@ -11,10 +11,8 @@ time is that of whatever else its machine ran: read it next to how the folder wa
 
 import sys
 
-import pandas as pd
-
 from roadmap.errors import RoadmapError
-from roadmap.report import finished
+from roadmap.report import finished, run_minutes
 from roadmap.results import read_results
 
 
@@ -22,9 +20,9 @@ def costs(folder: str) -> dict:
     ok = finished(read_results(folder))
     if not len(ok):
         raise RoadmapError(f"{folder}: no finished runs; nothing to cost")
-    minutes = pd.to_numeric(ok["wall_s"], errors="coerce") / 60
-    cpu = minutes * pd.to_numeric(ok["threads"], errors="coerce")
-    per_seed = minutes.groupby(ok["seed"]).sum()
+    cost = run_minutes(ok)
+    minutes, cpu = cost["minutes"], cost["cpu_minutes"]
+    per_seed = minutes.groupby(cost["seed"]).sum()
     return dict(
         folder=folder,
         runs=len(ok),
