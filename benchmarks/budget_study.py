@@ -15,7 +15,9 @@ Then scores each studied change at both budgets with the report's statistics
 error from the per-image record where the runs carry it; Holm over the studied changes
 within each budget) and writes OUT/changes.csv, OUT/curve.csv (the endpoints' top-1 per
 epoch over seeds), OUT/shift.csv (each change's Δ at the long budget minus its Δ at the
-short one, with its interval), OUT/budget.md and OUT/budget.png / .svg.
+short one, with its interval), OUT/budget.md, OUT/budget.png / .svg (the changes at both
+budgets) and OUT/curve.png / .svg (the endpoints' learning curves beside where the same
+models end at the short budget).
 """
 
 import argparse
@@ -49,6 +51,7 @@ CHANGES = {
 }
 STEPS = list(dict.fromkeys(s for pair in CHANGES.values() for s in pair))
 ENDPOINTS = ("resnet50", "separate_downsampling")
+ENDPOINT_NAMES = {"resnet50": "ResNet-50", "separate_downsampling": "ConvNeXt-T (separate_downsampling)"}
 
 
 def train(args):
@@ -201,6 +204,54 @@ def plot(changes: pd.DataFrame, budgets, folder: Path):
     save_figure(fig, folder / "budget")
 
 
+def plot_curve(curve: pd.DataFrame, short_table: pd.DataFrame, short_epochs: float, budgets, folder: Path) -> Figure:
+    """The endpoints' learning curves at the long budget (mean over seeds, ± 1 sd band),
+    with where the same models end when trained the short budget: "learns faster" against
+    "ends better" in one picture."""
+    fig = Figure(figsize=(7.5, 4.2))
+    ax = fig.subplots()
+    ends = finished(short_table[short_table["run"].isin(ENDPOINTS)]).groupby("run")["top1"].agg(["mean", "std"])
+    for step, color in zip(ENDPOINTS, ("#b5651d", "#1f5fa8")):
+        c = curve[curve["step"] == step].sort_values("epoch")
+        if not len(c):
+            continue
+        n = int(c["seeds"].max())
+        ax.plot(
+            c["epoch"],
+            c["top1_mean"],
+            "-o",
+            ms=3,
+            color=color,
+            label=f"{ENDPOINT_NAMES[step]}, {budgets[1]} ({n} seeds)",
+        )
+        ax.fill_between(
+            c["epoch"], c["top1_mean"] - c["top1_sd"], c["top1_mean"] + c["top1_sd"], color=color, alpha=0.15, lw=0
+        )
+        if step in ends.index:
+            m, sd = ends.loc[step, "mean"], ends.loc[step, "std"]
+            ax.errorbar(
+                [short_epochs],
+                [m],
+                yerr=[sd],
+                fmt="D",
+                ms=6,
+                mfc="white",
+                mec=color,
+                ecolor=color,
+                capsize=3,
+                zorder=5,
+                label=f"{ENDPOINT_NAMES[step]} trained {budgets[0]} (reference's end)",
+            )
+    ax.set_xlabel("epoch (the cosine schedule spans all of them)")
+    ax.set_ylabel("val top-1 % after each epoch (band: ± 1 sd)")
+    ax.set_title("Learning curves of the endpoints (Fashion-MNIST, 32 px, widths x0.25)", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    save_figure(fig, folder / "curve")
+    return fig
+
+
 def _ci(r) -> str:
     if pd.isna(r["ci_low"]):
         return f"{r['delta']:+.2f} (no interval yet)"
@@ -296,6 +347,8 @@ def analyse(args):
     atomic_write_text(out / "shift.csv", moved.to_csv(index=False))
     atomic_write_text(out / "curve.csv", curve.to_csv(index=False))
     plot(changes, budgets, out)
+    if len(curve):
+        plot_curve(curve, short_table, short_epochs, budgets, out)
     command = "python benchmarks/budget_study.py " + " ".join(
         [f"--epochs {args.epochs:g}", f"--seeds {args.seeds}", f"--threads {args.threads}"]
     )

@@ -96,3 +96,27 @@ def test_a_folder_with_two_budgets_is_scored_at_one(capsys):
     assert list(kept["top1"]) == [90.0, 91.0]
     assert "results/x: 1 run(s) at 8.0 epochs left out" in capsys.readouterr().out
     assert len(B.at_budget(table.iloc[:2], 12, "results/x")) == 2 and capsys.readouterr().out == ""
+
+
+def test_the_curve_figure_draws_each_endpoints_mean_and_its_short_budget_end(tmp_path):
+    curve = pd.DataFrame(
+        dict(
+            step=["resnet50"] * 2 + ["separate_downsampling"] * 2,
+            epoch=[1.0, 2.0, 1.0, 2.0],
+            seeds=2,
+            top1_mean=[80.0, 90.0, 82.0, 88.0],
+            top1_sd=[1.0, 0.5, 1.0, 0.5],
+        )
+    )
+    short = pd.DataFrame(dict(run=["resnet50"] * 2 + ["separate_downsampling"], seed=[0, 1, 0], status="ok"))
+    short = short.assign(top1=[86.0, 88.0, 85.0], config=None)
+    fig = B.plot_curve(curve, short, 1.0, ("1 epochs", "2 epochs"), tmp_path)
+    lines = {ln.get_label(): ln for ln in fig.axes[0].get_lines()}
+    assert list(lines["ResNet-50, 2 epochs (2 seeds)"].get_ydata()) == [80.0, 90.0]
+    assert list(lines["ConvNeXt-T (separate_downsampling), 2 epochs (2 seeds)"].get_ydata()) == [82.0, 88.0]
+    ends = {c.get_label(): c for c in fig.axes[0].containers}
+    assert list(ends["ResNet-50 trained 1 epochs (reference's end)"].lines[0].get_ydata()) == [87.0]
+    assert list(ends["ConvNeXt-T (separate_downsampling) trained 1 epochs (reference's end)"].lines[0].get_ydata()) == [
+        85.0
+    ]
+    assert (tmp_path / "curve.png").stat().st_size > 0 and (tmp_path / "curve.svg").stat().st_size > 0
