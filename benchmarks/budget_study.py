@@ -141,7 +141,12 @@ def reading(short: pd.Series, long: pd.Series, moved=None) -> str:
             return "flips"
         text = "holds (same sign, resolved)"
     elif short["resolved"]:
-        text = "shrinks into the noise"
+        same_sign = np.sign(short["delta"]) == np.sign(long["delta"])
+        # a lost resolution is not a smaller change: fewer df or a noisier step lose it too
+        if same_sign and abs(long["delta"]) >= abs(short["delta"]):
+            text = "no longer resolved, though not smaller"
+        else:
+            text = "shrinks into the noise"
     elif long["resolved"]:
         text = "appears (resolved only with more training)"
     else:
@@ -255,7 +260,9 @@ def plot_curve(curve: pd.DataFrame, short_table: pd.DataFrame, short_epochs: flo
 def _ci(r) -> str:
     if pd.isna(r["ci_low"]):
         return f"{r['delta']:+.2f} (no interval yet)"
-    return f"{r['delta']:+.2f} [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}]" + (" **resolved**" if r["resolved"] else "")
+    holm = f", Holm p {r['p_holm']:.3f}" if pd.notna(r.get("p_holm")) else ""
+    text = f"{r['delta']:+.2f} [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}]{holm}"
+    return text + (" **resolved**" if r["resolved"] else "")
 
 
 def markdown(changes, budgets, curve, cost, command, moved=None) -> str:
@@ -263,11 +270,12 @@ def markdown(changes, budgets, curve, cost, command, moved=None) -> str:
     lines = [
         "# Budget study: the reference's changes at 4 and at more epochs",
         "",
-        f"Made by `{command}` (see the script's docstring). Δ top-1 in points with the 95% interval",
-        "of `roadmap.stats` (each step's own seed variance, seed as a block; plus the test set's",
-        "sampling error where the runs carry their per-image record); **resolved**: Holm over the",
-        f"{len(CHANGES)} studied changes within each budget at 5%. The last column but one is",
-        f"the change's own shift, Δ({long}) − Δ({short}), with its interval (Holm over the changes):",
+        f"Made by `{command}` (see the script's docstring). Δ top-1 in points with its unadjusted",
+        "95% interval from `roadmap.stats` (each step's own seed variance, seed as a block; plus the",
+        "test set's sampling error where the runs carry their per-image record) and its Holm-adjusted p",
+        f"over the {len(CHANGES)} studied changes within each budget; **resolved**: Holm p < 0.05, so an",
+        "interval that excludes 0 is not yet a resolved change. The last column but one is the",
+        f"change's own shift, Δ({long}) − Δ({short}), with its interval (Holm over the changes):",
         "whether more training *moved* the change, not only whether it still resolves.",
         "",
         f"| change | {short} | {long} | Δ({long}) − Δ({short}) | paper Δ | the {short} answer at {long} |",

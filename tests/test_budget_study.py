@@ -23,6 +23,8 @@ def change(delta, resolved):
         (change(-1.0, True), change(-0.8, True), "holds (same sign, resolved)"),
         (change(-1.0, True), change(+0.8, True), "flips"),
         (change(-1.0, True), change(-0.2, False), "shrinks into the noise"),
+        (change(-1.0, True), change(+0.3, False), "shrinks into the noise"),
+        (change(-1.0, True), change(-1.4, False), "no longer resolved, though not smaller"),
         (change(-0.1, False), change(+0.9, True), "appears (resolved only with more training)"),
         (change(-0.1, False), change(+0.1, False), "within the noise at both"),
         (change(-1.0, True), pd.Series(dict(p_holm=math.nan)), "not yet measured (needs 2 seeds of both steps)"),
