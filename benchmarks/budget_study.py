@@ -357,9 +357,11 @@ def analyse(args):
     plot(changes, budgets, out)
     if len(curve):
         plot_curve(curve, short_table, short_epochs, budgets, out)
-    command = "python benchmarks/budget_study.py " + " ".join(
-        [f"--epochs {args.epochs:g}", f"--seeds {args.seeds}", f"--threads {args.threads}"]
-    )
+    # the command that made these runs, from their records (--analyse-only's defaults need not be it)
+    made = finished(long_table)
+    seeds = int(made["seed"].max()) + 1 if len(made) else args.seeds
+    threads = int(pd.to_numeric(made["threads"]).mode().iloc[0]) if len(made) else args.threads
+    command = f"python benchmarks/budget_study.py --epochs {args.epochs:g} --seeds {seeds} --threads {threads}"
     atomic_write_text(out / "budget.md", markdown(changes, budgets, curve, cost_text(long_table), command, moved))
     print((out / "budget.md").read_text())
 
