@@ -122,3 +122,19 @@ def test_the_curve_figure_draws_each_endpoints_mean_and_its_short_budget_end(tmp
         85.0
     ]
     assert (tmp_path / "curve.png").stat().st_size > 0 and (tmp_path / "curve.svg").stat().st_size > 0
+
+
+def test_the_committed_study_is_what_its_analysis_makes(tmp_path):
+    """`--analyse-only` on a copy of the committed runs rebuilds the committed tables and
+    figures byte for byte: what results/budget-study shows is what its command prints."""
+    import argparse
+    import shutil
+
+    study = ROOT / "results" / "budget-study"
+    shutil.copytree(study / "runs", tmp_path / "runs")
+    args = argparse.Namespace(
+        epochs=12.0, seeds=3, threads=2, out=str(tmp_path), reference=str(ROOT / "results" / "reference-fashion-mnist")
+    )
+    B.analyse(args)
+    for name in ("budget.md", "changes.csv", "shift.csv", "curve.csv", "budget.svg", "curve.svg"):
+        assert (tmp_path / name).read_bytes() == (study / name).read_bytes(), name
