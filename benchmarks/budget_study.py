@@ -142,7 +142,7 @@ def reading(short: pd.Series, long: pd.Series, moved=None) -> str:
         text = "holds (same sign, resolved)"
     elif short["resolved"]:
         same_sign = np.sign(short["delta"]) == np.sign(long["delta"])
-        # a lost resolution is not a smaller change: fewer df or a noisier step lose it too
+        # a lost resolution is not a smaller change: a noisier step or Holm's step-down lose it too
         if same_sign and abs(long["delta"]) >= abs(short["delta"]):
             text = "no longer resolved, though not smaller"
         else:
