@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extension
 
+from . import augment
 from .errors import RoadmapError
 
 try:  # numpy >= 2
@@ -538,10 +539,27 @@ class Images(ImageFolder):
         return list(self._scan.samples)
 
     def __getitem__(self, index):
+        path, target = self.samples[index]
         try:
-            return super().__getitem__(index)
+            image = self.loader(path)
         except Exception as e:
-            raise RoadmapError(f"{self.samples[index][0]}: cannot read this image ({type(e).__name__}: {e})") from None
+            raise RoadmapError(f"{path}: cannot read this image ({type(e).__name__}: {e})") from None
+        return transformed(image, self.transform, path), target
+
+
+def transformed(image, transform, name):
+    """`transform(image)`, with an error raised inside it named as the transform's (an
+    augmentation's bug), not blamed on the image, which was read."""
+    if transform is None:
+        return image
+    try:
+        return transform(image)
+    except Exception as e:
+        raise RoadmapError(
+            f"{name}: the image was read, but the train/eval transform failed on it "
+            f"({type(e).__name__}: {e}); this is an augmentation's error, not the image's: "
+            "try --set randaug=none and report it"
+        ) from None
 
 
 def load_image_folder(path: Path) -> Dataset:
@@ -744,7 +762,7 @@ class MemoryImages(torch.utils.data.Dataset):
 
         arr = self.images[i].permute(1, 2, 0).numpy()
         img = Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr).convert("RGB")
-        return self.transform(img), int(self.labels[i])
+        return transformed(img, self.transform, f"image {i} of the in-memory split"), int(self.labels[i])
 
 
 class SeededSamples(torch.utils.data.Dataset):
@@ -818,21 +836,7 @@ def folder_loader(
     `epoch_order`; evaluation: the validation split in order. Normalizing and random erasing
     are left to the device (timm's prefetcher split: `use_prefetcher=True`).
     """
-    from timm.data import create_transform
-
-    transform = create_transform(
-        img_size,
-        is_training=train,
-        auto_augment=randaug if train else None,
-        hflip=0.5 if (train and hflip) else 0.0,
-        interpolation="bicubic",
-        mean=ds.mean,
-        std=ds.std,
-        scale=(0.08, 1.0) if train else None,
-        crop_pct=None if train else 0.875,
-        color_jitter=0.0 if randaug else 0.4,
-        use_prefetcher=True,
-    )
+    transform = make_transform(ds, img_size, train, randaug, hflip)
     if ds.in_memory:
         images = MemoryImages(
             ds.train_images if train else ds.val_images, ds.train_labels if train else ds.val_labels, transform
@@ -853,6 +857,28 @@ def folder_loader(
         generator=torch.Generator().manual_seed(seed),
         **order,
     )
+
+
+def make_transform(ds: Dataset, img_size: int, train: bool, randaug: Optional[str] = None, hflip: bool = True):
+    """timm's PIL transform of the recipe (uint8 out: normalizing and erasing happen on the
+    device), with its auto-augmentation made safe for the installed Pillow (`augment`)."""
+    from timm.data import create_transform
+
+    transform = create_transform(
+        img_size,
+        is_training=train,
+        auto_augment=randaug if train else None,
+        hflip=0.5 if (train and hflip) else 0.0,
+        interpolation="bicubic",
+        mean=ds.mean,
+        std=ds.std,
+        scale=(0.08, 1.0) if train else None,
+        crop_pct=None if train else 0.875,
+        color_jitter=0.0 if randaug else 0.4,
+        use_prefetcher=True,
+    )
+    augment.make_safe(transform)
+    return transform
 
 
 class OnDevice:
