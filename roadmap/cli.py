@@ -9,6 +9,7 @@ Commands import what they need when they run: `roadmap list` and `--help` load n
 
 import argparse
 import errno
+import functools
 import os
 import signal
 import sys
@@ -178,6 +179,16 @@ def cmd_run(args):
     recipe, ex = settings(args.preset, args.set)
     specs, roadmap_name = _run_specs(args)
     seeds = list(range(args.seed_offset, args.seed_offset + args.seeds))
+    if args.until_decided:
+        if args.launcher == "submitit":
+            raise RoadmapError("--until-decided looks between rounds of seeds: run it with --launcher local")
+        from .sequential import make_design
+
+        if args.seed_offset + args.max_seeds - 1 > MAX_SEED:
+            raise RoadmapError(
+                f"--max-seeds {args.max_seeds} with --seed-offset {args.seed_offset} passes seed {MAX_SEED}"
+            )
+        args.design = make_design(args.seeds, args.max_seeds, args.looks, args.seed_offset)
     if args.launcher == "submitit":
         from .launch import submit_plan
 
@@ -192,7 +203,7 @@ def run_local(specs, recipe, ex, seeds, roadmap_name, args):
     """Train here: one process, or this rank of a torchrun / submitit process group."""
     import torch
 
-    from .runner import run_plan
+    from .runner import run_plan, run_until_decided
     from .train import Dist
 
     dist = Dist()
@@ -201,8 +212,10 @@ def run_local(specs, recipe, ex, seeds, roadmap_name, args):
 
         dist = init_distributed(args.device)
     use_threads(args.threads)
+    design = getattr(args, "design", None)
+    run = functools.partial(run_until_decided, design=design) if design else run_plan
     try:
-        run_plan(
+        run(
             specs,
             recipe,
             args.preset,
@@ -312,6 +325,21 @@ def _add_run(sub, shared):
     )
     p.add_argument("--seeds", type=int, default=1, help="number of seeds per step (default 1)")
     p.add_argument("--seed-offset", type=int, default=0, help="first seed (default 0)")
+    p.add_argument(
+        "--until-decided",
+        action="store_true",
+        help="after the --seeds planned seeds, add seeds only at the steps next to a change that is "
+        "still open (neither resolved nor shown within ±0.5 of 0), look again, and stop when every "
+        "change is decided or --max-seeds is reached; a group-sequential design valid under its "
+        "own looks (docs/statistics.md)",
+    )
+    p.add_argument("--max-seeds", type=int, default=12, help="--until-decided: the cap of seeds per step (default 12)")
+    p.add_argument(
+        "--looks",
+        type=int,
+        default=3,
+        help="--until-decided: looks from --seeds to --max-seeds, alpha split equally over them (default 3)",
+    )
     p.add_argument(
         "--out",
         metavar="DIR",

@@ -13,6 +13,7 @@ from . import report as R
 from .errors import RoadmapError
 from .plot import plot_forest, plot_trajectory
 from .results import ResultsDir, check_labels, read_results, summarize
+from .sequential import read_design
 
 # Committed references live in the repository's results/ (a checkout; a wheel has none).
 _CHECKOUT = Path(__file__).resolve().parent.parent
@@ -70,7 +71,7 @@ def write_outputs(
         return out
     if reference is None and use_reference:
         reference = reference_folder(_first(table, "preset"), _first(table, "data"), exclude=folder)
-    built = R.build(table)
+    built = R.build(table, read_design(folder))
     deltas = built["transitions"]
     deltas = deltas[deltas["ci_low"].notna()] if len(deltas) else deltas
     files: List[Path] = []  # each figure as .png and .svg

@@ -214,29 +214,51 @@ def plot_forest(trans: pd.DataFrame, folder, out_stem: str = "changes", subtitle
     fig = Figure(figsize=(8.5, max(3.0, 0.38 * n + 1.9)))
     ax = fig.subplots()
     ax.axvline(0, color="#444444", lw=0.8)
+    margin = 0.5  # sequential.MARGIN: the band a change is shown equivalent within
+    ax.axvspan(-margin, margin, color="#dddddd", alpha=0.5, lw=0, zorder=0)
+    # the three states: resolved (filled circle), equivalent to 0 (grey square), open (hollow circle)
+    style = {
+        "resolved": dict(marker="o", filled=True),
+        "equivalent": dict(marker="s", filled=False),
+        "open": dict(marker="o", filled=False),
+    }
     for i, r in rows.iterrows():
         color = PHASE_COLORS.get(r["phase"], "#999999")
         if pd.notna(r["ci_low"]):
             ax.plot([r["ci_low"], r["ci_high"]], [i, i], color=color, lw=2.2, solid_capstyle="butt")
-        resolved = bool(r["resolved"])
-        ax.plot([r["delta"]], [i], "o", ms=7, mec=color, mfc=color if resolved else "white", mew=1.8, zorder=4)
+        st = style.get(str(r.get("state", "")), dict(marker="o", filled=False))
+        face = color if st["filled"] else ("#bbbbbb" if st["marker"] == "s" else "white")
+        ax.plot([r["delta"]], [i], st["marker"], ms=7, mec=color, mfc=face, mew=1.8, zorder=4)
         if pd.notna(r["paper_delta"]):
             ax.plot([r["paper_delta"]], [i], "D", ms=5, color="black", zorder=5)
-    ax.set_yticks(y, [f"{r['from']} → {r['to']}" for _, r in rows.iterrows()], fontsize=8)
+    labels = [f"{r['from']} → {r['to']}" for _, r in rows.iterrows()]
+    ax.set_yticks(y, [escape_mathtext(t) for t in labels], fontsize=8)
     ax.invert_yaxis()
-    ax.set_xlabel("Δ top-1 (points): ours with 95% interval; ◆ the paper's (ImageNet-1K, Table 10)")
+    ax.set_xlabel(
+        "Δ top-1 (points): ours with 95% interval (unadjusted); grey band ±0.5; ◆ the paper's (ImageNet-1K, Table 10)"
+    )
     handles = [
         Line2D([], [], marker="o", color="#555555", mfc="#555555", ls="-"),
+        Line2D([], [], marker="s", color="#555555", mfc="#bbbbbb", ls="-"),
         Line2D([], [], marker="o", color="#555555", mfc="white", ls="-"),
         Line2D([], [], marker="D", color="black", ls=""),
     ]
     ax.legend(
-        handles, ["ours, resolved (Holm)", "ours, below the noise", "paper"], fontsize=7, loc="best", framealpha=0.9
+        handles,
+        ["resolved (Holm)", "equivalent to 0 (within ±0.5)", "open (neither yet)", "paper"],
+        fontsize=7,
+        loc="best",
+        framealpha=0.9,
     )
     ax.set_title("What each change was worth" + (f"\n{subtitle}" if subtitle else ""), fontsize=9)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     return save_figure(fig, folder / out_stem)
+
+
+def escape_mathtext(text: str) -> str:
+    """A label drawn as written: matplotlib reads `$...$` as mathtext (and fails on a lone `$`)."""
+    return str(text).replace("$", r"\$")
 
 
 def save_figure(fig: Figure, stem: Path) -> List[Path]:

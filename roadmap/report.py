@@ -23,6 +23,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import pandas as pd
 
+from . import sequential as Q
 from . import stats as S
 from .errors import RoadmapError
 from .results import RESULT_COLUMNS, atomic_write_text, check_labels, model_identity, order_key, read_results, summarize
@@ -271,6 +272,10 @@ TRANSITION_COLUMNS = [
     "df",
     "test_sd",
     "equivalence_bound",
+    "state",
+    "p_eq_holm",
+    "decided_at",
+    "seeds_to_decide",
 ]
 
 
@@ -297,7 +302,7 @@ def _transition(a, b, f, model_of, paper) -> Dict:
         "paper_delta": paper_delta,
         "paper_sign": _paper_sign(a, b, *paper),
     }
-    if f is not None and f.dropped and ma in f.counts and mb in f.counts:
+    if f is not None and ma in f.counts and mb in f.counts:
         row["n_from"], row["n_to"] = f.counts[ma], f.counts[mb]  # the runs the interval uses
     for col in ("params_m", "gflops", "gflops_224"):
         row[f"d_{col}"] = _num(b[col]) - _num(a[col])
@@ -306,39 +311,104 @@ def _transition(a, b, f, model_of, paper) -> Dict:
     return row
 
 
-def analyse(table: pd.DataFrame) -> Tuple[pd.DataFrame, pd.DataFrame, Optional[S.Fit]]:
-    """The step table, the transitions and the fitted model of a results table."""
+def analyse(
+    table: pd.DataFrame, design: Optional[Q.Design] = None
+) -> Tuple[pd.DataFrame, pd.DataFrame, Optional[S.Fit]]:
+    """The step table, the transitions and the fitted model of a results table.
+
+    Each change's state (resolved / equivalent / open) comes from `sequential.decide`: over
+    the looks of `design` (a folder's `design.json`, written by `run --until-decided`), or,
+    without one, a single look at every finished run (a fixed design at the full alpha)."""
     missing = [c for c in REQUIRED if c not in table.columns]
     if missing:
         raise RoadmapError(f"the results lack the columns {missing}; they were not written by roadmap")
     table = _complete(table)
     ok = finished(table)
     steps = step_table(table, ok)
-    f = S.fit(once(ok)) if len(ok) else None
+    runs = once(ok)
+    f = S.fit(runs) if len(ok) else None
     model_of, paper = _model_of(ok), paper_noise()[:2]
     rows = [
         _transition(steps.iloc[_predecessor(steps, i)], steps.iloc[i], f, model_of, paper) for i in range(1, len(steps))
     ]
     trans = pd.DataFrame(rows, columns=TRANSITION_COLUMNS)
     if len(trans):
-        # The same model twice (k7 and large_kernel) is no test: left out of Holm's family.
-        p = trans["p"].where(~trans["same_model"].astype(bool))
-        trans["p_holm"] = S.holm(p.to_numpy(dtype=float))
-        trans["resolved"] = (trans["p_holm"] < S.ALPHA).fillna(False).astype(bool)
-        # an equivalence bound is the reading of a change that is not resolved
-        trans["equivalence_bound"] = trans["equivalence_bound"].where(~trans["resolved"] & p.notna())
+        _decide(trans, runs, model_of, f, design)
         judged = trans["p"].notna()
         trans["ours_sign"] = [S.sign(d, r) if j else "" for d, r, j in zip(trans["delta"], trans["resolved"], judged)]
         trans["verdict"] = [_verdict(r) for _, r in trans.iterrows()]
     return steps, trans, f
 
 
+def _decide(trans: pd.DataFrame, runs: pd.DataFrame, model_of: Dict, f: Optional[S.Fit], design) -> None:
+    """Fill each change's state, Holm p (sequential over the design's looks), equivalence
+    bound and, for an open one, the seeds per step it would take to decide it."""
+    # The same model twice (k7 and large_kernel) is no test, and a change without an
+    # interval is not judged: both are left out of Holm's family.
+    pairs = [(model_of.get(a), model_of.get(b)) for a, b in zip(trans["from"], trans["to"])]
+    judged = trans["p"].notna() & ~trans["same_model"].astype(bool)
+    idx = [i for i in range(len(trans)) if judged.iloc[i]]
+    for col, v in (("state", ""), ("p_eq_holm", math.nan), ("decided_at", None), ("seeds_to_decide", None)):
+        trans[col] = pd.Series([v] * len(trans), dtype=object)
+    trans["p_holm"], trans["resolved"] = math.nan, False
+    if not idx or f is None:
+        trans["equivalence_bound"] = math.nan
+        return
+    cols = ["model", "seed", "top1"] + (["val"] if "val" in runs.columns else [])
+    d = Q.decide(runs[cols], [pairs[i] for i in idx], design)
+    t = d.table
+    trans["equivalence_bound"] = math.nan
+    for j, i in enumerate(idx):
+        trans.at[i, "state"] = t["state"].iloc[j]
+        trans.at[i, "p_holm"] = t["p_seq_holm"].iloc[j]
+        trans.at[i, "p_eq_holm"] = t["p_eq_holm"].iloc[j]
+        trans.at[i, "equivalence_bound"] = t["equivalence_bound"].iloc[j]
+        trans.at[i, "decided_at"] = t["decided_at"].iloc[j]
+    trans["resolved"] = (trans["state"] == "resolved").astype(bool)
+    still = [i for i in idx if trans.at[i, "state"] == "open"]
+    last = d.looks[-1] if d.looks else None
+    alpha = (design.alpha * design.weights[-1] if design else S.ALPHA) / max(1, len(still))
+    for i in still:
+        a, b = pairs[i]
+        v_test = _num(trans.at[i, "test_sd"]) ** 2
+        var = last.var if last is not None else f.var
+        v_test = 0.0 if math.isnan(v_test) else v_test
+        margin = design.margin if design else Q.MARGIN
+        delta = _num(trans.at[i, "delta"])
+        trans.at[i, "seeds_to_decide"] = Q.seeds_to_decide(
+            delta, var.get(a, math.nan), var.get(b, math.nan), v_test, alpha, margin
+        )
+
+
+def decision(table: pd.DataFrame, design: Optional[Q.Design]) -> Tuple[Q.Decision, Dict[str, List[str]]]:
+    """Where `design` stands on a results table (`sequential.decide` over the roadmap's real
+    changes), and each model's run labels, to turn the models it asks seeds for into steps."""
+    table = _complete(table)
+    ok = finished(table)
+    if not len(ok):
+        raise RoadmapError("no finished runs yet: train the planned seeds first")
+    steps = step_table(table, ok)
+    model_of = _model_of(ok)
+    pairs = []
+    for i in range(1, len(steps)):
+        a, b = model_of.get(steps.iloc[_predecessor(steps, i)]["run"]), model_of.get(steps.iloc[i]["run"])
+        if a is not None and b is not None and a != b:
+            pairs.append((a, b))
+    runs = once(ok)
+    cols = ["model", "seed", "top1"] + (["val"] if "val" in runs.columns else [])
+    labels: Dict[str, List[str]] = {}
+    for run, m in model_of.items():
+        labels.setdefault(m, []).append(run)
+    return Q.decide(runs[cols], pairs, design), labels
+
+
 VERDICTS = (
     "replicates",
     "same direction",
     "flips",
-    "below our noise",
-    "both within noise",
+    "equivalent here (paper: resolved)",
+    "open here (paper: resolved)",
+    "neither resolved",
     "ours only (paper: within its noise)",
 )
 
@@ -349,7 +419,9 @@ def _verdict(r) -> str:
     if not ours or not paper:
         return ""
     if ours == "0":
-        return "below our noise" if paper != "0" else "both within noise"
+        if paper == "0":
+            return "neither resolved"
+        return "equivalent here (paper: resolved)" if r.get("state") == "equivalent" else "open here (paper: resolved)"
     if paper == "0":
         return "ours only (paper: within its noise)"
     if ours != paper:
@@ -519,12 +591,10 @@ def _noise_warnings(f: S.Fit, table: pd.DataFrame, trans: Optional[pd.DataFrame]
     for run, m in _model_of(finished(table)).items():
         runs_of.setdefault(m, []).append(run)
     label = lambda m: "/".join(runs_of.get(m, [m]))  # noqa: E731
-    if f.dropped:
-        left = ", ".join(f"{label(m)} seed {s:g}" for m, s in f.dropped)
+    if not f.blocked and len(set(f.counts.values())) > 1:
         out.append(
-            f"Not every step has every seed: the seed block is kept on the seeds every step "
-            f"has ({', '.join(f'{s:g}' for s in f.seeds)}), so {left} "
-            f"{'is' if len(f.dropped) == 1 else 'are'} left out of Δ and the intervals."
+            "Not every step has the same seeds (a failed run, or more seeds where a change was "
+            "open): every run is used, each step with its own sample variance (Welch), no seed block."
         )
     if f.borrowed:
         out.append(
@@ -625,24 +695,33 @@ def _change_sentences(trans, noise_) -> List[str]:
             "Without seed replication there is no noise estimate, so none of the "
             f"{_n(len(measured), 'change')} can be told apart from seed noise; rerun with `--seeds 3`."
         ]
-    res = judged[judged["resolved"]]
+    res = judged[judged["state"] == "resolved"]
     up, down = res[res["delta"] > 0], res[res["delta"] < 0]
     more, less = ("higher than the start", "lower than the start") if _independent(trans) else ("gains", "losses")
     text = (
         f"{len(res)} of {_n(len(judged), 'change')} {'is' if len(res) == 1 else 'are'} resolved "
-        f"(Holm-adjusted p < 0.05 over the {len(judged)}, {_covers(trans)})"
+        f"(Holm-adjusted p < 0.05 over the {len(judged)}{_looks_text(trans)}, {_covers(trans)})"
     )
     parts = ([f"{more}: {_change_list(up)}"] if len(up) else []) + (
         [f"{less}: {_change_list(down)}"] if len(down) else []
     )
     text += ": " + "; ".join(parts) + "." if parts else "."
-    rest = judged[~judged["resolved"]]
+    eq = judged[judged["state"] == "equivalent"]
+    if len(eq):
+        text += (
+            f" {len(eq)} {'is' if len(eq) == 1 else 'are'} shown equivalent to zero, within ±{Q.MARGIN:g} "
+            "points (TOST, Holm over the changes): "
+            + ", ".join(
+                f"{r['to']} ({r['delta']:+.2f}, within ±{r['equivalence_bound']:.2f})" for _, r in eq.iterrows()
+            )
+            + "."
+        )
+    rest = judged[judged["state"] == "open"]
     if len(rest):
         text += (
-            f" The other {len(rest)} {'is' if len(rest) == 1 else 'are'} not resolved; each is "
-            "shown within (TOST, 5%): "
-            + ", ".join(f"{r['to']} ±{r['equivalence_bound']:.2f}" for _, r in rest.iterrows())
-            + " points."
+            f" {len(rest)} {'is' if len(rest) == 1 else 'are'} open (neither resolved nor within ±{Q.MARGIN:g}): "
+            + ", ".join(f"{r['to']} ({r['delta']:+.2f}, {_need_seeds(r)})" for _, r in rest.iterrows())
+            + "."
         )
         hint = rest[(rest["ci_low"] > 0) | (rest["ci_high"] < 0)]
         if len(hint):
@@ -661,6 +740,19 @@ def _change_sentences(trans, noise_) -> List[str]:
             f"{_need(noise_['seeds_needed_holm'])} at Holm's level."
         )
     return out
+
+
+def _looks_text(trans) -> str:
+    at = [a for a in trans["decided_at"] if a is not None and not (isinstance(a, float) and math.isnan(a))]
+    return ", sequential over the design's looks" if at else ""
+
+
+def _need_seeds(r) -> str:
+    """What an open change would take: seeds per step from its measured noise and Δ."""
+    n = r["seeds_to_decide"]
+    if n is None or (isinstance(n, float) and math.isnan(n)):
+        return "not decidable by seeds alone: the test set's own noise is too large"
+    return f"needs about {int(n)} seeds per step"
 
 
 def _need(d: Dict) -> str:
@@ -700,7 +792,8 @@ def _paper_sentences(trans, agree: Dict) -> List[str]:
         + _count(v, "same direction", "same direction but a different size")
         + ", "
         + _count(v, "flips", "flip")
-        + f", {len(v['below our noise'])} of the paper's resolved changes not resolved here"
+        + f", {len(v['equivalent here (paper: resolved)'])} of the paper's resolved changes equivalent to 0 here"
+        + f", {len(v['open here (paper: resolved)'])} open here"
         + (
             f", {len(v['ours only (paper: within its noise)'])} resolved here but within the paper's noise"
             if v["ours only (paper: within its noise)"]
@@ -732,9 +825,14 @@ def _ci(r, suffix="") -> str:
 def _resolved_cell(r) -> str:
     if r["same_model"]:
         return "same model"
-    if math.isnan(_num(r["p"])):
+    if math.isnan(_num(r["p"])) or not r["state"]:
         return "–"
-    return "**yes**" if r["resolved"] else "no"
+    if r["state"] == "resolved":
+        return f"**resolved {r['ours_sign']}**"
+    if r["state"] == "equivalent":
+        return "**equivalent**"
+    n = r["seeds_to_decide"]
+    return "open" + (f" (~{int(n)} seeds)" if n is not None and not (isinstance(n, float) and math.isnan(n)) else "")
 
 
 def _reading(r) -> str:
@@ -745,7 +843,7 @@ def _reading(r) -> str:
 
 def transitions_markdown(trans: pd.DataFrame) -> str:
     head = (
-        "| change | Δ top-1 | 95% CI | 95% CI (seeds only) | p | p (Holm) | resolved | within ± "
+        "| change | Δ top-1 | 95% CI | 95% CI (seeds only) | p | p (Holm) | state | within ± "
         "| paper Δ | ours / paper | reading | Δ params (M) | Δ GFLOPs@224 | Δ train img/s | Δ infer img/s |\n"
         "|---|---:|---|---|---:|---:|---|---:|---:|---|---|---:|---:|---:|---:|\n"
     )
@@ -849,9 +947,9 @@ def _first(table: pd.DataFrame, col: str) -> str:
     return str(values.iloc[0]) if len(values) else ""
 
 
-def build(table: pd.DataFrame) -> Dict:
-    """Everything in the report, as plain data."""
-    steps, trans, f = analyse(table)
+def build(table: pd.DataFrame, design: Optional[Q.Design] = None) -> Dict:
+    """Everything in the report, as plain data (`design`: the folder's sequential design)."""
+    steps, trans, f = analyse(table, design)
     agree, noise_ = agreement(trans), noise(f, trans)
     data, preset = _first(table, "data") or "the data", _first(table, "preset")
     method = f.method if f is not None else "no finished runs"
@@ -866,6 +964,26 @@ def build(table: pd.DataFrame) -> Dict:
         noise=noise_,
         steps=steps.drop(columns=["config"]),
         transitions=trans,
+        design=_design_summary(design, trans),
+    )
+
+
+def _design_summary(design: Optional[Q.Design], trans: pd.DataFrame) -> Dict:
+    """How the states were decided, and how many of each, for report.json and the text."""
+    real = _real(trans)
+    states = real["state"] if len(real) else pd.Series(dtype=str)
+    counts = {k: int((states == k).sum()) for k in Q.STATES}
+    if design is None:
+        return dict(kind="fixed: one look at every finished run, full alpha", margin=Q.MARGIN, alpha=S.ALPHA, **counts)
+    return dict(
+        kind="group-sequential (roadmap run --until-decided): alpha spent per look, Holm over the changes",
+        planned=design.planned,
+        max_seeds=design.max_seeds,
+        looks=list(design.looks),
+        weights=list(design.weights),
+        margin=design.margin,
+        alpha=design.alpha,
+        **counts,
     )
 
 
@@ -889,9 +1007,13 @@ def markdown(report: Dict, figures: Sequence[str]) -> str:
         "data's distribution: seed noise (each step's own) plus the test set's sampling error "
         "(all runs score the same test images, so it does not average out over seeds), where "
         "per-image correctness was recorded; the seeds-only CI beside it covers the change on "
-        "this test set. p is per change, unadjusted, and belongs to the full 95% CI; *resolved* "
-        "uses its Holm-adjusted p. *within ±* is the TOST (5%) equivalence bound of a change "
-        "that is not resolved. Signs: + / − for a resolved change, 0 for one that is not. The "
+        "this test set. p is per change, unadjusted, and belongs to the full 95% CI. *state*: "
+        "*resolved* (Holm-adjusted p < 0.05, sign given), *equivalent* (shown within ±0.5 points "
+        "of 0 by TOST, Holm-adjusted over the changes), or *open* (neither; with the seeds per "
+        "step it would take, from the measured noise). With a sequential design (design.json) "
+        "both Holm p-values are over the design's looks (docs/statistics.md). *within ±* is the "
+        "smallest bound the change is shown within at its Holm level. Signs: + / − for a "
+        "resolved change, 0 for one that is not. The "
         "paper's change is 0 when it is within the paper's own noise (below). Readings: "
         "docs/statistics.md. Δ img/s are differences of measured means, no interval.",
         "",
@@ -944,8 +1066,9 @@ def write_files(report: Dict, out: Path, figures: Sequence[str], sources: Sequen
 def _subtitle(report: Dict) -> str:
     n = report["noise"]
     real = report["transitions"][~report["transitions"]["same_model"].astype(bool)]
-    k = int(real["resolved"].sum())
+    d = report["design"]
     return (
-        f"{report['data']}, preset {report['preset']}: {k} of {int(real['p'].notna().sum())} changes "
-        f"resolved (Holm), pooled seed sd {n['seed_sd']:.2f} ({n['df']} df)"
+        f"{report['data']}, preset {report['preset']}: of {int(real['p'].notna().sum())} changes, "
+        f"{d['resolved']} resolved, {d['equivalent']} equivalent to 0 (±{d['margin']:g}), {d['open']} open; "
+        f"pooled seed sd {n['seed_sd']:.2f} ({n['df']} df)"
     )

@@ -9,8 +9,8 @@ too narrow. The model effects are the distinct trained models (`large_kernel/k7`
 Seed part. Where every model has the same seeds (the complete design), the seed is a
 block: residuals of `top1 ~ model + seed` give each model its own variance with
 (n-1)(K-1)/K df, and a change's variance is (v_a + v_b) / n with Welch-Satterthwaite df.
-With a run missing, the block is kept on the seeds that every model has (the report warns).
-Without two such seeds, each model's sample variance over its own seeds is used.
+Otherwise (a run missing, or more seeds at some steps) each model's sample variance over
+all its own runs is used (Welch; conservative where seeds correlate across steps).
 Empirical-Bayes shrinkage of the variances (limma) was measured and rejected: under the
 reference's sd profile it covered noisy changes 0.88 of the time (docs/statistics.md).
 
@@ -51,7 +51,6 @@ class Fit:
     var_df: Dict[str, float] = field(default_factory=dict)  # its degrees of freedom
     names: List[str] = field(default_factory=list)
     seeds: List = field(default_factory=list)  # the seeds used (blocked: complete ones)
-    dropped: List[Tuple[str, object]] = field(default_factory=list)  # (model, seed) left out
     borrowed: List[str] = field(default_factory=list)  # models given the pooled variance
     val: Dict[str, Optional[np.ndarray]] = field(default_factory=dict)  # runs x images, bool
 
@@ -85,16 +84,17 @@ def _complete_seeds(runs: pd.DataFrame, names: List[str]) -> List:
 
 
 def fit(runs: pd.DataFrame) -> Fit:
-    """Fit finished runs (columns `model`, `seed`, `top1`, optional `val`: bool array per run)."""
+    """Fit finished runs (columns `model`, `seed`, `top1`, optional `val`: bool array per run).
+
+    The seed is a block only in a complete design (every model has the same seeds once each).
+    Otherwise (a failed run, or extra seeds at some steps from `--until-decided`) every run
+    is used and each model keeps its own sample variance (Welch): dropping the seeds that not
+    every model has would throw away exactly the seeds spent where an answer was open."""
     runs = runs.reset_index(drop=True).astype({"top1": float})
     names = list(dict.fromkeys(runs["model"]))
     seeds = _complete_seeds(runs, names)
-    blocked = len(names) > 1 and len(seeds) > 1
-    dropped = []
-    if blocked:
-        keep = runs["seed"].isin(seeds)
-        dropped = list(zip(runs.loc[~keep, "model"], runs.loc[~keep, "seed"]))
-        runs = runs[keep]
+    complete = len(seeds) * len(names) == len(runs)
+    blocked = len(names) > 1 and len(seeds) > 1 and complete
     groups = runs.groupby("model", sort=False)["top1"]
     means, counts = groups.mean().to_dict(), groups.size().to_dict()
     sds = groups.std(ddof=1).to_dict()
@@ -107,7 +107,6 @@ def fit(runs: pd.DataFrame) -> Fit:
         0,
         blocked,
         names=names,
-        dropped=dropped,
         seeds=seeds if blocked else sorted(runs["seed"].unique()),
     )
     f.val = _val_matrices(runs, names)

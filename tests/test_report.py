@@ -157,7 +157,12 @@ def test_paper_judged_with_the_pooled_table10_sd_and_sign_table(tmp_path):
     assert list(trans["paper_sign"]) == [("0" if abs(d) <= half else "+" if d > 0 else "-") for d in paper]
     assert list(trans["paper_sign"]) == ["+", "0", "-", "+"]
     assert list(trans["ours_sign"]) == ["+", "-", "0", "-"]
-    assert list(trans["verdict"]) == ["replicates", "ours only (paper: within its noise)", "below our noise", "flips"]
+    assert list(trans["verdict"]) == [
+        "replicates",
+        "ours only (paper: within its noise)",
+        "open here (paper: resolved)",
+        "flips",
+    ]
     first = trans.iloc[0]
     assert first["ci_low"] <= first["paper_delta"] <= first["ci_high"]  # what "replicates" means
 
@@ -180,7 +185,8 @@ def test_paper_judged_with_the_pooled_table10_sd_and_sign_table(tmp_path):
             "ci_high_seed",
             "equivalence_bound",
         } <= set(t)
-        assert (t["equivalence_bound"] is None) == t["resolved"]
+        assert t["state"] in ("resolved", "equivalent", "open") and t["resolved"] == (t["state"] == "resolved")
+        assert t["equivalence_bound"] > 0  # every judged change has its bound, resolved or not
     a = report["agreement"]
     assert a["sign_matches"] == 1 and 0 < a["sign_agreement_p"] <= 1
     # rows ours (-, 0, +), columns paper (-, 0, +)
@@ -206,11 +212,15 @@ def test_paper_judged_with_the_pooled_table10_sd_and_sign_table(tmp_path):
     assert n["seeds_needed"]["0.3"] >= n["seeds_needed"]["0.5"] >= n["seeds_needed"]["1.0"] >= 2
     assert n["family"] == 4 and all(n["power_holm"][k] < n["power_now"][k] for k in n["power_now"])
     md = (tmp_path / "report.md").read_text()
-    assert "| patchify_stem → depthwise_conv | +0.10 |" in md and "below our noise" in md
+    assert "| patchify_stem → depthwise_conv | +0.10 |" in md and "open here (paper: resolved)" in md
     assert "at Holm's strictest level (5% / 4)" in md and "seeds only" in md
     assert "3 of 4 changes are resolved" in report["findings"]
     assert "1 flip (widen)" in report["findings"]
-    assert f"depthwise_conv ±{trans.iloc[2]['equivalence_bound']:.2f}" in report["findings"]
+    r = trans.iloc[2]
+    assert r["state"] == "open" and r["seeds_to_decide"] >= 2
+    assert f"1 is open (neither resolved nor within ±0.5): depthwise_conv ({r['delta']:+.2f}, needs about " in (
+        report["findings"]
+    )
 
 
 def test_fisher_on_a_2x2_sign_table_is_the_exact_hypergeometric_p():
@@ -592,15 +602,20 @@ def test_records_without_val_correct_are_reported_seed_only_with_a_line(tmp_path
     assert any(w.startswith("stage_ratio, patchify_stem: a run lacks per-image") for w in part["warnings"])
 
 
-def test_a_missing_run_keeps_the_seed_block_and_says_so():
+def test_a_missing_run_uses_every_run_without_a_block_and_says_so():
     rows = [r for r in synthetic_rows() if not (r["run"] == "widen" and r["seed"] == 2)]
     report = build(pd.DataFrame(rows))
-    var, df = two_way(STEPS, (0, 1))  # the block on the seeds every step has
-    assert report["noise"]["seed_sd"] == pytest.approx(math.sqrt(var)) and report["noise"]["df"] == df
-    assert any("seed block is kept on the seeds every step has (0, 1)" in w for w in report["warnings"])
-    r = report["transitions"].iloc[0]
-    assert r["delta"] == pytest.approx(np.mean(STEPS[1][4][:2]) - np.mean(STEPS[0][4][:2]))
-    assert r["n_to"] == 2
+    # one-way pooled variance over every run: sum of within-step squares over (N - K) df
+    ys = [s[4] if s[0] != "widen" else s[4][:2] for s in STEPS]
+    ss = sum(((np.array(y) - np.mean(y)) ** 2).sum() for y in ys)
+    df = sum(len(y) - 1 for y in ys)
+    assert report["noise"]["seed_sd"] == pytest.approx(math.sqrt(ss / df)) and report["noise"]["df"] == df
+    assert any("Not every step has the same seeds" in w and "Welch" in w for w in report["warnings"])
+    last = report["transitions"].iloc[-1]  # depthwise_conv -> widen: widen has 2 runs
+    assert last["delta"] == pytest.approx(np.mean(STEPS[4][4][:2]) - np.mean(STEPS[3][4]))
+    assert last["n_to"] == 2 and last["n_from"] == 3
+    se = math.sqrt(np.var(STEPS[4][4][:2], ddof=1) / 2 + np.var(STEPS[3][4], ddof=1) / 3)
+    assert last["se"] == pytest.approx(se)
 
 
 def test_holm_family_counts_each_real_change_once():

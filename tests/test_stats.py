@@ -70,18 +70,22 @@ def test_blocked_variances_match_the_fit():
     assert (c["ci_low"], c["ci_high"]) == (pytest.approx(d.mean() - half), pytest.approx(d.mean() + half))
 
 
-def test_a_missing_run_keeps_the_block_on_the_complete_seeds():
+def test_a_missing_run_uses_every_run_with_each_models_own_variance():
+    """An incomplete design (a failed run, or extra seeds where a change was open) keeps every
+    run: no seed block, each model's sample variance over its own seeds (Welch)."""
     import pandas as pd
 
     rng = np.random.default_rng(1)
     y = rng.normal(80, 0.3, (4, 3)) + np.array([0.0, 0.5, -0.4])  # a strong seed effect
     runs = pd.DataFrame(dict(model=np.repeat(list("abcd"), 3), seed=np.tile([0, 1, 2], 4), top1=y.ravel()))
     f = S.fit(runs.drop(index=4))  # b, seed 1 is missing
-    assert f.blocked and f.seeds == [0, 2] and f.dropped == [("a", 1), ("c", 1), ("d", 1)]
-    z = y[:, [0, 2]]
-    r = z - z.mean(1, keepdims=True) - z.mean(0, keepdims=True) + z.mean()
-    assert f.df == 3 and f.sigma == pytest.approx(math.sqrt((r**2).sum() / 3))
-    assert f.means["a"] == pytest.approx(z[0].mean())
+    assert not f.blocked and f.counts == {"a": 3, "b": 2, "c": 3, "d": 3}
+    assert f.means["a"] == pytest.approx(y[0].mean()) and f.means["b"] == pytest.approx(y[1, [0, 2]].mean())
+    assert f.var["b"] == pytest.approx(y[1, [0, 2]].var(ddof=1)) and f.var_df["b"] == 1
+    c = S.contrast(f, "a", "b")
+    se = math.sqrt(y[0].var(ddof=1) / 3 + y[1, [0, 2]].var(ddof=1) / 2)
+    assert c["se"] == pytest.approx(se)
+    assert stats.ttest_ind(y[1, [0, 2]], y[0], equal_var=False).pvalue == pytest.approx(c["p"])
 
 
 def correctness(p_img, seeds, rng):
