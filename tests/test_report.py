@@ -218,8 +218,9 @@ def test_paper_judged_with_the_pooled_table10_sd_and_sign_table(tmp_path):
     assert "1 flip (widen)" in report["findings"]
     r = trans.iloc[2]
     assert r["state"] == "open" and r["seeds_to_decide"] >= 2
-    assert f"1 is open (neither resolved nor within ±0.5): depthwise_conv ({r['delta']:+.2f}, needs about " in (
-        report["findings"]
+    assert (
+        f"1 is open (neither resolved nor within ±0.5): depthwise_conv ({r['delta']:+.2f}, needs about "
+        in (report["findings"])
     )
 
 
