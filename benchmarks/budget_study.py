@@ -33,11 +33,11 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from roadmap import stats as S
+from roadmap.analysis import finished, once, run_minutes
 from roadmap.errors import RoadmapError
 from roadmap.plan import paper_plan
 from roadmap.plot import save_figure
 from roadmap.recipe import settings
-from roadmap.report import finished, once, run_minutes
 from roadmap.results import atomic_write_text, read_results
 from roadmap.runner import run_plan
 

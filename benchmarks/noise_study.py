@@ -23,9 +23,9 @@ import torch
 from scipy import stats
 
 from roadmap import stats as S
+from roadmap.analysis import finished
 from roadmap.plan import paper_plan
 from roadmap.recipe import get_preset
-from roadmap.report import finished
 from roadmap.results import atomic_write_text, read_results
 from roadmap.runner import run_plan
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from roadmap.analysis import analyse
 from roadmap.plan import paper_plan
 from roadmap.recipe import get_preset
-from roadmap.report import analyse
 from roadmap.results import atomic_write_text, read_results
 from roadmap.runner import run_plan
 

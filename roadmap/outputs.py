@@ -9,6 +9,7 @@ from typing import Dict, List, Optional
 
 import pandas as pd
 
+from . import analysis as A
 from . import report as R
 from .errors import RoadmapError
 from .plot import plot_forest, plot_trajectory
@@ -36,7 +37,7 @@ def reference_band(folder: Optional[Path]) -> Optional[pd.DataFrame]:
     if folder is None:
         return None
     table = read_results(folder)
-    band = R.reference_band(table)
+    band = A.reference_band(table)
     if band is None or "model_key" not in table.columns:
         return None
     keys = table.dropna(subset=["model_key"]).drop_duplicates("run").set_index("run")["model_key"]
@@ -96,7 +97,7 @@ def write_report(dirs, out=None, plot: bool = True) -> Dict:
     if out is None and len(dirs) > 1:
         raise RoadmapError("several results folders: name the merged folder with --out DIR")
     out = Path(out) if out is not None else dirs[0]
-    table = R.gather(dirs + ([out] if out not in dirs and (out / "runs").is_dir() else []))
+    table = A.gather(dirs + ([out] if out not in dirs and (out / "runs").is_dir() else []))
     check_labels(table, ", ".join(map(str, dirs)))
     if out not in dirs or len(dirs) > 1:
         merge_into(out, [d for d in dirs if (d / "runs").is_dir()], table)

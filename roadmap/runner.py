@@ -262,7 +262,7 @@ def run_until_decided(
     Every round is an ordinary `run_plan` of the steps it needs (resumable: a killed run
     picks up where it was), and every look is rebuilt from the runs on disk, so rerunning the
     command continues the design; `design.json` in the folder fixes the design for good."""
-    from . import report as R
+    from . import analysis as A
     from . import sequential as Q
 
     options = dict(options, seeds=design.seeds[: design.planned])
@@ -274,7 +274,7 @@ def run_until_decided(
         _fix_design(folder, design)
     rounds = 0
     while True:
-        d, labels = R.decision(read_results(folder), design)
+        d, labels = A.decision(read_results(folder), design)
         states = d.table["state"].value_counts().to_dict() if len(d.table) else {}
         seen = d.looks[-1].seeds if d.looks else 0
         log(

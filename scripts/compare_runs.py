@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from roadmap.report import finished
+from roadmap.analysis import finished
 from roadmap.results import read_results
 from roadmap.stats import holm
 

@@ -11,8 +11,8 @@ time is that of whatever else its machine ran: read it next to how the folder wa
 
 import sys
 
+from roadmap.analysis import finished, run_minutes
 from roadmap.errors import RoadmapError
-from roadmap.report import finished, run_minutes
 from roadmap.results import read_results
 
 

@@ -101,7 +101,7 @@ def test_no_reference_trains_instead_of_reusing(reference, tmp_path, monkeypatch
 def test_reference_band_is_the_pooled_interval_of_each_mean(reference):
     from scipy import stats
 
-    from roadmap.report import reference_band
+    from roadmap.analysis import reference_band
     from roadmap.results import read_results
 
     root, _ = reference

@@ -14,10 +14,11 @@ import pytest
 from scipy.stats import t as t_dist
 
 from helpers import ROOT
+from roadmap.analysis import analyse, gather, plot_deltas, transitions
 from roadmap.cli import main
 from roadmap.errors import RoadmapError
 from roadmap.outputs import write_report
-from roadmap.report import analyse, build, gather, plot_deltas, transitions
+from roadmap.report import build
 from roadmap.results import ResultsDir
 
 # Five paper steps, three seeds each; our top-1 is made up so that the changes are
