@@ -26,7 +26,7 @@ from .model import stem_stride
 from .plan import Run, RunSpec, data_identity, default_out_dir, plan_runs
 from .recipe import Execution, Recipe, get_execution
 from .results import ResultsDir, check_labels, read_results, thread_mix
-from .speed import Occupancy
+from .speed import Occupancy, measured_flag
 from .stats import range_half
 from .train import NonFiniteLoss, train_run
 
@@ -345,6 +345,8 @@ def _train(
             log_scores(writer, metrics)
         row.update(metrics, **machine.fields(row["threads"]), status="ok", error="")
         summary = _summary_line(tag, run.spec, recipe, metrics)
+        if measured_flag(row):  # said now, and its speed is left out of the tables
+            summary += f" | speed not counted: {measured_flag(row)}"
     except NonFiniteLoss as e:  # every rank sees the same loss: all record it and go on
         row.update(status="failed", error=str(e))
         summary = f"{tag}: FAILED - {e}"
