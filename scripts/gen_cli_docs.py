@@ -96,7 +96,7 @@ def _command(name: str, help_text: str, sub: argparse.ArgumentParser) -> str:
 def render() -> str:
     """The whole page, from the parsers as they are now."""
     sys.path.insert(0, str(ROOT))
-    from roadmap import cli
+    from roadmap import cli, tables
 
     parser = cli.build_parser()
     commands = list(_subcommands(parser))
@@ -111,10 +111,7 @@ def render() -> str:
         "`roadmap COMMAND --help` prints the same as each section below. "
         "`python -m roadmap` is the same program.",
         "",
-        "| command | what it does |",
-        "|---|---|",
-        *(f"| [`{n}`](#roadmap-{n}) | {_sentence(h)} |" for n, h, _ in commands),
-        "",
+        tables.markdown([{"command": f"[`{n}`](#roadmap-{n})", "what it does": _sentence(h)} for n, h, _ in commands]),
         intro,
         "",
     ]
