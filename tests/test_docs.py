@@ -41,3 +41,10 @@ def test_a_wrong_number_is_caught(tmp_path):
     page = "<!-- numbers: results/reference-fashion-mnist/report.json -->\n`fewer_norms` −9.99\n<!-- /numbers -->"
     checked, wrong = check(page, ROOT)
     assert checked == 1 and "fewer_norms" in wrong[0]
+
+
+def test_the_budget_table_is_a_copy_of_what_its_command_wrote():
+    checked, wrong = check((ROOT / "docs" / "studies.md").read_text(encoding="utf-8"), ROOT)
+    assert checked >= 15 and wrong == []
+    stale = "<!-- intervals: results/budget-study/budget.md -->\n| x | −9.99 [−9.99, +9.99] |\n<!-- /intervals -->"
+    assert check(stale, ROOT)[1] == ["−9.99 [−9.99, +9.99]: not in results/budget-study/budget.md"]
