@@ -100,7 +100,11 @@ def flags(table: pd.DataFrame) -> pd.Series:
     if not len(table):
         return out
     rows = table.to_dict("index")
-    img_s = pd.to_numeric(table.get("train_img_s"), errors="coerce")
+    img_s = (
+        pd.to_numeric(table["train_img_s"], errors="coerce")
+        if "train_img_s" in table
+        else pd.Series(math.nan, table.index)
+    )
     threads = pd.to_numeric(table["threads"], errors="coerce") if "threads" in table else pd.Series(0, table.index)
     ok = table["status"].eq("ok") if "status" in table else pd.Series(True, index=table.index)
     group = pd.Series([f"{r}/{t}" for r, t in zip(table["run"].astype(str), threads.fillna(0))], index=table.index)
