@@ -129,3 +129,22 @@ def flagged_runs(table: pd.DataFrame, reasons: Optional[pd.Series] = None) -> pd
     return pd.DataFrame(
         dict(run=hit["run"], seed=hit["seed"], train_img_s=hit.get("train_img_s"), reason=reasons[hit.index])
     ).reset_index(drop=True)
+
+
+def cell(row, metric: str = "train_img_s", spec: str = "{:.0f}") -> str:
+    """A summary row's speed as a table cell: the median over its clean runs, with how many
+    were used when some were left out ("1896 (1 of 3)"), or "no clean run"."""
+    median = pd.to_numeric(row.get(f"{metric}_median"), errors="coerce")
+    used, seeds = row.get("speed_runs"), row.get("seeds")
+    if median is None or pd.isna(median):
+        return "no clean run" if seeds else "–"
+    count = f" ({int(used)} of {int(seeds)})" if pd.notna(used) and pd.notna(seeds) and used < seeds else ""
+    return spec.format(median) + count
+
+
+def flagged_lines(summary: pd.DataFrame) -> list:
+    """One line per step with runs left out of its speed columns: `run: seed N: why; ...`."""
+    if "speed_flagged" not in summary:
+        return []
+    # read back from summary.csv, an empty cell is NaN, not ""
+    return [f"{r['run']}: {v}" for _, r in summary.iterrows() if isinstance(v := r["speed_flagged"], str) and v]
