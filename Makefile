@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test check data install clean
+.PHONY: run test check docs data install clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ check: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
+
+# docs/cli.md from the argparse parsers in roadmap/cli.py (tests/test_cli_docs.py checks it).
+docs: install
+	$(PY) scripts/gen_cli_docs.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -33,6 +33,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from roadmap import stats as S
+from roadmap import tables
 from roadmap.analysis import finished, once, run_minutes
 from roadmap.errors import RoadmapError
 from roadmap.plan import paper_plan
@@ -278,9 +279,9 @@ def markdown(changes, budgets, curve, cost, command, moved=None) -> str:
         f"change's own shift, Δ({long}) − Δ({short}), with its interval (Holm over the changes):",
         "whether more training *moved* the change, not only whether it still resolves.",
         "",
-        f"| change | {short} | {long} | Δ({long}) − Δ({short}) | paper Δ | the {short} answer at {long} |",
-        "|---|---|---|---|---|---|",
     ]
+    head = ["change", short, long, f"Δ({long}) − Δ({short})", "paper Δ", f"the {short} answer at {long}"]
+    rows = []
     moved = (moved if moved is not None and len(moved) else pd.DataFrame(columns=["change"])).set_index("change")
     for name in CHANGES:
         a = changes[(changes["change"] == name) & (changes["budget"] == short)]
@@ -295,17 +296,18 @@ def markdown(changes, budgets, curve, cost, command, moved=None) -> str:
         verdict = reading(a, b, s)
         if "seeds" in b and b["seeds"] < 3:  # 1-2 df per step: too few to read a loss of resolution
             verdict = f"provisional ({int(b['seeds'])} seeds): {verdict}"
-        lines.append(f"| {name} | {_ci(a)} | {cell} | {m} | {a['paper_delta']:+.2f} | {verdict} |")
+        rows.append(dict(zip(head, [name, _ci(a), cell, m, f"{a['paper_delta']:+.2f}", verdict])))
+    lines.append(tables.markdown(rows, right=["paper Δ"], columns=head).rstrip("\n"))
     for budget in budgets:
         covered = changes[changes["budget"] == budget]["test_set"]
         if len(covered) and not covered.all():
             lines.append(f"\n{budget}: the runs carry no per-image record; intervals are seed-only.")
     if len(curve):
         lines += ["", f"## Learning curve of the endpoints ({long}): top-1 after each epoch", ""]
-        lines += ["| epoch | " + " | ".join(f"{s} (mean ± sd, seeds)" for s in ENDPOINTS) + " |"]
-        lines += ["|---|" + "---|" * len(ENDPOINTS)]
+        head = ["epoch"] + [f"{s} (mean ± sd, seeds)" for s in ENDPOINTS]
+        rows = []
         for epoch, g in curve.groupby("epoch"):
-            cells = []
+            cells = [f"{epoch:g}"]
             for s in ENDPOINTS:
                 r = g[g["step"] == s]
                 cells.append(
@@ -313,7 +315,8 @@ def markdown(changes, budgets, curve, cost, command, moved=None) -> str:
                     if len(r) and r["seeds"].iloc[0] > 1
                     else (f"{r['top1_mean'].iloc[0]:.2f} (1)" if len(r) else "–")
                 )
-            lines.append(f"| {epoch:g} | " + " | ".join(cells) + " |")
+            rows.append(dict(zip(head, cells)))
+        lines.append(tables.markdown(rows, right=head, columns=head).rstrip("\n"))
     if cost:
         lines += ["", f"Cost at {long}: {cost}."]
     return "\n".join(lines) + "\n"

@@ -14,11 +14,13 @@ travel between machines.
 """
 
 import argparse
+import sys
 import time
 from contextlib import nullcontext
 
 import torch
 
+from roadmap import tables
 from roadmap.model import RoadmapNet
 from roadmap.plan import paper_plan
 from roadmap.recipe import get_preset
@@ -74,18 +76,20 @@ def main():
     if args.compile:
         variants["batch 256, torch.compile"] = dict(batch=256, compile=True)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, bf16 CPU: {cpu_has_bf16()}")
-    print(f"{'step':24s} {'demo: batch 128':>16s}  " + "  ".join(f"{v:>28s}" for v in variants))
     totals = {v: [] for v in ["demo", *variants]}
-    for spec in specs:
+    rows = []
+    for i, spec in enumerate(specs, 1):
         cfg = scale_config(spec.cfg, recipe, 10)
         base = img_per_s(cfg, 128, args.updates)
         totals["demo"].append(base)
-        cells = []
+        row = {"step": spec.name, "demo: batch 128": f"{base:.0f} img/s"}
         for label, kw in variants.items():
             ips = img_per_s(cfg, updates=args.updates, **kw)
             totals[label].append(ips)
-            cells.append(f"{ips:8.0f} img/s ({ips / base:4.2f}x)".rjust(28))
-        print(f"{spec.name:24s} {base:10.0f} img/s  " + "  ".join(cells), flush=True)
+            row[label] = f"{ips:.0f} img/s ({ips / base:.2f}x)"
+        rows.append(row)
+        print(f"measured {spec.name} ({i}/{len(specs)})", file=sys.stderr, flush=True)
+    print(tables.terminal(rows, right=["demo: batch 128", *variants]))
     # time for one epoch of every step: the sum of per-step times, not the mean of speeds
     epoch = {k: sum(60_000 / v for v in vals) for k, vals in totals.items()}
     print(

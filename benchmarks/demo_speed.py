@@ -8,10 +8,12 @@ pipeline vs a DataLoader of PIL images through timm's transforms.
 """
 
 import argparse
+import sys
 
 import torch
 
 from roadmap import data as D
+from roadmap import tables
 from roadmap.plan import paper_plan
 from roadmap.recipe import settings
 from roadmap.train import scale_config, train_run
@@ -38,12 +40,15 @@ def main():
         "PIL DataLoader (timm transforms, 2 workers)": ["randaug=rand-m1-n1", "workers=2"],
     }
     print(f"torch threads: {torch.get_num_threads()}")
+    rows = []
     for spec in paper_plan(only=args.steps.split(",")):
         base = None
         for label, overrides in variants.items():
             ips = img_per_s(spec, ds, overrides, args.updates)
             base = base or ips
-            print(f"{spec.name:24s} {label:46s} {ips:8.0f} img/s  {ips / base:5.2f}x", flush=True)
+            rows.append({"step": spec.name, "setting": label, "img/s": f"{ips:.0f}", "x demo": f"{ips / base:.2f}x"})
+            print(f"measured {spec.name}: {label}", file=sys.stderr, flush=True)
+    print(tables.terminal(rows, right=("img/s", "x demo")))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from roadmap import tables
 from roadmap.analysis import analyse
 from roadmap.plan import paper_plan
 from roadmap.recipe import get_preset
@@ -64,15 +65,24 @@ def main():
             )
     table = pd.DataFrame(rows)
     atomic_write_text(out / "sweep.csv", table.to_csv(index=False, float_format="%.4f"))
-    md = ["| stem | change | Δ top-1 | 95% CI | Holm p | resolved | paper Δ |", "|---|---|---:|---|---:|---|---:|"]
-    md += [
-        f"| {r.stem} | {r.change} | {r.delta:+.2f} | [{r.ci_low:+.2f}, {r.ci_high:+.2f}] | {r.p_holm:.2g} "
-        f"| {'yes' if r.resolved else 'no'} | {r.paper_delta:+.2f} |"
-        for r in table.itertuples()
-    ]
+    md = tables.markdown(
+        [
+            {
+                "stem": r.stem,
+                "change": r.change,
+                "Δ top-1": f"{r.delta:+.2f}",
+                "95% CI": f"[{r.ci_low:+.2f}, {r.ci_high:+.2f}]",
+                "Holm p": f"{r.p_holm:.2g}",
+                "resolved": "yes" if r.resolved else "no",
+                "paper Δ": f"{r.paper_delta:+.2f}",
+            }
+            for r in table.itertuples()
+        ],
+        right=("Δ top-1", "Holm p", "paper Δ"),
+    )
     cmd = f"python benchmarks/small_input_stem.py --kernels {args.kernels} --seeds {args.seeds} --epochs {args.epochs}"
-    atomic_write_text(out / "sweep.md", f"Made by `{cmd}`.\n\n" + "\n".join(md) + "\n")
-    print("\n".join(md))
+    atomic_write_text(out / "sweep.md", f"Made by `{cmd}`.\n\n" + md)
+    print(md, end="")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from typing import Callable, Dict, List, Optional
 
 import torch
 
+from . import tables
 from .env import autocast_for, memory_format, sync
 from .errors import RoadmapError
 from .measure import PROCESS_PEAK, current_memory_mb, model_cost, peak_memory_mb, reset_peak_memory
@@ -302,46 +303,40 @@ def format_step_table(rows: List[Dict]) -> str:
     """Per step: params, GFLOPs, speed and memory; then each as a ratio to resnet50."""
     keys = ("gflops", "train_img_s", "infer_img_s", "train_mb", "infer_mb")
     cols = ("GFLOPs", "train img/s", "infer img/s", "train MB", "infer MB")
-    lines = [
-        f"{'step':24s} {'params M':>9s}"
-        + "".join(f"{c:>12s}" for c in cols)
-        + "   "
-        + "".join(f"{c + ' x':>14s}" for c in cols)
+    cells = [
+        {"step": r["step"], "params M": f"{r['params_m']:.2f}", "GFLOPs": f"{r['gflops']:.3f}"}
+        | {c: _fmt(r[k]) for c, k in zip(cols[1:], keys[1:])}
+        | {f"{c} x": _fmt(r[k + "_ratio"], ".2f", "x") for c, k in zip(cols, keys)}
+        for r in rows
     ]
-    for r in rows:
-        lines.append(
-            f"{r['step']:24s} {r['params_m']:9.2f}"
-            + f"{r['gflops']:12.3f}"
-            + "".join(f"{_fmt(r[k]):>12s}" for k in keys[1:])
-            + "   "
-            + "".join(f"{_fmt(r[k + '_ratio'], '.2f', 'x'):>14s}" for k in keys)
-        )
-    return "\n".join(lines)
+    return tables.terminal(cells, right=["params M", *cols, *(f"{c} x" for c in cols)])
 
 
 def format_timm_table(rows: List[Dict]) -> str:
     cols = ("train img/s", "infer img/s", "train MB", "infer MB")
     keys = ("train_img_s", "infer_img_s", "train_mb", "infer_mb")
-    lines = [f"{'step':24s} {'model':22s}" + "".join(f"{c:>13s}" for c in cols)]
+    cells = []
     for row in rows:
-        lines.append(f"{row['step']:24s} {row['model']:22s}" + "".join(f"{_fmt(row[k]):>13s}" for k in keys))
+        cells.append({"step": row["step"], "model": row["model"]} | {c: _fmt(row[k]) for c, k in zip(cols, keys)})
         if row["model"] != "ours":
             ours = next(r for r in rows if r["step"] == row["step"] and r["model"] == "ours")
-            lines.append(
-                f"{'':24s} {'ours / timm':22s}"
-                + "".join(f"{_fmt(_ratio(ours[k], row[k]), '.2f', 'x'):>13s}" for k in keys)
-            )
-    return "\n".join(lines)
+            ratios = {c: _fmt(_ratio(ours[k], row[k]), ".2f", "x") for c, k in zip(cols, keys)}
+            cells.append({"step": "", "model": "ours / timm"} | ratios)
+    return tables.terminal(cells, right=cols)
 
 
 def format_runner_table(rows: List[Dict]) -> str:
-    lines = [f"{'step':24s} {'runner img/s':>13s} {'bare img/s':>11s} {'runner / bare':>14s} {'overhead':>9s}"]
-    for r in rows:
-        lines.append(
-            f"{r['step']:24s} {r['runner_img_s']:13.1f} {r['bare_img_s']:11.1f} "
-            f"{r['ratio']:13.3f}x {100 * (1 - r['ratio']):8.1f}%"
-        )
-    return "\n".join(lines)
+    cells = [
+        {
+            "step": r["step"],
+            "runner img/s": f"{r['runner_img_s']:.1f}",
+            "bare img/s": f"{r['bare_img_s']:.1f}",
+            "runner / bare": f"{r['ratio']:.3f}x",
+            "overhead": f"{100 * (1 - r['ratio']):.1f}%",
+        }
+        for r in rows
+    ]
+    return tables.terminal(cells, right=("runner img/s", "bare img/s", "runner / bare", "overhead"))
 
 
 def bench_steps(text: str) -> List[str]:

@@ -107,11 +107,20 @@ def use_threads(threads) -> int:
 
 def cmd_list(args):
     from .steps import ROADMAP
+    from .tables import terminal
 
-    print(f"{'#':>2}  {'step':24s} {'phase':20s} {'top-1':>12s} {'GFLOPs':>7s}  change")
-    for i, s in enumerate(ROADMAP):
-        sd = f" ± {s.paper_top1_sd:.2f}" if s.paper_top1_sd is not None else ""
-        print(f"{i:>2}  {s.name:24s} {s.phase:20s} {s.paper_top1:>6.2f}{sd:>6s} {s.paper_gflops:>7.2f}  {s.title}")
+    rows = [
+        {
+            "#": str(i),
+            "step": s.name,
+            "phase": s.phase,
+            "top-1": f"{s.paper_top1:.2f}" + (f" ± {s.paper_top1_sd:.2f}" if s.paper_top1_sd is not None else ""),
+            "GFLOPs": f"{s.paper_gflops:.2f}",
+            "change": s.title,
+        }
+        for i, s in enumerate(ROADMAP)
+    ]
+    print(terminal(rows, right=("#", "top-1", "GFLOPs")))
     print("\npaper numbers: Liu et al. 2022, Table 10 (ImageNet-1K top-1, 224px, 3 seeds, no EMA)")
 
 
@@ -437,15 +446,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_list)
     p = sub.add_parser("flops", help="params and fvcore GFLOPs of every step next to the paper's")
     p.add_argument("--resolution", type=_resolution, default=224, help="input size in pixels (>= 32)")
-    p.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    p.add_argument("--format", choices=("table", "csv", "json"), default="table", help="how to print the table")
     p.set_defaults(func=cmd_flops)
     p = sub.add_parser("show", help="what a step changes and its model's stage-level summary")
-    p.add_argument("step")
+    p.add_argument("step", help="a step's name (roadmap list)")
     p.add_argument("--resolution", type=_resolution, default=224, help="input size in pixels (>= 32)")
     p.set_defaults(func=cmd_show)
     _add_run(sub, shared)
     p = sub.add_parser("plot", help="draw the trajectory figure of a results folder")
-    p.add_argument("dir")
+    p.add_argument("dir", help="a results folder (the --out of roadmap run)")
     p.set_defaults(func=cmd_plot)
     _add_report(sub)
     _add_bench(sub, shared)

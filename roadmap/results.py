@@ -19,6 +19,7 @@ from typing import BinaryIO, Callable, Dict, Iterable, List, Optional, Sequence
 
 import pandas as pd
 
+from . import speed
 from .errors import RoadmapError
 
 RESULT_COLUMNS = [
@@ -317,9 +318,15 @@ def _difference(rows: pd.DataFrame, ident: pd.Series) -> str:
 
 
 def summarize(table: pd.DataFrame) -> pd.DataFrame:
-    """Mean and sample standard deviation per run (step or variant) over finished seeds."""
+    """Mean and sample standard deviation per run (step or variant) over finished seeds.
+
+    The speed columns (`speed.SPEED_METRICS`: mean, sd and median) use only the clean runs,
+    `speed_runs` of them (none: empty, not a number); `speed_flagged` names the others, with
+    why (roadmap.speed)."""
     out = []
-    for run, group in in_order(table).groupby("run", sort=False):
+    table = in_order(table)
+    flags = speed.flags(table)
+    for run, group in table.groupby("run", sort=False):
         ok = group[group["status"] == "ok"]
         first = group.iloc[0]
         row = dict(
@@ -339,10 +346,16 @@ def summarize(table: pd.DataFrame) -> pd.DataFrame:
             paper_gflops=first["paper_gflops"],
             model_key=first.get("model_key"),
         )
+        clean = ok[flags[ok.index] == ""]
         for m in SUMMARY_METRICS:
-            values = pd.to_numeric(ok[m], errors="coerce").dropna()
+            values = pd.to_numeric((clean if m in speed.SPEED_METRICS else ok)[m], errors="coerce").dropna()
             row[f"{m}_mean"] = values.mean() if len(values) else None
             row[f"{m}_std"] = values.std(ddof=1) if len(values) > 1 else None
+            if m in speed.SPEED_METRICS:
+                row[f"{m}_median"] = values.median() if len(values) else None
+        # the speed columns' runs: how many are clean, and which were left out and why
+        row["speed_runs"] = len(clean)
+        row["speed_flagged"] = "; ".join(f"seed {ok.loc[i, 'seed']}: {flags[i]}" for i in ok.index if flags[i])
         out.append(row)
     return pd.DataFrame(out)
 

@@ -18,6 +18,7 @@ import timm
 import torch
 
 from . import data as D
+from . import tables
 from .config import ArchConfig
 from .env import Dist, amp_dtype, configure_cuda, resolve_device
 from .errors import RoadmapError
@@ -25,6 +26,7 @@ from .model import stem_stride
 from .plan import Run, RunSpec, data_identity, default_out_dir, plan_runs
 from .recipe import Execution, Recipe, get_execution
 from .results import ResultsDir, atomic_write_text, check_labels, read_results, thread_mix
+from .speed import Occupancy, measured_flag
 from .stats import range_half
 from .train import NonFiniteLoss, train_run
 
@@ -404,23 +406,26 @@ def _train(
         if dist.is_main:
             results.checkpoints.mkdir(parents=True, exist_ok=True)
         writer = _tensorboard_writer(results.root, run.spec.name, run.seed) if o.tensorboard and dist.is_main else None
-        metrics = train_run(
-            run.spec.name,
-            run.cfg,
-            recipe,
-            ex,
-            ds,
-            run.seed,
-            dev,
-            str(ckpt),
-            dist,
-            progress=o.progress,
-            on_update=_logger(writer),
-        )
+        with Occupancy() as machine:  # whether the run had the machine: roadmap.speed
+            metrics = train_run(
+                run.spec.name,
+                run.cfg,
+                recipe,
+                ex,
+                ds,
+                run.seed,
+                dev,
+                str(ckpt),
+                dist,
+                progress=o.progress,
+                on_update=_logger(writer),
+            )
         if writer is not None:
             log_scores(writer, metrics)
-        row.update(metrics, status="ok", error="")
+        row.update(metrics, **machine.fields(row["threads"]), status="ok", error="")
         summary = _summary_line(tag, run.spec, recipe, metrics)
+        if measured_flag(row):  # said now, and its speed is left out of the tables
+            summary += f" | speed not counted: {measured_flag(row)}"
     except NonFiniteLoss as e:  # every rank sees the same loss: all record it and go on
         row.update(status="failed", error=str(e))
         summary = f"{tag}: FAILED - {e}"
@@ -488,22 +493,27 @@ def step_lines(summary: pd.DataFrame, band: Optional[pd.DataFrame] = None) -> st
     with a reference `band`, the reference's mean and the 95% range a mean of this many runs
     falls in, marked `ok` inside it and `OUT` outside."""
     ref = band.set_index("model_key") if band is not None and len(band) else None
-    head = f"{'step':30s} {'seeds':>5s} {'top1 %':>14s} {'Δ':>7s} {'params M':>9s} {'GFLOPs@224':>10s}"
-    lines = [head + ("  reference (95% range)" if ref is not None else "")]
-    before = None
+    rows, before = [], None
     for _, r in summary.iterrows():
         mean, sd = r["top1_mean"], r["top1_std"]
-        top1 = "-" if pd.isna(mean) else f"{mean:.2f}" + (f" ± {sd:.2f}" if pd.notna(sd) else "")
-        delta = "" if before is None or pd.isna(mean) else f"{mean - before:+.2f}"
-        params, gflops = _fmt(r["params_m"], ".2f"), _fmt(r["gflops_224"], ".3f")
-        line = f"{r['run']:30s} {r['seeds']:>5d} {top1:>14s} {delta:>7s} {params:>9s} {gflops:>10s}"
-        if ref is not None and r.get("model_key") in ref.index and pd.notna(mean):
-            b = ref.loc[r["model_key"]]
-            half = range_half(b, int(r["seeds"]))
-            line += f"  {b['mean']:.2f} ± {half:.2f} {'ok' if abs(mean - b['mean']) <= half else 'OUT'}"
-        lines.append(line)
+        row = {
+            "step": r["run"],
+            "seeds": str(int(r["seeds"])),
+            "top1 %": "-" if pd.isna(mean) else f"{mean:.2f}" + (f" ± {sd:.2f}" if pd.notna(sd) else ""),
+            "Δ": "" if before is None or pd.isna(mean) else f"{mean - before:+.2f}",
+            "params M": _fmt(r["params_m"], ".2f"),
+            "GFLOPs@224": _fmt(r["gflops_224"], ".3f"),
+        }
+        if ref is not None:
+            row["reference (95% range)"] = row[""] = ""
+            if r.get("model_key") in ref.index and pd.notna(mean):
+                b = ref.loc[r["model_key"]]
+                half = range_half(b, int(r["seeds"]))
+                row["reference (95% range)"] = f"{b['mean']:.2f} ± {half:.2f}"
+                row[""] = "ok" if abs(mean - b["mean"]) <= half else "OUT"
+        rows.append(row)
         before = mean if pd.notna(mean) else before
-    return "\n".join(lines)
+    return tables.terminal(rows, right=("seeds", "top1 %", "Δ", "params M", "GFLOPs@224", ""))
 
 
 def _fmt(value, spec: str) -> str:

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from roadmap import tables
 from roadmap.analysis import finished
 from roadmap.results import read_results
 from roadmap.stats import holm
@@ -33,9 +34,17 @@ def main(a: str, b: str):
     t = pd.DataFrame(rows).assign(diff=lambda d: d["b"] - d["a"])
     t["p_holm"] = holm(t["p"].to_numpy())
     print(f"{len(shared)} runs with the same key in both folders\n")
-    print("| step | seeds | first | second | difference [95% Welch] |\n|---|---|---|---|---|")
-    for _, r in t.iterrows():
-        print(f"| {r.step} | {r.seeds} | {r.a:.2f} | {r.b:.2f} | {r['diff']:+.2f} [{r.lo:+.2f}, {r.hi:+.2f}] |")
+    cells = [
+        {
+            "step": r.step,
+            "seeds": r.seeds,
+            "first": f"{r.a:.2f}",
+            "second": f"{r.b:.2f}",
+            "difference [95% Welch]": f"{r['diff']:+.2f} [{r.lo:+.2f}, {r.hi:+.2f}]",
+        }
+        for _, r in t.iterrows()
+    ]
+    print(tables.markdown(cells, right=("seeds", "first", "second")), end="")
     same = ta.set_index("key")["top1"].eq(tb.set_index("key")["top1"].reindex(ta["key"]).to_numpy())
     excluding = f"{(t['p'] < 0.05).sum()} of {len(t)} unadjusted, {(t['p_holm'] < 0.05).sum()} after Holm"
     print(

@@ -11,6 +11,7 @@ time is that of whatever else its machine ran: read it next to how the folder wa
 
 import sys
 
+from roadmap import tables
 from roadmap.analysis import finished, run_minutes
 from roadmap.errors import RoadmapError
 from roadmap.results import read_results
@@ -38,13 +39,24 @@ def costs(folder: str) -> dict:
 
 def main(folders):
     rows = [costs(f) for f in folders]  # every folder read before a line is printed
-    print("| folder | runs | min per run (median, range) | CPU-min per run | min per seed | total min | finished |")
-    print("|---|---|---|---|---|---|---|")
-    for c in rows:
-        print(
-            f"| {c['folder']} | {c['runs']} | {c['run_min']:.1f} ({c['run_lo']:.1f}-{c['run_hi']:.1f}) |"
-            f" {c['cpu_min']:.1f} | {c['seed_min']} | {c['total_min']:.0f} | {c['finished']} |"
-        )
+    print(
+        tables.markdown(
+            [
+                {
+                    "folder": c["folder"],
+                    "runs": c["runs"],
+                    "min per run (median, range)": f"{c['run_min']:.1f} ({c['run_lo']:.1f}-{c['run_hi']:.1f})",
+                    "CPU-min per run": f"{c['cpu_min']:.1f}",
+                    "min per seed": c["seed_min"],
+                    "total min": f"{c['total_min']:.0f}",
+                    "finished": c["finished"],
+                }
+                for c in rows
+            ],
+            right=("runs", "CPU-min per run", "total min"),
+        ),
+        end="",
+    )
 
 
 if __name__ == "__main__":

@@ -33,6 +33,11 @@ def test_run_writes_tables_and_figure(tiny_run_shared):
     summary = pd.read_csv(out / "summary.csv")
     assert list(summary["run"]) == ["resnet50", "separate_downsampling"]
     assert (summary["seeds"] == 2).all() and summary["top1_std"].notna().all()
+    # each run says whether it had the machine (roadmap.speed); the summary's speed columns
+    # count the clean runs only, and name the others
+    assert table["cpu_share"].between(0, 1.5).all() and (table["cores"] == os.cpu_count()).all()
+    assert table[["load_start", "load_end"]].ge(0).all().all()
+    assert (summary["speed_runs"] <= summary["seeds"]).all() and "speed_flagged" in summary.columns
     for name in ("trajectory.png", "trajectory.svg"):
         assert (out / name).stat().st_size > 5000
     assert "top-1" in stdout and "paper 78.82" in stdout
