@@ -348,6 +348,11 @@ def analyse(args):
     short_epochs = settings("reference", [])[0].epochs
     long_table = at_budget(read_results(out), args.epochs, out)
     short_table = at_budget(read_results(args.reference), short_epochs, args.reference)
+    # the same seeds at both budgets (the reference has more, and more where a change was
+    # open): a like-for-like comparison, whatever the reference holds later
+    seeds = set(pd.to_numeric(long_table["seed"], errors="coerce").dropna())
+    if len(long_table) and seeds:
+        short_table = short_table[pd.to_numeric(short_table["seed"], errors="coerce").isin(seeds)]
     budgets = (f"{short_epochs:g} epochs", f"{args.epochs:g} epochs")
     changes = pd.concat([score(short_table, budgets[0]), score(long_table, budgets[1])], ignore_index=True)
     if not len(changes):
