@@ -7,6 +7,7 @@ case). The session's image cache is its own ($XDG_CACHE_HOME, set in conftest).
 """
 
 import gzip
+import json
 import os
 import pickle
 import shutil
@@ -287,3 +288,55 @@ def test_idx_files_are_checked_against_their_headers(tmp_path, monkeypatch, kind
         D.load_dataset("fashion-mnist")
     line = one_line(err)
     assert line.startswith(str(images)) and needle in line, line
+
+
+# ---- runs after the data changed -------------------------------------------------------------
+
+
+def _reference_records(tmp_path, run="resnet50"):
+    from roadmap.outputs import REFERENCE_ROOT
+
+    out = tmp_path / "out"
+    (out / "runs").mkdir(parents=True)
+    for p in (REFERENCE_ROOT / "reference-fashion-mnist" / "runs").glob("*.json"):
+        if json.loads(p.read_text())["run"] == run:
+            shutil.copy(p, out / "runs")
+    return out
+
+
+def test_a_run_failed_on_images_since_removed_does_not_block_the_rerun(tmp_path):
+    from roadmap.results import check_labels, read_results
+
+    out = _reference_records(tmp_path)
+    row = json.loads(next((out / "runs").glob("*.json")).read_text())
+    row["data_id"] = dict(row["data_id"], content="0" * 16, val=row["data_id"]["val"] + 1)  # one bad image more
+    row.update(key="f" * 16, status="failed", error="x.png: cannot read this image (OSError: truncated)")
+    (out / "runs" / f"{row['key']}.json").write_text(json.dumps(row))
+    check_labels(read_results(out), out)  # the failed run is averaged with nothing
+    row["status"] = "ok"  # a finished run on the other images is another matter
+    (out / "runs" / f"{row['key']}.json").write_text(json.dumps(row))
+    with pytest.raises(RoadmapError, match=r"data \(same name, other images\)"):
+        check_labels(read_results(out), out)
+
+
+def test_checkpoints_of_no_planned_run_are_said_to_restart(tmp_path, capsys):
+    from roadmap.env import Dist
+    from roadmap.results import ResultsDir
+    from roadmap.runner import note_unresumable
+
+    out = _reference_records(tmp_path)
+    row = json.loads(next((out / "runs").glob("*.json")).read_text())
+    results = ResultsDir(out)
+    runs = plan_runs(paper_plan(only=["resnet50"]), get_preset("reference"), row["data_id"], [row["seed"]])
+    assert runs[0].key == row["key"]  # the committed key, from the unchanged Fashion-MNIST identity
+    results.checkpoints.mkdir()
+    (results.checkpoints / f"{row['key']}.pt").write_bytes(b"")  # its own: resumes, nothing said
+    note_unresumable(results, runs, row["data_id"], Dist())
+    assert capsys.readouterr().err == ""
+    changed = dict(row["data_id"], content="1" * 16)  # the images changed since: new keys
+    runs = plan_runs(paper_plan(only=["resnet50"]), get_preset("reference"), changed, [row["seed"]])
+    note_unresumable(results, runs, changed, Dist())
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("roadmap: warning: ")
+    assert f"holds 1 checkpoint(s) of no run planned here (resnet50 seed {row['seed']}; 1 of them on other data" in err
+    assert "start from zero instead of resuming" in err
