@@ -198,14 +198,14 @@ def note_unresumable(results: ResultsDir, runs: Sequence[Run], data_id: Dict, di
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             named.append(key)
     why = (
-        f"{other_data} of them on other data ({data_id['name']}'s images changed since)"
+        f"{other_data} of them on other data: {data_id['name']}'s images changed since"
         if other_data
-        else "other data, recipe or steps than this plan's"
+        else "other steps, or their data, recipe or configuration changed since"
     )
     warn(
         f"{results.checkpoints} holds {len(stray)} checkpoint(s) of no run planned here "
-        f"({', '.join(named[:3])}{', ...' if len(named) > 3 else ''}; {why}): runs without their "
-        "own checkpoint start from zero instead of resuming",
+        f"({', '.join(named[:3])}{', ...' if len(named) > 3 else ''}; {why}): a run of this plan "
+        "without its own checkpoint starts from zero instead of resuming",
         dist,
     )
 

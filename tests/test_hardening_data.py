@@ -262,6 +262,8 @@ def test_the_tree_is_scanned_once_per_dataset(tmp_path, monkeypatch):
         ds.fingerprint()
         data_identity(ds)
         ds.images(True)
+        D.folder_loader(ds, 32, 4, train=True, workers=0)  # each run's loader (issue 32: it rescanned)
+        D.folder_loader(ds, 32, 4, train=False, workers=0)
     assert len(walks) == scanned
 
 

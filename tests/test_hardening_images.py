@@ -339,4 +339,4 @@ def test_checkpoints_of_no_planned_run_are_said_to_restart(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("roadmap: warning: ")
     assert f"holds 1 checkpoint(s) of no run planned here (resnet50 seed {row['seed']}; 1 of them on other data" in err
-    assert "start from zero instead of resuming" in err
+    assert "starts from zero instead of resuming" in err

@@ -19,14 +19,14 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 class FolderScan:
     """One split of an ImageFolder tree as torchvision's ImageFolder reads it, scanned once:
     its class folders, its (path, class) samples in ImageFolder's order, and per sample its
-    path relative to `root`, its (size, mtime_ns, ctime_ns, inode) and, once `identity` has
-    read it, its content digest."""
+    path relative to `root`, the (size, mtime_ns, ctime_ns, inode, device) of the file read
+    (through links) and, once `identity` has read it, its content digest."""
 
     root: str
     classes: Tuple[str, ...]
     samples: Tuple[Tuple[str, int], ...]
     rels: Tuple[str, ...]
-    stats: Tuple[Tuple[int, int, int, int], ...]
+    stats: Tuple[Tuple[int, int, int, int, int], ...]
     digests: Optional[Tuple[str, ...]] = None
 
     def lines(self) -> List[str]:

@@ -3,11 +3,12 @@ its header checked before anything trains, and a val split that repeats training
 
 A digest reads at most three SAMPLE-byte pieces of a file (start, middle, end; a file of up
 to 3 x SAMPLE bytes whole), so a tree of a million images is identified in one read of a few
-kilobytes each. Digests are cached by (path, size, mtime, ctime, inode) and header checks by
-digest, in a small SQLite file in the user's cache folder (`cache_file`): a second load of the
-same tree reads no image, and a copy of it (`cp -r`, rsync without times: new times, same
-bytes) is read once and found to be the same data, so its runs resume. Without a writable
-cache folder everything works, only slower.
+kilobytes each. Digests are cached by file (device and inode: a path through a link is the
+file it reads) with its size, mtime and ctime, and header checks by digest, in a small SQLite
+file in the user's cache folder (`cache_file`): a second load of the same tree reads no
+image, and a copy of it (`cp -r`, rsync without times: new times, same bytes) is read once,
+found to be the same data (its runs resume) and not checked again. Without a writable cache
+folder everything works, only slower.
 """
 
 import hashlib
@@ -67,22 +68,23 @@ class Cache:
             path.parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(str(path), timeout=30)
             db.execute(
-                "CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, stat TEXT NOT NULL, digest TEXT NOT NULL)"
+                "CREATE TABLE IF NOT EXISTS files (file TEXT PRIMARY KEY, stat TEXT NOT NULL, digest TEXT NOT NULL)"
             )
             db.execute("CREATE TABLE IF NOT EXISTS checked (digest TEXT NOT NULL, rules INTEGER NOT NULL)")
             db.execute("CREATE UNIQUE INDEX IF NOT EXISTS checked_key ON checked (digest, rules)")
             self.db = db
 
-    def digests(self, paths: Sequence[str], stats: Sequence[str]) -> Dict[str, str]:
+    def digests(self, files: Sequence[str], stats: Sequence[str]) -> Dict[str, str]:
+        """The cached digest of each file whose size and times are unchanged."""
         if self.db is None:
             return {}
         found = {}
         with suppress(sqlite3.Error):
-            want = dict(zip(paths, stats))
-            for i in range(0, len(paths), 500):
-                chunk = list(paths[i : i + 500])
+            want = dict(zip(files, stats))
+            for i in range(0, len(files), 500):
+                chunk = list(files[i : i + 500])
                 rows = self.db.execute(
-                    f"SELECT path, stat, digest FROM files WHERE path IN ({','.join('?' * len(chunk))})", chunk
+                    f"SELECT file, stat, digest FROM files WHERE file IN ({','.join('?' * len(chunk))})", chunk
                 )
                 found.update({p: d for p, s, d in rows if want.get(p) == s})
         return found
@@ -127,17 +129,18 @@ def identify(scans: Sequence[FolderScan], cache: Optional[Cache] = None) -> List
     owned = cache is None
     cache = Cache() if cache is None else cache
     try:
-        paths = [os.path.realpath(p) for s in scans for p, _ in s.samples]
-        stats = [" ".join(map(str, st)) for s in scans for st in s.stats]
+        paths = [p for s in scans for p, _ in s.samples]
+        files = [f"{st[4]}:{st[3]}" for s in scans for st in s.stats]  # device:inode, whatever its path
+        stats = [f"{st[0]} {st[1]} {st[2]}" for s in scans for st in s.stats]
         sizes = [st[0] for s in scans for st in s.stats]
-        known = cache.digests(paths, stats)
-        todo = [i for i, p in enumerate(paths) if p not in known]
+        known = cache.digests(files, stats)
+        todo = [i for i, f in enumerate(files) if f not in known]
         tails: Dict[int, bytes] = {}
         with ThreadPoolExecutor(_workers()) as pool:
             read = pool.map(lambda i: _read_sampled(paths[i], sizes[i]), todo)
             for i, (digest, tail) in zip(todo, _named(read, paths, todo)):
-                known[paths[i]], tails[i] = digest, tail
-            digests = [known[p] for p in paths]
+                known[files[i]], tails[i] = digest, tail
+            digests = [known[f] for f in files]
             passed = cache.checked(digests)
             first = {}  # one check per digest
             for i, d in enumerate(digests):
@@ -148,7 +151,7 @@ def identify(scans: Sequence[FolderScan], cache: Optional[Cache] = None) -> List
             )
             bad = [(i, why) for i, why in zip(first.values(), verdicts) if why]
         cache.save(
-            [(paths[i], stats[i], known[paths[i]]) for i in todo],
+            [(files[i], stats[i], known[files[i]]) for i in todo],
             [digests[i] for i in first.values() if i not in {j for j, _ in bad}],
         )
     finally:

@@ -38,14 +38,15 @@ def scan_folder(root: str) -> FolderScan:
     for i, c in enumerate(classes):
         count = len(samples)
         for folder, names in _walk(os.path.join(root, c), seen):
+            rel_folder = os.path.relpath(folder, root)
             for name in sorted(names):
                 path = os.path.join(folder, name)
                 if hidden(name) or not has_file_allowed_extension(path, IMG_EXTENSIONS):
                     continue
-                st = regular_file(path)
+                st = regular_file(path)  # through a link: the file read
                 samples.append((path, i))
-                rels.append(os.path.relpath(path, root))
-                stats.append((st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino))
+                rels.append(os.path.join(rel_folder, name))
+                stats.append((st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev))
         if len(samples) == count:
             raise RoadmapError(
                 f"{root}/{c} holds no images ({', '.join(IMG_EXTENSIONS)}); remove the folder or add its images"
