@@ -340,3 +340,20 @@ def test_checkpoints_of_no_planned_run_are_said_to_restart(tmp_path, capsys):
     assert err.count("\n") == 1 and err.startswith("roadmap: warning: ")
     assert f"holds 1 checkpoint(s) of no run planned here (resnet50 seed {row['seed']}; 1 of them on other data" in err
     assert "starts from zero instead of resuming" in err
+
+
+@pytest.mark.parametrize("mode", sorted(D.image.READ_MODES))
+def test_every_mode_with_a_rule_gives_rgb_uint8(mode):
+    try:
+        img = Image.new(mode, (3, 2))
+    except (ValueError, OSError):
+        pytest.skip(f"this Pillow makes no {mode} image")
+    out = D.to_rgb(img, "x")
+    assert out.mode == "RGB" and np.asarray(out).dtype == np.uint8 and np.asarray(out).shape == (2, 3, 3)
+
+
+def test_a_device_linked_in_as_an_image_is_refused(tmp_path):
+    data = make_images(tmp_path / "imgs", per_class=2)
+    os.symlink("/dev/zero", data / "train" / "dog" / "zero.png")  # read, it would never end
+    with pytest.raises(RoadmapError, match=r"zero.png is a character device, not a file; remove it"):
+        D.load_dataset(str(data))

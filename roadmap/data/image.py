@@ -55,7 +55,7 @@ def regular_file(path, fix: str = "remove it or replace it with the file") -> os
 def _composite(image):
     from PIL import Image
 
-    rgba = image.convert("RGBA")
+    rgba = (image.convert("LA") if image.mode == "La" else image).convert("RGBA")  # Pillow: no La -> RGBA
     out = Image.new("RGB", rgba.size, ALPHA_BACKGROUND)
     out.paste(rgba, mask=rgba.getchannel("A"))
     return out
