@@ -198,6 +198,11 @@ def test_header_checks_and_digests_are_cached_by_content(tmp_path, monkeypatch):
     copy = shutil.copytree(data, tmp_path / "scratch" / "imgs", copy_function=shutil.copyfile)
     assert D.load_dataset(str(copy)).fingerprint() == first
     assert len(reads) == 12 and checks == []
+    # new check rules: every image checked again (its tail read by the check), none re-hashed
+    reads.clear()
+    monkeypatch.setattr(identity, "CHECKS", identity.CHECKS + 1)
+    assert D.load_dataset(str(data)).fingerprint() == first
+    assert reads == [] and len(checks) == 12
     # no usable cache folder: the same answer, only slower
     (tmp_path / "not_a_folder").write_text("")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "not_a_folder"))

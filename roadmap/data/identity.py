@@ -146,13 +146,12 @@ def identify(scans: Sequence[FolderScan], cache: Optional[Cache] = None) -> List
             for i, d in enumerate(digests):
                 if d not in passed and d not in first:
                     first[d] = i
-            verdicts = pool.map(
-                lambda i: check_image(paths[i], tails.get(i) or _tail(paths[i], sizes[i])), first.values()
-            )
+            verdicts = pool.map(lambda i: check_image(paths[i], tails.get(i)), first.values())
             bad = [(i, why) for i, why in zip(first.values(), verdicts) if why]
+        failed = {i for i, _ in bad}
         cache.save(
             [(files[i], stats[i], known[files[i]]) for i in todo],
-            [digests[i] for i in first.values() if i not in {j for j, _ in bad}],
+            [digests[i] for i in first.values() if i not in failed],
         )
     finally:
         if owned:
@@ -174,12 +173,6 @@ def _named(results, paths, todo):
             yield next(it)
         except OSError as e:
             raise RoadmapError(f"{paths[i]}: cannot read it ({e.strerror or e})") from None
-
-
-def _tail(path: str, size: int) -> bytes:
-    with open(path, "rb") as f:
-        f.seek(max(0, size - 64))
-        return f.read()
 
 
 def _refuse(bad: List[Tuple[int, str]], shown: List[str]):

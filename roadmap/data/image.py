@@ -128,14 +128,20 @@ def _ends_whole(fmt: str, tail: bytes) -> bool:
     return False
 
 
-def check_image(path, tail: bytes = b"") -> Optional[str]:
+def check_image(path, tail: Optional[bytes] = None) -> Optional[str]:
     """Why the image at `path` would fail to train, or None: its header parsed, its mode one
     `to_rgb` reads, and its data whole. JPEG and PNG are whole when they end with their end
-    marker (`tail`: the file's last bytes); any other, or one without it, is decoded."""
+    marker (`tail`: the file's last bytes, read here if not given); any other, or one without
+    it, is decoded."""
     from PIL import Image
 
     try:
         with open(path, "rb") as f:
+            if tail is None:
+                f.seek(0, os.SEEK_END)
+                f.seek(max(0, f.tell() - 64))
+                tail = f.read()
+                f.seek(0)
             image = Image.open(f)
             if image.mode not in READ_MODES:
                 to_rgb(image, path)  # raises, naming the mode
