@@ -362,3 +362,11 @@ def test_a_device_linked_in_as_an_image_is_refused(tmp_path):
     os.symlink("/dev/zero", data / "train" / "dog" / "zero.png")  # read, it would never end
     with pytest.raises(RoadmapError, match=r"zero.png is a character device, not a file; remove it"):
         D.load_dataset(str(data))
+
+
+def test_32_bit_integers_are_read_as_16_bit_data_or_refused():
+    arr = np.array([[0, 65535], [257, 1000]], dtype=np.int32)
+    out = np.asarray(D.to_rgb(Image.fromarray(arr, mode="I"), "x"))
+    assert out[..., 0].tolist() == [[0, 255], [1, 4]]
+    with pytest.raises(RoadmapError, match=r"x.tif: a 32-bit integer image with values -5..70000, outside"):
+        D.to_rgb(Image.fromarray(np.array([[-5, 70000]], dtype=np.int32), mode="I"), "x.tif")
