@@ -274,7 +274,11 @@ def _num(v, default):
 
 def check_labels(table: pd.DataFrame, where) -> None:
     """One RoadmapError when one run label in `table` holds runs of different models (another
-    recipe, roadmap row or data under the same name): averaging them as seeds would be wrong."""
+    recipe, roadmap row or data under the same name): averaging them as seeds would be wrong.
+    Failed runs are averaged with nothing: one on images since removed (its error's fix) does
+    not block the rerun on the fixed data."""
+    if "status" in table.columns:
+        table = table[table["status"] != "failed"]
     if not len(table):
         return
     ident = model_identity(table)

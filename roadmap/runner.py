@@ -182,6 +182,36 @@ def check_folder_models(
     check_labels(pd.concat([have, new], ignore_index=True), results.root)
 
 
+def note_unresumable(results: ResultsDir, runs: Sequence[Run], data_id: Dict, dist: Dist):
+    """One line when the folder keeps checkpoints of no planned run: their runs were of other
+    data, recipe or steps (a changed dataset gives new keys), so what would resume restarts."""
+    if not dist.is_main or not results.checkpoints.is_dir():
+        return
+    planned = {r.key for r in runs}
+    stray = sorted(p.name[: -len(".pt")] for p in results.checkpoints.glob("*.pt") if p.stem not in planned)
+    if not stray:
+        return
+    named, other_data = [], 0
+    for key in stray:
+        try:
+            record = json.loads(results.run_file(key).read_text())
+            named.append(f"{record['run']} seed {record['seed']}")
+            other_data += (record.get("data_id") or {}).get("content") != data_id.get("content")
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            named.append(key)
+    why = (
+        f"{other_data} of them on other data: {data_id['name']}'s images changed since"
+        if other_data
+        else "other steps, or their data, recipe or configuration changed since"
+    )
+    warn(
+        f"{results.checkpoints} holds {len(stray)} checkpoint(s) of no run planned here "
+        f"({', '.join(named[:3])}{', ...' if len(named) > 3 else ''}; {why}): a run of this plan "
+        "without its own checkpoint starts from zero instead of resuming",
+        dist,
+    )
+
+
 def _record_base(
     run: Run, preset: str, recipe: Recipe, ex: Execution, data_id: Dict, dev: torch.device, dist: Dist
 ) -> Dict:
@@ -229,6 +259,7 @@ def run_plan(specs: Sequence[RunSpec], recipe: Recipe, preset: str, dist: Dist =
         str(autocast).replace("torch.", "") if autocast is not None else None,
     )
     check_folder_models(results, runs, recipe, preset, data_id, dist)
+    note_unresumable(results, runs, data_id, dist)
     reference = _reference(preset, ds.name, folder, o.use_reference, dist)
     log(
         f"roadmap run: {len(specs)} step(s) x {len(o.seeds)} seed(s) on {ds.name} "

@@ -17,6 +17,15 @@ def _seed():
     torch.manual_seed(0)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _image_cache(tmp_path_factory):
+    """ImageFolder digests and header checks are cached under $XDG_CACHE_HOME/roadmap: the
+    session's own folder, never the user's (the CLIs tests start inherit it)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg_cache")))
+        yield
+
+
 # ---- one tiny roadmap run for the whole session ---------------------------------------------
 
 # What the shared run trains, as `roadmap run` arguments (with helpers.TINY): 2 steps x 2 seeds.

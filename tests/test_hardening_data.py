@@ -10,6 +10,7 @@ import os
 import pickle
 import shutil
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -188,17 +189,23 @@ def test_a_link_into_another_class_is_refused(tmp_path):
 
 def test_symlinked_class_folders_are_followed_and_fingerprinted(tmp_path):
     data = make_images(tmp_path / "imgs", per_class=4)
-    elsewhere = make_images(tmp_path / "other", per_class=6)
+    elsewhere = make_images(tmp_path / "other", per_class=6, seed=1)
     shutil.rmtree(data / "train" / "dog")
     os.symlink(elsewhere / "train" / "dog", data / "train" / "dog")
     ds = D.load_dataset(str(data))
     assert ds.num_train == 4 + 6 and ds.num_val == 8
     assert [p for p, _ in ds.scan(True).samples] == [p for p, _ in ImageFolder(ds.train_folder).samples]
     before = data_identity(ds)
-    # repoint the link at other images with the same names, sizes and times: not "done earlier"
-    copy = shutil.copytree(elsewhere / "train" / "dog", tmp_path / "copy", copy_function=shutil.copy2)
+    # repoint the link at a copy (new times, same bytes): the same data
+    copy = shutil.copytree(elsewhere / "train" / "dog", tmp_path / "copy")
     (data / "train" / "dog").unlink()
     os.symlink(copy, data / "train" / "dog")
+    assert data_identity(D.load_dataset(str(data))) == before
+    # at other images with the same names, sizes and times: not "done earlier"
+    other = make_images(tmp_path / "third", per_class=6, seed=2)
+    for a, b in zip(sorted((other / "train" / "dog").iterdir()), sorted(copy.iterdir())):
+        assert a.stat().st_size == b.stat().st_size
+        shutil.copy2(a, b)
     assert data_identity(D.load_dataset(str(data))) != before
 
 
@@ -207,23 +214,28 @@ def test_the_fingerprint_covers_what_imagefolder_reads_and_no_more(tmp_path):
     first = D.load_dataset(str(data)).fingerprint()
     (data / "train" / "notes.txt").write_text("not an image\n")  # ImageFolder reads no .txt
     (data / "train" / "cat" / "labels.csv").write_text("x\n")
-    assert D.load_dataset(str(data)).fingerprint() == first
+    (data / "train" / "cat" / "._0.png").write_bytes(b"\0\5\26\7")  # AppleDouble: hidden, not an image
     img = data / "train" / "cat" / "0.png"
-    os.utime(img, ns=(time.time_ns(), img.stat().st_mtime_ns + 10**9))
+    os.utime(img, ns=(time.time_ns(), img.stat().st_mtime_ns + 10**9))  # a new time, the same bytes
+    assert D.load_dataset(str(data)).fingerprint() == first
+    shutil.copy(data / "train" / "cat" / "1.png", img)  # other bytes under the same name
     assert D.load_dataset(str(data)).fingerprint() != first
 
 
 def test_a_plain_tree_keeps_its_fingerprint(tmp_path):
-    # the hash before the scan (relative path, size, mtime of every file): old run keys stay valid
+    # the declared hash of content (relative path, size, digest of size and bytes of every
+    # small image), computed here by hand: run keys stay valid across versions and copies
     data = make_images(tmp_path / "imgs", per_class=3)
     h = hashlib.blake2b(digest_size=8)
     for root in (data / "train", data / "val"):
         for dirpath, dirnames, filenames in os.walk(root):
             dirnames.sort()
             for name in sorted(filenames):
-                st = os.stat(os.path.join(dirpath, name))
+                raw = Path(dirpath, name).read_bytes()
+                assert len(raw) <= 3 * 8192  # read whole
+                digest = hashlib.blake2b(f"{len(raw)}\0".encode() + raw, digest_size=16).hexdigest()
                 rel = os.path.relpath(os.path.join(dirpath, name), root)
-                h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+                h.update(f"{rel}\0{len(raw)}\0{digest}\n".encode())
     assert D.load_dataset(str(data)).fingerprint() == h.hexdigest()
 
 
@@ -250,6 +262,8 @@ def test_the_tree_is_scanned_once_per_dataset(tmp_path, monkeypatch):
         ds.fingerprint()
         data_identity(ds)
         ds.images(True)
+        D.folder_loader(ds, 32, 4, train=True, workers=0)  # each run's loader (issue 32: it rescanned)
+        D.folder_loader(ds, 32, 4, train=False, workers=0)
     assert len(walks) == scanned
 
 

@@ -147,7 +147,8 @@ def test_folder_fingerprint_sees_a_changed_image(tmp_path):
     for split in ("train", "val"):
         for c in ("a", "b"):
             (tmp_path / split / c).mkdir(parents=True)
-            Image.new("RGB", (8, 8), (10, 20, 30)).save(tmp_path / split / c / "x.png")
+            colour = (10, 20, 30) if split == "train" else (10, 20, 40)  # val: its own images
+            Image.new("RGB", (8, 8), colour).save(tmp_path / split / c / "x.png")
     first = D.load_dataset(str(tmp_path)).fingerprint()
     Image.new("RGB", (8, 8), (99, 20, 30)).save(tmp_path / "train" / "a" / "x.png")
     assert D.load_dataset(str(tmp_path)).fingerprint() != first
