@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from . import sequential as Q
+from . import speed, tables
 from . import stats as S
 from .analysis import (
     _complete,
@@ -256,8 +257,8 @@ def _cost_sentences(done, trans) -> List[str]:
     return [
         f"Parameters went from {_f(first['params_m'])} M to {_f(last['params_m'])} M, "
         f"GFLOPs at 224 px from {_f(first['gflops_224'])} to {_f(last['gflops_224'])}, "
-        f"measured training throughput from {_f(first['train_img_s_mean'], '{:.0f}')} to "
-        f"{_f(last['train_img_s_mean'], '{:.0f}')} img/s."
+        f"measured training throughput (median of clean runs) from {speed.cell(first)} to "
+        f"{speed.cell(last)} img/s."
     ]
 
 
@@ -332,47 +333,68 @@ def _reading(r) -> str:
 
 
 def transitions_markdown(trans: pd.DataFrame) -> str:
-    head = (
-        "| change | Δ top-1 | 95% CI | 95% CI (seeds only) | p | p (Holm) | state | within ± "
-        "| paper Δ | ours / paper | reading | Δ params (M) | Δ GFLOPs@224 | Δ train img/s | Δ infer img/s |\n"
-        "|---|---:|---|---|---:|---:|---|---:|---:|---|---|---:|---:|---:|---:|\n"
-    )
-    lines = [
-        f"| {r['from']} → {r['to']} | {_f(r['delta'], '{:+.2f}')} | {_ci(r)} | {_ci(r, '_seed')} "
-        f"| {_f(r['p'], '{:.2g}')} | {_f(r['p_holm'], '{:.2g}')} | {_resolved_cell(r)} "
-        f"| {_f(r['equivalence_bound'])} | {_f(r['paper_delta'], '{:+.2f}')} "
-        f"| {r['ours_sign'] or '–'} / {r['paper_sign'] or '–'} | {_reading(r)} "
-        f"| {_f(r['d_params_m'], '{:+.2f}')} | {_f(r['d_gflops_224'], '{:+.3f}')} "
-        f"| {_f(r['d_train_img_s'], '{:+.0f}')} | {_f(r['d_infer_img_s'], '{:+.0f}')} |"
+    rows = [
+        {
+            "change": f"{r['from']} → {r['to']}",
+            "Δ top-1": _f(r["delta"], "{:+.2f}"),
+            "95% CI": _ci(r),
+            "95% CI (seeds only)": _ci(r, "_seed"),
+            "p": _f(r["p"], "{:.2g}"),
+            "p (Holm)": _f(r["p_holm"], "{:.2g}"),
+            "state": _resolved_cell(r),
+            "within ±": _f(r["equivalence_bound"]),
+            "paper Δ": _f(r["paper_delta"], "{:+.2f}"),
+            "ours / paper": f"{r['ours_sign'] or '–'} / {r['paper_sign'] or '–'}",
+            "reading": _reading(r),
+            "Δ params (M)": _f(r["d_params_m"], "{:+.2f}"),
+            "Δ GFLOPs@224": _f(r["d_gflops_224"], "{:+.3f}"),
+            "Δ train img/s": _f(r["d_train_img_s"], "{:+.0f}"),
+            "Δ infer img/s": _f(r["d_infer_img_s"], "{:+.0f}"),
+        }
         for _, r in trans.iterrows()
     ]
-    return head + "\n".join(lines) + "\n"
+    numbers = ("Δ top-1", "p", "p (Holm)", "within ±", "paper Δ", "Δ params (M)", "Δ GFLOPs@224", "Δ train img/s",
+               "Δ infer img/s")  # fmt: skip
+    return tables.markdown(rows, right=numbers)
 
 
 def steps_markdown(steps: pd.DataFrame) -> str:
-    head = (
-        "| # | run | phase | seeds | top-1 (mean ± sd) | paper top-1 | params (M) "
-        "| GFLOPs@224 (ours / paper) | train img/s | infer img/s |\n"
-        "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|\n"
-    )
-    lines = []
+    rows = []
     for _, r in steps.iterrows():
         ours = _f(r["top1_mean"]) + (f" ± {_f(r['top1_std'])}" if pd.notna(r["top1_std"]) else "")
         paper = _f(r["paper_top1"]) + (f" ± {_f(r['paper_top1_sd'])}" if pd.notna(r["paper_top1_sd"]) else "")
-        lines.append(
-            f"| {_f(r['order'], '{:.0f}')} | {r['run']} | {_text(r['phase']) or '–'} | {r['seeds']} "
-            f"| {ours} | {paper} | {_f(r['params_m'])} "
-            f"| {_f(r['gflops_224'])} / {_f(r['paper_gflops'])} "
-            f"| {_f(r['train_img_s_mean'], '{:.0f}')} | {_f(r['infer_img_s_mean'], '{:.0f}')} |"
+        rows.append(
+            {
+                "#": _f(r["order"], "{:.0f}"),
+                "run": r["run"],
+                "phase": _text(r["phase"]) or "–",
+                "seeds": str(r["seeds"]),
+                "top-1 (mean ± sd)": ours,
+                "paper top-1": paper,
+                "params (M)": _f(r["params_m"]),
+                "GFLOPs@224 (ours / paper)": f"{_f(r['gflops_224'])} / {_f(r['paper_gflops'])}",
+                # speed: the median over the runs that had the machine to themselves (speed.py)
+                "train img/s": speed.cell(r, "train_img_s"),
+                "infer img/s": speed.cell(r, "infer_img_s"),
+            }
         )
-    return head + "\n".join(lines) + "\n"
+    right = ("#", "seeds", "top-1 (mean ± sd)", "paper top-1", "params (M)", "GFLOPs@224 (ours / paper)", "train img/s",
+             "infer img/s")  # fmt: skip
+    out = tables.markdown(rows, right=right)
+    flagged = speed.flagged_lines(steps)
+    if flagged:
+        out += (
+            "\nSpeed columns: the median over clean runs (a run that shared the machine or was paused "
+            "is left out; docs/speed.md). Left out:\n\n" + "\n".join(f"- {line}" for line in flagged) + "\n"
+        )
+    return out
 
 
 def _agreement_markdown(agree: Dict) -> str:
     t = agree["sign_table"]
-    rows = ["| ours \\ paper | − | 0 | + |", "|---|---:|---:|---:|"]
-    for sign, counts in zip(("−", "0", "+"), t["counts"]):
-        rows.append(f"| {sign} | " + " | ".join(str(c) for c in counts) + " |")
+    head = ("ours \\ paper", "−", "0", "+")
+    grid = [dict(zip(head, [sign, *map(str, counts)])) for sign, counts in zip(("−", "0", "+"), t["counts"])]
+    rows = [tables.markdown(grid, right=("−", "0", "+")).rstrip("\n")]
     p, fisher = agree["sign_agreement_p"], agree["sign_fisher_p"]
     lines = [
         "\n".join(rows),
@@ -578,11 +600,80 @@ def to_json(report: Dict, figures: Sequence[str], sources: Sequence) -> str:
     return json.dumps(_clean(out), indent=1, default=str)
 
 
+def _state_text(r) -> str:
+    if r["state"] == "resolved":
+        return f"**{'helped' if r['delta'] > 0 else 'hurt'}**"
+    if r["state"] == "equivalent":
+        return f"no difference (within ±{r['equivalence_bound']:.2f})"
+    if r["state"] == "open":
+        return "open: " + _need_seeds(r).replace("needs about ", "needs ~")
+    return "–"
+
+
+def answer(report: Dict, folder: str) -> str:
+    """The answer in a few lines a non-statistician reads (README includes it verbatim)."""
+    trans = _real(report["transitions"])
+    trans = trans[trans["p"].notna()]
+    d = report["design"]
+    steps = report["steps"]
+    done = steps[pd.to_numeric(steps["top1_mean"], errors="coerce").notna()]
+    seeds = _seed_counts(steps)
+    seed_text = f"{seeds[0]}" if len(seeds) == 1 else f"{seeds[0]}-{seeds[-1]}"
+    rows = [
+        {
+            "change": f"`{r['to']}`",
+            "Δ top-1 here [95% CI]": f"{r['delta']:+.2f} [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}]",
+            "verdict here": _state_text(r),
+            "paper Δ (ImageNet)": _f(r["paper_delta"], "{:+.2f}"),
+        }
+        for _, r in trans.iterrows()
+    ]
+    pick = lambda st, sign=0: trans[(trans["state"] == st) & (np.sign(trans["delta"]) * sign >= 0)]  # noqa: E731
+    helped, hurt, same, open_ = pick("resolved", 1), pick("resolved", -1), pick("equivalent"), pick("open")
+    names = lambda rows, more=lambda r: "": (
+        ", ".join(  # noqa: E731
+            f"`{r['to']}` {r['delta']:+.2f}{more(r)}" for _, r in rows.iterrows()
+        )
+        or "none"
+    )
+    res = trans[trans["state"] == "resolved"]
+    agree = int((res["ours_sign"] == res["paper_sign"]).sum())
+    flips = int(res["paper_sign"].isin(["+", "-"]).sum()) - agree
+    lines = [
+        f"On {report['data']} (preset {report['preset']}, {seed_text} seeds per step; `roadmap report {folder}`),",
+        "in top-1 points, each call at a 5% family-wise error rate over the changes:",
+        "",
+        f"- **Helped ({len(helped)}):** {names(helped)}",
+        f"- **Hurt ({len(hurt)}):** {names(hurt)}",
+        f"- **No difference, within ±{d['margin']:g} ({len(same)}):** {names(same)}",
+        f"- **Still open ({len(open_)}):** {names(open_, lambda r: f' ({_need_seeds(r)})')}",
+    ]
+    if len(done) >= 2:
+        first, last = done.iloc[0], done.iloc[-1]
+        lines.append(
+            f"- **End to end:** {first['run']} {first['top1_mean']:.2f}% → {last['run']} {last['top1_mean']:.2f}% "
+            f"({last['top1_mean'] - first['top1_mean']:+.2f}); of the {len(res)} resolved changes, {agree} have the "
+            f"paper's sign, {flips} the opposite, the rest are within the paper's noise (ImageNet, Table 10)."
+        )
+    lines += [
+        "",
+        tables.markdown(rows, right=("Δ top-1 here [95% CI]", "paper Δ (ImageNet)")).rstrip("\n"),
+    ]
+    if d.get("waiting_for"):
+        lines += [
+            "",
+            f"The sequential design is at look {len(d['looks_made'])} of {len(d['looks'])}: the next look waits "
+            f"for more seeds at {', '.join(d['waiting_for'])} (rerun `roadmap run --until-decided` to continue).",
+        ]
+    return "\n".join(lines) + "\n"
+
+
 def write_files(report: Dict, out: Path, figures: Sequence[str], sources: Sequence) -> List[Path]:
-    """Write report.md and report.json of a built report into `out`; return their paths."""
-    paths = [Path(out) / "report.md", Path(out) / "report.json"]
+    """Write report.md, report.json and answer.md of a built report into `out`; return their paths."""
+    paths = [Path(out) / "report.md", Path(out) / "report.json", Path(out) / "answer.md"]
     atomic_write_text(paths[0], markdown(report, figures))
     atomic_write_text(paths[1], to_json(report, figures, sources))
+    atomic_write_text(paths[2], answer(report, Path(out).as_posix()))
     return paths
 
 

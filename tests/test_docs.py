@@ -48,3 +48,39 @@ def test_the_budget_table_is_a_copy_of_what_its_command_wrote():
     assert checked >= 15 and wrong == []
     stale = "<!-- intervals: results/budget-study/budget.md -->\n| x | −9.99 [−9.99, +9.99] |\n<!-- /intervals -->"
     assert check(stale, ROOT)[1] == ["−9.99 [−9.99, +9.99]: not in results/budget-study/budget.md"]
+
+
+def test_the_readme_answer_is_what_the_report_wrote():
+    """README's answer block is results/<folder>/answer.md, written by `roadmap report`: a
+    report that moves makes this fail until `python scripts/readme_answer.py` copies it."""
+    import subprocess
+    import sys
+
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "readme_answer.py"), "--check"], capture_output=True, text=True
+    )
+    assert r.returncode == 0, r.stderr
+    text = (ROOT / "README.md").read_text()
+    assert "<!-- answer: results/reference-fashion-mnist/answer.md -->" in "\n".join(text.splitlines()[:40])
+    assert "make run" in "\n".join(text.splitlines()[:12]) and "make test" in "\n".join(text.splitlines()[:12])
+    assert len(text.splitlines()) <= 260
+
+
+def test_the_answer_matches_report_json():
+    """Every Δ and interval in answer.md is the report's own (the helped/hurt lists and table)."""
+    import json
+
+    folder = ROOT / "results" / "reference-fashion-mnist"
+    report = json.loads((folder / "report.json").read_text())
+    answer = (folder / "answer.md").read_text()
+    for t in report["transitions"]:
+        if t["p"] is None:
+            continue
+        row = f"`{t['to']}`"
+        line = next(x for x in answer.splitlines() if x.startswith(f"| {row}"))
+        assert f"{t['delta']:+.2f} [{t['ci_low']:+.2f}, {t['ci_high']:+.2f}]" in line
+        verdict = {"resolved": "helped" if t["delta"] > 0 else "hurt", "equivalent": "no difference", "open": "open"}
+        assert verdict[t["state"]] in line
+    counts = {k: sum(t["state"] == k for t in report["transitions"]) for k in ("equivalent", "open")}
+    assert re.search(rf"Still open \({counts['open']}\)", answer)
+    assert re.search(rf"within ±0.5 \({counts['equivalent']}\)", answer)
