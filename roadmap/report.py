@@ -683,6 +683,6 @@ def _subtitle(report: Dict) -> str:
     d = report["design"]
     return (
         f"{report['data']}, preset {report['preset']}: of {int(real['p'].notna().sum())} changes, "
-        f"{d['resolved']} resolved, {d['equivalent']} equivalent to 0 (±{d['margin']:g}), {d['open']} open; "
+        f"{d['resolved']} resolved, {d['equivalent']} equivalent to 0 (±{d['margin']:g}), {d['open']} open\n"
         f"pooled seed sd {n['seed_sd']:.2f} ({n['df']} df)"
     )
