@@ -235,7 +235,8 @@ def plot_forest(trans: pd.DataFrame, folder, out_stem: str = "changes", subtitle
     ax.set_yticks(y, [escape_mathtext(t) for t in labels], fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel(
-        "Δ top-1 (points), ours with its 95% interval (unadjusted)\ngrey band: ±0.5 (equivalence); ◆ the paper's (ImageNet-1K, Table 10)",
+        "Δ top-1 (points), ours with its 95% interval (unadjusted)\n"
+        "grey band: ±0.5 (equivalence); ◆ the paper's (ImageNet-1K, Table 10)",
         fontsize=8,
     )
     handles = [
