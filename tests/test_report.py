@@ -7,6 +7,7 @@ distribution), never by calling roadmap.report; tests/test_stats.py simulates co
 import itertools
 import json
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -213,7 +214,7 @@ def test_paper_judged_with_the_pooled_table10_sd_and_sign_table(tmp_path):
     assert n["seeds_needed"]["0.3"] >= n["seeds_needed"]["0.5"] >= n["seeds_needed"]["1.0"] >= 2
     assert n["family"] == 4 and all(n["power_holm"][k] < n["power_now"][k] for k in n["power_now"])
     md = (tmp_path / "report.md").read_text()
-    assert "| patchify_stem → depthwise_conv | +0.10 |" in md and "open here (paper: resolved)" in md
+    assert re.search(r"\| patchify_stem → depthwise_conv +\| +\+0.10 \|", md) and "open here (paper: resolved)" in md
     assert "at Holm's strictest level (5% / 4)" in md and "seeds only" in md
     assert "3 of 4 changes are resolved" in report["findings"]
     assert "1 flip (widen)" in report["findings"]
