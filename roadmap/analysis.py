@@ -324,6 +324,12 @@ def analyse(
         raise RoadmapError(f"the results lack the columns {missing}; they were not written by roadmap")
     table = _complete(table)
     ok = finished(table)
+    pending = 0
+    if design is not None and len(ok):
+        # a sequential design reports what its last look saw: the runs of a round still in
+        # training count from the look that asks for them, not before
+        seen = _at_last_look(table, ok, design)
+        pending, ok = len(ok) - len(seen), seen
     steps = step_table(table, ok)
     runs = once(ok)
     f = S.fit(runs) if len(ok) else None
@@ -337,7 +343,16 @@ def analyse(
         judged = trans["p"].notna()
         trans["ours_sign"] = [S.sign(d, r) if j else "" for d, r, j in zip(trans["delta"], trans["resolved"], judged)]
         trans["verdict"] = [_verdict(r) for _, r in trans.iterrows()]
+        trans.attrs["pending_runs"] = pending
     return steps, trans, f
+
+
+def _at_last_look(table: pd.DataFrame, ok: pd.DataFrame, design: Q.Design) -> pd.DataFrame:
+    """The finished runs the design's last look made saw (all of them before any look)."""
+    d, _ = decision(table, design, ok)
+    if not d.looks:
+        return ok
+    return ok[pd.to_numeric(ok["seed"]) < design.seed_offset + d.looks[-1].seeds]
 
 
 def _decide(trans: pd.DataFrame, runs: pd.DataFrame, model_of: Dict, f: Optional[S.Fit], design) -> None:
@@ -386,11 +401,13 @@ def _decide(trans: pd.DataFrame, runs: pd.DataFrame, model_of: Dict, f: Optional
         )
 
 
-def decision(table: pd.DataFrame, design: Optional[Q.Design]) -> Tuple[Q.Decision, Dict[str, List[str]]]:
+def decision(
+    table: pd.DataFrame, design: Optional[Q.Design], ok: Optional[pd.DataFrame] = None
+) -> Tuple[Q.Decision, Dict[str, List[str]]]:
     """Where `design` stands on a results table (`sequential.decide` over the roadmap's real
     changes), and each model's run labels, to turn the models it asks seeds for into steps."""
     table = _complete(table)
-    ok = finished(table)
+    ok = finished(table) if ok is None else ok
     if not len(ok):
         raise RoadmapError("no finished runs yet: train the planned seeds first")
     steps = step_table(table, ok)

@@ -497,6 +497,7 @@ def _design_summary(design: Optional[Q.Design], trans: pd.DataFrame) -> Dict:
         alpha=design.alpha,
         looks_made=list(trans.attrs.get("looks_made", [])),
         waiting_for=dict(trans.attrs.get("next", {})),
+        pending_runs=int(trans.attrs.get("pending_runs", 0)),
         **counts,
     )
 
@@ -521,7 +522,12 @@ def _design_markdown(d: Dict) -> str:
         asked = ", ".join(f"{k} to {n}" for k, n in d["waiting_for"].items())
         text += (
             f" Look {len(made) + 1} waits for its seeds ({asked} seeds): rerun the same command to "
-            "continue; the states above are those of the looks made."
+            "continue. Everything in this report is what the last look saw"
+            + (
+                f"; {d['pending_runs']} finished run(s) of the next round count from its look."
+                if d["pending_runs"]
+                else "."
+            )
         )
     elif d["open"]:
         text += f" The design is finished: the open changes reached the cap of {d['max_seeds']} seeds."
