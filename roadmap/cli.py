@@ -463,7 +463,8 @@ def main(argv=None) -> int:
     try:
         return run_command(argv)
     except RoadmapError as e:
-        print(f"roadmap: error: {_one_line(e)}", file=sys.stderr)
+        for line in getattr(e, "lines", None) or [e]:  # schema.InvalidFiles: one line per bad file
+            print(f"roadmap: error: {_one_line(line)}", file=sys.stderr)
         return getattr(e, "exit_code", 2)
     except KeyboardInterrupt as e:
         how = " (SIGTERM)" if isinstance(e, Terminated) else ""

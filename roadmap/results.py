@@ -13,6 +13,7 @@ import math
 import os
 import re
 import secrets
+import sys
 import time
 from pathlib import Path
 from typing import BinaryIO, Callable, Dict, Iterable, List, Optional, Sequence
@@ -20,6 +21,7 @@ from typing import BinaryIO, Callable, Dict, Iterable, List, Optional, Sequence
 import pandas as pd
 
 from .errors import RoadmapError
+from .schema import InvalidFiles, check_table_rows, record_text, validate_record_text
 
 RESULT_COLUMNS = [
     "order",
@@ -138,14 +140,25 @@ class ResultsDir:
         return _read_run(self.run_file(key))
 
     def record(self, row: Dict):
-        atomic_write_text(self.run_file(row["key"]), json.dumps(row, indent=1, default=str))
+        path = self.run_file(row["key"])
+        atomic_write_text(path, record_text(row, path))
 
     def holds_foreign_table(self) -> bool:
         """A results.csv with no runs/ beside it: rows this folder's records cannot rebuild."""
         return (self.root / "results.csv").is_file() and not (self.runs.is_dir() and any(self.runs.glob("*.json")))
 
     def rows(self) -> List[Dict]:
-        return [_read_run(f) for f in (sorted(self.runs.glob("*.json")) if self.runs.is_dir() else [])]
+        """Every record, validated (InvalidFiles: one line per bad file), a copy of a record
+        under another name counted once (see `_one_per_key`)."""
+        found, bad = [], []
+        for f in sorted(self.runs.glob("*.json")) if self.runs.is_dir() else []:
+            try:
+                found.append((f, _read_run(f)))
+            except InvalidFiles as e:
+                bad += e.lines
+        if bad:
+            raise InvalidFiles(bad)
+        return _one_per_key(found)
 
     def check_writable(self, flag: str = "--out"):
         """Create the folder (and its parents) and prove a file can be written there."""
@@ -182,21 +195,62 @@ class ResultsDir:
 
 
 def _read_run(f: Path) -> Dict:
+    """The record in `f`, validated against schema.RunRecord (InvalidFiles names the problem)."""
     try:
-        row = json.loads(f.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise RoadmapError(f"{f} is not valid JSON; delete it to rerun that run") from None
+        text = f.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise InvalidFiles([f"{f}: not UTF-8 text, so not a run record; delete it to train that run again"]) from None
     except OSError as e:
         raise RoadmapError(f"{f}: cannot read it ({e.strerror})") from None
-    if not isinstance(row, dict) or "key" not in row:
-        raise RoadmapError(f"{f} is not a run record (a JSON object with a key); delete it to rerun that run")
-    return row
+    return validate_record_text(f, text)
+
+
+_told: set = set()  # copies already reported in this process
+
+
+def _one_per_key(found: Sequence) -> List[Dict]:
+    """One record per run key. A record under another file name than `<key>.json` is a copy:
+    counted once (never as another seed) and reported; a copy whose numbers differ, or a record
+    only under another name, is refused (the runner looks a run up by its key's file name)."""
+    by_key: Dict[str, list] = {}
+    for f, row in found:
+        by_key.setdefault(row["key"], []).append((f, row))
+    out = []
+    for key, group in by_key.items():
+        own = [(f, r) for f, r in group if f.stem == key]
+        if not own:
+            f = group[0][0]
+            raise InvalidFiles(
+                [f"{f}: holds the run {key} under another name; rename it to {key}.json (or delete it if it is a copy)"]
+            )
+        f0, row = own[0]
+        out.append(row)
+        for f, other in group:
+            if f == f0:
+                continue
+            diff = [c for c in COMPARED + ("seed", "run") if not _same(row.get(c), other.get(c))]
+            if diff:
+                raise InvalidFiles(
+                    [
+                        f"{f}: has the key of {f0.name} but another {diff[0]} ({other.get(diff[0])} vs "
+                        f"{row.get(diff[0])}); one of them was edited: delete the wrong one"
+                    ]
+                )
+            if f not in _told:
+                _told.add(f)
+                print(
+                    f"roadmap: warning: {f} is a copy of {f0} (the same run, key {key}): counted once, not as "
+                    "another seed; delete the copy",
+                    file=sys.stderr,
+                    flush=True,
+                )
+    return out
 
 
 def results_frame(rows: Iterable[Dict]) -> pd.DataFrame:
     """The one table shape: RESULT_COLUMNS first (missing ones empty), runs in roadmap order."""
     table = pd.DataFrame(list(rows))
-    for col in ("config", "recipe", "versions", "execution", "data_id"):
+    for col in ("config", "recipe", "versions", "execution", "data_id", "training"):
         # nested fields as JSON text, so `json.loads(table.config[i])` gives them back
         if col in table.columns:
             table[col] = [
@@ -373,6 +427,7 @@ def read_results(folder) -> pd.DataFrame:
     missing = [c for c in ("order", "run", "step", "seed", "status", "top1") if c not in table.columns]
     if missing:
         raise RoadmapError(f"{csv} lacks the columns {missing}; it was not written by roadmap")
+    check_table_rows(csv, table.to_dict("records"))
     return results_frame(table.to_dict("records"))
 
 

@@ -192,6 +192,7 @@ def _record_base(
         threads=torch.get_num_threads(),
         key=run.key,
         model_key=run.model_key,
+        training=run.training,
         recipe=recipe.to_dict(),
         execution=ex.to_dict(),
         config=run.cfg.to_dict(),
@@ -298,7 +299,12 @@ def _reuse(run: Run, results: ResultsDir, reference: Optional[ResultsDir], prese
     # (name, order, roadmap, variant) are the reusing roadmap's.
     if dist.is_main:
         record = reference.load(run.key)
-        record.update(labels(run.spec, preset), model_key=run.model_key, reused_from=str(reference.run_file(run.key)))
+        record.update(
+            labels(run.spec, preset),
+            model_key=run.model_key,
+            training=run.training,
+            reused_from=str(reference.run_file(run.key)),
+        )
         results.record(record)
     log(f"{tag}: in the committed reference, skipped ({reference.run_file(run.key)})", dist)
     return True
