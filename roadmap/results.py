@@ -12,7 +12,6 @@ import json
 import math
 import os
 import re
-import secrets
 import sys
 import time
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import BinaryIO, Callable, Dict, Iterable, List, Optional, Sequence
 import pandas as pd
 
 from .errors import RoadmapError
-from .schema import InvalidFiles, check_table_rows, record_text, validate_record_text
+from .schema import TEMP_PREFIX, InvalidFiles, check_table_rows, record_text, temp_path, validate_record_text
 
 RESULT_COLUMNS = [
     "order",
@@ -73,12 +72,12 @@ SUMMARY_METRICS = ["top1", "top5", "top1_ema", "train_img_s", "infer_img_s", "pe
 def atomic_write(path, write: Callable[[BinaryIO], None]):
     """Write `path` whole or not at all: `write(f)` fills a temporary file beside it, which
     replaces `path` only when complete (0644 under the usual umask). The temporary file
-    `.<name>.tmp<pid>-<random>` goes on any failure; a full disk is one RoadmapError,
+    (`schema.temp_path`) goes on any failure; a full disk is one RoadmapError,
     "no space left on <folder>". The one writer of results, checkpoints and figures.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}-{secrets.token_hex(4)}")
+    tmp = temp_path(path)
     try:
         # os.open with 0o666 lets the umask decide, as open() does (mkstemp would give 0600)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
@@ -100,7 +99,8 @@ def atomic_write_text(path, text: str):
 
 
 def stale_temp_files(folders: Iterable[Path], older_than_s: float = 600) -> List[Path]:
-    """Temporary files (`*.tmp*`) a killed process left behind in `folders`.
+    """Temporary files of this tool (`schema.TEMP_PREFIX`) a killed process left in `folders`;
+    a user's own `*.tmp` files are never among them.
 
     One is stale when nothing has written to it for `older_than_s`: a live write touches its
     file continuously and renames it the moment it is done, so several processes (or cluster
@@ -108,7 +108,7 @@ def stale_temp_files(folders: Iterable[Path], older_than_s: float = 600) -> List
     """
     now, out = time.time(), []
     for folder in map(Path, folders):
-        for p in sorted(folder.glob("*.tmp*")) if folder.is_dir() else ():  # hidden ones too
+        for p in sorted(folder.glob(f"{TEMP_PREFIX}*")) if folder.is_dir() else ():
             with contextlib.suppress(OSError):  # gone meanwhile: renamed by its writer
                 if p.is_file() and now - p.stat().st_mtime > older_than_s:
                     out.append(p)
@@ -166,7 +166,7 @@ class ResultsDir:
             raise RoadmapError(f"{flag} {self.root}: is a file, not a folder; give a folder for the results")
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            probe = self.root / f".write-test.tmp{os.getpid()}"
+            probe = temp_path(self.root / "write-test")
             probe.write_bytes(b"")
             probe.unlink()
         except OSError as e:

@@ -11,6 +11,8 @@ keeps the two in step.
 import base64
 import json
 import math
+import os
+import secrets
 from dataclasses import fields as dc_fields
 from datetime import datetime
 from pathlib import Path
@@ -22,6 +24,19 @@ from .config import ArchConfig
 from .errors import RoadmapError
 from .plan import run_key
 from .recipe import _DEFAULTS, KEY_FIELDS, KEY_FIELDS_LATER, Execution, Recipe
+
+# ---- temporary files: only the tool's own are ever cleaned --------------------------------
+
+TEMP_PREFIX = ".roadmap-tmp-"
+
+
+def temp_path(path) -> Path:
+    """Where `path` is written before it is renamed into place: beside it, hidden, named with
+    the tool's prefix, this process's id and a random part (`.roadmap-tmp-<pid>-<hex>-<name>`),
+    so a sweep of stale ones (results.stale_temp_files) can never take a user's `x.tmp`."""
+    path = Path(path)
+    return path.with_name(f"{TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}-{path.name[:180]}")
+
 
 # ---- value kinds: the type and range once, with the words an error uses ----------------
 
@@ -305,7 +320,7 @@ class InvalidFiles(RoadmapError):
         self.lines = lines
 
 
-RECORD_FIX = "correct it, or delete the file to train that run again"
+RECORD_FIX = "correct it, or delete it to train that run again"
 
 
 def validate_record_text(path, text: str) -> Dict[str, Any]:
@@ -313,7 +328,7 @@ def validate_record_text(path, text: str) -> Dict[str, Any]:
     try:
         row = json.loads(text)
     except ValueError:
-        raise InvalidFiles([f"{path}: not valid JSON; {RECORD_FIX}"]) from None
+        raise InvalidFiles([f"{path} is not valid JSON; {RECORD_FIX}"]) from None
     if not isinstance(row, dict):
         raise InvalidFiles([f"{path}: expected a JSON object (a run record), got {type(row).__name__}; {RECORD_FIX}"])
     try:

@@ -44,6 +44,7 @@ from .env import (  # noqa: F401
 from .errors import RoadmapError
 from .measure import model_cost, peak_memory_mb, reset_peak_memory
 from .model import RoadmapNet
+from .schema import temp_path
 
 LOG_EVERY = 10  # updates between host syncs: the loss's finiteness, progress, on_update
 WARMUP_UPDATES = 2  # untimed in each process: compiling, cuDNN autotuning, first allocations
@@ -305,7 +306,7 @@ def atomic_torch_save(obj, path: str):
     Saving into a Python file object makes a full disk an OSError (ENOSPC), not a C++
     `inline_container.cc` message; it becomes "no space left on <path>".
     """
-    tmp = f"{path}.tmp{os.getpid()}"
+    tmp = temp_path(path)
     try:
         with open(tmp, "wb") as f:
             torch.save(obj, f)
