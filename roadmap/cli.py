@@ -8,7 +8,9 @@ Commands import what they need when they run: `roadmap list` and `--help` load n
 """
 
 import argparse
+import contextlib
 import errno
+import io
 import os
 import signal
 import sys
@@ -192,11 +194,12 @@ def run_local(specs, recipe, ex, seeds, roadmap_name, args):
     """Train here: one process, or this rank of a torchrun / submitit process group."""
     import torch
 
+    from .env import env_int
     from .runner import run_plan
     from .train import Dist
 
     dist = Dist()
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if env_int("WORLD_SIZE", 1, minimum=1) > 1:
         from .distributed import init_distributed
 
         dist = init_distributed(args.device)
@@ -458,7 +461,16 @@ def _catch_sigterm():
         return None
 
 
+def _any_terminal():
+    """A stdout that takes only ASCII (PYTHONIOENCODING=ascii, LANG=C) or a name in bytes that
+    are not UTF-8: print what cannot be encoded as an escape (± as \\xb1), never fail on it."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(AttributeError, ValueError, io.UnsupportedOperation):
+            stream.reconfigure(errors="backslashreplace")
+
+
 def main(argv=None) -> int:
+    _any_terminal()
     previous = _catch_sigterm()
     try:
         return run_command(argv)

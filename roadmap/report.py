@@ -26,6 +26,7 @@ import pandas as pd
 from . import stats as S
 from .errors import RoadmapError
 from .results import RESULT_COLUMNS, atomic_write_text, check_labels, model_identity, order_key, read_results, summarize
+from .schema import check_report_text
 
 REQUIRED = ("order", "run", "seed", "status", "top1")
 
@@ -937,7 +938,7 @@ def write_files(report: Dict, out: Path, figures: Sequence[str], sources: Sequen
     """Write report.md and report.json of a built report into `out`; return their paths."""
     paths = [Path(out) / "report.md", Path(out) / "report.json"]
     atomic_write_text(paths[0], markdown(report, figures))
-    atomic_write_text(paths[1], to_json(report, figures, sources))
+    atomic_write_text(paths[1], check_report_text(to_json(report, figures, sources), paths[1]))
     return paths
 
 

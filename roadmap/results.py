@@ -152,6 +152,8 @@ class ResultsDir:
         under another name counted once (see `_one_per_key`)."""
         found, bad = [], []
         for f in sorted(self.runs.glob("*.json")) if self.runs.is_dir() else []:
+            if f.name.startswith(TEMP_PREFIX):  # another process's write, not yet a record
+                continue
             try:
                 found.append((f, _read_run(f)))
             except InvalidFiles as e:

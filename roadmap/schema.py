@@ -32,10 +32,11 @@ TEMP_PREFIX = ".roadmap-tmp-"
 
 def temp_path(path) -> Path:
     """Where `path` is written before it is renamed into place: beside it, hidden, named with
-    the tool's prefix, this process's id and a random part (`.roadmap-tmp-<pid>-<hex>-<name>`),
-    so a sweep of stale ones (results.stale_temp_files) can never take a user's `x.tmp`."""
+    the tool's prefix, this process's id and a random part (`.roadmap-tmp-<pid>-<hex>-<name>.part`),
+    so a sweep of stale ones (results.stale_temp_files) can never take a user's `x.tmp`, and
+    `runs/*.json` never matches a record still being written."""
     path = Path(path)
-    return path.with_name(f"{TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}-{path.name[:180]}")
+    return path.with_name(f"{TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}-{path.name[:180]}.part")
 
 
 # ---- value kinds: the type and range once, with the words an error uses ----------------
@@ -330,7 +331,9 @@ def validate_record_text(path, text: str) -> Dict[str, Any]:
     except ValueError:
         raise InvalidFiles([f"{path} is not valid JSON; {RECORD_FIX}"]) from None
     if not isinstance(row, dict):
-        raise InvalidFiles([f"{path}: expected a JSON object (a run record), got {type(row).__name__}; {RECORD_FIX}"])
+        raise InvalidFiles(
+            [f"{path} is not a run record (a JSON object), it holds a {type(row).__name__}; {RECORD_FIX}"]
+        )
     try:
         RunRecord.model_validate_json(text, context={"raw": row})
     except ValidationError as e:
@@ -383,9 +386,8 @@ class Report(BaseModel):
     transitions: List[Transition]
 
 
-def check_report(data: Dict[str, Any], path="report.json") -> str:
-    """The JSON text of a report, validated (strict JSON: NaN is not JSON, so it is null)."""
-    text = json.dumps(data, indent=1, default=str)
+def check_report_text(text: str, path="report.json") -> str:
+    """`text`, the JSON of a report, once validated against `Report` (written only if valid)."""
     try:
         Report.model_validate_json(text)
     except ValidationError as e:

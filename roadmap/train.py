@@ -36,6 +36,7 @@ from .env import (  # noqa: F401
     amp_dtype,
     autocast_for,
     configure_cuda,
+    env_int,
     loader_workers,
     memory_format,  # Dist ... resolve_device: re-exported
     resolve_device,
@@ -429,7 +430,7 @@ def start(
 
 def workers_for(ex, dist: Dist) -> int:
     """The execution's loader workers, within this process's share of its node's CPUs."""
-    return loader_workers(ex.workers, int(os.environ.get("LOCAL_WORLD_SIZE", dist.world_size)))
+    return loader_workers(ex.workers, env_int("LOCAL_WORLD_SIZE", dist.world_size, minimum=1))
 
 
 def batches(ds: D.Dataset, recipe, ex, seed: int, start_update: int, total: int, device: torch.device, dist: Dist):
