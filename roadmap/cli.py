@@ -481,6 +481,11 @@ def main(argv=None) -> int:
     except KeyboardInterrupt as e:
         how = " (SIGTERM)" if isinstance(e, Terminated) else ""
         print(f"roadmap: interrupted{how}; {INTERRUPTED}", file=sys.stderr)
+        # The signal reached the DataLoader workers too (a scheduler signals the process
+        # group): torch's SIGCHLD handler would raise on their deaths while the loader shuts
+        # down, a traceback after the line above. They are meant to end: let them.
+        with contextlib.suppress(AttributeError, ValueError):
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         return 143 if isinstance(e, Terminated) else 130
     except BrokenPipeError:
         # `roadmap list | head -1`: the reader has gone; say nothing (and let exit not retry).

@@ -346,6 +346,11 @@ def check_labels(table: pd.DataFrame, where) -> None:
         if "data_id" in table.columns
         else pd.Series(None, index=table.index)
     )
+    if content.dropna().nunique() > 1:  # other images under one data name: no change between them is real
+        raise RoadmapError(
+            f"{where}: the runs are on different data under one name (data content "
+            f"{' vs '.join(map(str, content.dropna().unique()[:2]))}); Report each dataset separately"
+        )
     for run, idx in table.groupby("run", sort=False).groups.items():
         models = ident[idx].unique()
         known = content[idx]

@@ -4,8 +4,8 @@ results tables and custom roadmap files, as pydantic models in strict mode.
 Strict: a field typed int takes 4, never 4.0 or "4"; records are validated as JSON text and
 written as the text validated, so a value is never coerced (4 stays 4, and keys hold).
 Every problem is one line naming the file, the field, what was expected and how to fix it
-(`problems`, `check_record`). docs/formats.md lists these fields; tests/test_schema_docs.py
-keeps the two in step.
+(`problems`, `validate_record_text`). docs/formats.md lists these fields; tests/test_hardening_records.py
+keeps the two in step (`python -m roadmap.schema` prints the tables).
 """
 
 import base64
@@ -140,15 +140,17 @@ class RunRecord(BaseModel):
     threads: Optional[PositiveInt] = None
     key: Key
     model_key: Optional[Key] = None
-    recipe: RecipeRecord
-    config: ConfigRecord
-    execution: Optional[ExecutionRecord] = None
-    data_id: Optional[DataId] = None
-    training: Optional[Dict[str, Any]] = None  # what the key hashed besides config/data/seed
-    versions: Dict[str, str]
-    status: Literal["ok", "failed"]
+    recipe: RecipeRecord = Field(description="the Recipe's fields, each of its type; every keyed one present")
+    config: ConfigRecord = Field(description="the final ArchConfig: every toggle, each of its type")
+    execution: Optional[ExecutionRecord] = Field(None, description="the Execution's fields (not keyed)")
+    data_id: Optional[DataId] = Field(None, description="the data by content (see data_id below)")
+    training: Optional[Dict[str, Any]] = Field(
+        None, description="what the key hashed besides config, data and seed: the keyed recipe fields and more"
+    )
+    versions: Dict[str, str] = Field(description="python, torch, timm versions as text")
+    status: Literal["ok", "failed"] = Field(description='"ok" (finished) or "failed" (error says why)')
     error: Text
-    finished_at: datetime
+    finished_at: datetime = Field(description="ISO date and time, e.g. 2026-11-25T09:38:59")
     reused_from: Optional[Text] = None
     # measurements (status "ok")
     top1: Optional[Percent] = None
@@ -172,7 +174,7 @@ class RunRecord(BaseModel):
     wall_s: Optional[Positive] = None
     val_n: Optional[PositiveInt] = None
     val_correct: Optional[Annotated[str, Field(description="base64 text, one bit per validation image")]] = None
-    curve: Optional[List[CurvePoint]] = None
+    curve: Optional[List[CurvePoint]] = Field(None, description="the learning curve: one point per epoch")
 
     @model_validator(mode="after")
     def _consistent(self, info: ValidationInfo):
@@ -369,7 +371,7 @@ class Transition(BaseModel):
     delta: Optional[Finite] = None
     p: Optional[Probability] = None
     p_holm: Optional[Probability] = None
-    resolved: Optional[bool] = None
+    resolved: Optional[bool] = Field(None, description="true where the Holm-adjusted p is below 1 - level")
 
 
 class Report(BaseModel):
@@ -382,8 +384,8 @@ class Report(BaseModel):
     level: Annotated[float, Field(gt=0, lt=1, description="a confidence level in (0, 1)")]
     warnings: List[str]
     findings: Text
-    steps: List[StepSummary]
-    transitions: List[Transition]
+    steps: List[StepSummary] = Field(description="one per row (see steps[] below)")
+    transitions: List[Transition] = Field(description="one per change between rows (see transitions[] below)")
 
 
 def check_report_text(text: str, path="report.json") -> str:
@@ -406,7 +408,7 @@ class ResultRow(BaseModel):
     run: Name
     step: Name
     seed: Seed
-    status: Literal["ok", "failed"]
+    status: Literal["ok", "failed"] = Field(description='"ok" or "failed"')
     top1: Optional[Percent] = None
     top5: Optional[Percent] = None
     top1_ema: Optional[Percent] = None
@@ -450,9 +452,9 @@ class RoadmapStepFile(BaseModel):
 
     model_config = STRICT
     name: Text = ""
-    paper_step: Union[str, List[str]] = []
-    revert: Union[str, List[str]] = []
-    changes: Dict[str, Any] = {}
+    paper_step: Union[str, List[str]] = Field([], description="paper step name(s) whose changes to apply")
+    revert: Union[str, List[str]] = Field([], description="paper step name(s) whose changes to undo")
+    changes: Dict[str, Any] = Field({}, description="ArchConfig toggles to set (roadmap.custom.toggles())")
     phase: Text = ""
     why: Text = ""
 
@@ -464,8 +466,10 @@ class RoadmapFile(BaseModel):
     name: Optional[Name] = None
     description: Text = ""
     start: Text = "resnet50"
-    mode: Literal["cumulative", "independent"] = "cumulative"
-    step: List[RoadmapStepFile]
+    mode: Literal["cumulative", "independent"] = Field(
+        "cumulative", description="cumulative: each step applies to the row before; independent: to start"
+    )
+    step: List[RoadmapStepFile] = Field(description="one [[step]] table per row, at least one")
 
 
 def record_keys(row: Dict[str, Any]) -> Tuple[str, str]:
@@ -476,3 +480,71 @@ def record_keys(row: Dict[str, Any]) -> Tuple[str, str]:
         run_key(row["config"], training, row["data_id"], row["seed"]),
         run_key(row["config"], training, row["data_id"], None),
     )
+
+
+# ---- the documentation's tables (docs/formats.md; tests/test_hardening_records.py checks them) --
+
+DOCUMENTED = {
+    "run record (runs/<key>.json)": RunRecord,
+    "data_id": DataId,
+    "curve point": CurvePoint,
+    "report.json": Report,
+    "report.json steps[]": StepSummary,
+    "report.json transitions[]": Transition,
+    "results.csv row": ResultRow,
+    "summary.csv row": SummaryRow,
+    "roadmap file": RoadmapFile,
+    "roadmap file [[step]]": RoadmapStepFile,
+}
+
+
+def _type_name(annotation) -> str:
+    origin, args = getattr(annotation, "__origin__", None), getattr(annotation, "__args__", ())
+    if getattr(annotation, "__metadata__", None):  # Annotated[X, ...]
+        return _type_name(args[0]) if args else _type_name(origin)
+    if origin is Union:
+        names = [_type_name(a) for a in args if a is not type(None)]
+        return " or ".join(dict.fromkeys(names)) + (" or null" if type(None) in args else "")
+    if origin is Literal:
+        return " or ".join(json.dumps(a) for a in args)
+    if origin in (list, List, tuple, Tuple):
+        return "list"
+    if origin in (dict, Dict) or annotation is dict:
+        return "object"
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return "object"
+    return {int: "integer", float: "number", str: "string", bool: "boolean", datetime: "date-time text"}.get(
+        annotation, getattr(annotation, "__name__", str(annotation))
+    )
+
+
+def _range(info) -> str:
+    for meta in list(info.metadata) + [info]:
+        if getattr(meta, "description", None):
+            return meta.description
+    for a in getattr(info.annotation, "__args__", ()):
+        for meta in getattr(a, "__metadata__", ()):
+            if getattr(meta, "description", None):
+                return meta.description
+    return ""
+
+
+def doc_rows(model: type) -> List[Tuple[str, str, str, str]]:
+    """(field, type, required, expected) of each field of `model`, as docs/formats.md lists them."""
+    rows = []
+    for name, info in model.model_fields.items():
+        required = "yes" if info.is_required() else "if ok" if model is RunRecord and name in FINISHED else "no"
+        rows.append((info.alias or name, _type_name(info.annotation), required, _range(info)))
+    return rows
+
+
+def doc_table(model: type) -> str:
+    """The markdown table of `model`'s fields (the generated part of docs/formats.md)."""
+    lines = ["| field | type | required | expected |", "|---|---|---|---|"]
+    lines += [f"| `{f}` | {t} | {r} | {e} |" for f, t, r, e in doc_rows(model)]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # python -m roadmap.schema: the tables of docs/formats.md
+    for title, model in DOCUMENTED.items():
+        print(f"### {title}\n\n{doc_table(model)}\n")

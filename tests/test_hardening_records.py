@@ -87,7 +87,7 @@ def test_every_committed_record_and_report_validates_unchanged():
         (lambda r: r.pop("wall_s"), "wall_s", "every finished run"),
         (lambda r: r.pop("run"), "run", "required"),
         (lambda r: r["recipe"].update(lr="0.004"), "recipe.lr", "number"),
-        (lambda r: r.update(status="done"), "status", "'ok' or 'failed'"),
+        (lambda r: r.update(status="done"), "status", '"ok" (finished) or "failed"'),
         (lambda r: r.update(top1=r["top1"] + 1), "top1", "val_correct"),  # a hand-edited score
         (lambda r: r.update(seed=r["seed"] + 7), "key", "the hash"),  # the key no longer matches
         (lambda r: r["recipe"].update(lr=0.01), "key", "the hash"),
@@ -198,8 +198,22 @@ def test_runs_on_other_data_of_the_same_name_are_never_pooled(tmp_path, capsys):
         (b / "runs" / f"{row['key']}.json").write_text(json.dumps(row))
     assert main(["report", str(a), str(b), "--out", str(tmp_path / "m"), "--no-plot"]) == 2
     err = capsys.readouterr().err
-    assert "data (same name, other images)" in err and "Traceback" not in err
+    assert "different data under one name" in err and "Traceback" not in err
     assert not (tmp_path / "m" / "report.md").exists()
+    # in one folder too: a step on other images is no change of the architecture
+    one = _folder(tmp_path / "one", runs=("resnet50",))
+    for p in (b / "runs").glob("*.json"):
+        row = json.loads(p.read_text())
+        row = rekey(dict(row, run="stage_ratio", step="stage_ratio", config=_config("stage_ratio")))
+        (one / "runs" / f"{row['key']}.json").write_text(json.dumps(row))
+    assert main(["report", str(one), "--no-plot"]) == 2
+    _one_line(capsys.readouterr().err, "different data under one name")
+
+
+def _config(step: str) -> dict:
+    from roadmap.registry import config_for
+
+    return config_for(step).replace(num_classes=10, widths=(24, 48, 96, 192)).to_dict()
 
 
 def test_a_bad_results_csv_row_names_file_row_and_field(tmp_path, capsys):
@@ -359,3 +373,56 @@ def test_mixup_with_an_odd_batch_is_refused_before_loading(tmp_path):
     res = _cli("run", "--only", "resnet50", "--set", "batch_size=3", "--set", "cutmix=1", "--out", tmp_path)
     assert res.returncode == 2
     _one_line(res.stderr, "batch_size=3", "use batch_size=4")
+
+
+def test_docs_formats_lists_every_field_as_the_schema_declares_it():
+    from roadmap.schema import DOCUMENTED, doc_table
+
+    doc = (ROOT / "docs" / "formats.md").read_text(encoding="utf-8")
+    for title, model in DOCUMENTED.items():
+        assert f"## {title}\n\n{doc_table(model)}\n" in doc, f"docs/formats.md: regenerate the {title} table"
+
+
+# ---- 7. faults: SIGTERM to the whole process group, DataLoader workers included -----------
+
+
+@pytest.mark.slow  # ~15 s on the shared 2-core machine: a real run with two loader workers
+def test_sigterm_to_the_process_group_with_loader_workers_is_the_interrupted_line(tmp_path):
+    import signal
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for c in ("cat", "dog"):
+            (tmp_path / "imgs" / split / c).mkdir(parents=True)
+            for i in range(8):
+                Image.fromarray(rng.integers(0, 255, (36, 36, 3), dtype=np.uint8)).save(
+                    tmp_path / "imgs" / split / c / f"{i}.png"
+                )
+    sets = dict(batch_size=4, img_size=32, workers=2, max_updates=100000, epochs=1000, width_scale=0.125)
+    sets.update(eval_batch_size=8, max_shift=0)
+    args = [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
+    proc = subprocess.Popen(
+        roadmap_cmd(
+            "run", "--only", "resnet50", "--data", tmp_path / "imgs", "--no-reference", "--out", tmp_path / "out"
+        )
+        + ["--threads", "1", "--no-progress", *args],
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONWARNINGS="ignore"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a scheduler starts it
+    )
+    for line in proc.stdout:
+        if line.startswith("roadmap run:"):
+            break
+    time.sleep(2)
+    os.killpg(proc.pid, signal.SIGTERM)  # the training process and its loader workers alike
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    _one_line(err.replace("roadmap: interrupted", "roadmap: error: interrupted"), "interrupted (SIGTERM)", "rerun")
+    assert not list((tmp_path / "out").rglob(f"{TEMP_PREFIX}*"))
+    assert not list((tmp_path / "out").rglob("*.json"))  # no run recorded as failed by the signal
