@@ -426,3 +426,16 @@ def test_sigterm_to_the_process_group_with_loader_workers_is_the_interrupted_lin
     _one_line(err.replace("roadmap: interrupted", "roadmap: error: interrupted"), "interrupted (SIGTERM)", "rerun")
     assert not list((tmp_path / "out").rglob(f"{TEMP_PREFIX}*"))
     assert not list((tmp_path / "out").rglob("*.json"))  # no run recorded as failed by the signal
+
+
+def test_names_in_bytes_that_are_not_utf8_work(tmp_path, capsys):
+    """A folder named in bytes that are not UTF-8 (Linux allows any): records, report.json."""
+    folder = tmp_path / os.fsdecode(b"ref-\xff\xfe")
+    shutil.copytree(_folder(tmp_path, runs=("resnet50", "stage_ratio")), folder)
+    assert main(["report", str(folder), "--no-plot"]) == 0, capsys.readouterr().err
+    assert json.loads((folder / "report.json").read_text())["sources"] == [str(folder)]
+    row = as_record(dict(step="gelu", run="gelu", seed=0, status="failed", error=f"cannot read {folder}/x.png"))
+    for k in ("top1", "top5", "train_loss", "wall_s"):
+        row.pop(k)
+    ResultsDir(tmp_path / "new").record(row)
+    assert ResultsDir(tmp_path / "new").load(row["key"])["error"] == row["error"]
