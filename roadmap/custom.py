@@ -24,7 +24,11 @@ layer scale off. A row whose configuration is exactly a paper step's carries tha
 numbers, so the chart shows them.
 
 In Python the same thing is `Roadmap("name", start=..., steps=[CustomStep(...) or dict])`.
-Every mistake is one RoadmapError naming the file (line, [[step]], key) and what is allowed.
+Every mistake is one RoadmapError naming the file (line, [[step]], key) and what is allowed;
+a step, or a part of one, that changes nothing in the model is a mistake too.
+
+Three steps over plain data: `parse` (types and keys) -> `validate` (the rows) ->
+`plan_rows` (RunSpecs); `Roadmap` holds their results. roadmap_file.py reads the text.
 """
 
 import difflib
