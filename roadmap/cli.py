@@ -495,7 +495,11 @@ def main(argv=None) -> int:
         if os.environ.get("ROADMAP_DEBUG"):
             raise
         where = f" ({e.filename})" if e.filename else ""
-        what = "no space left" if e.errno in (errno.ENOSPC, errno.EDQUOT) else e.strerror or e
+        what = e.strerror or e
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):  # the documented line, wherever it happened
+            name = os.fsdecode(e.filename) if e.filename else ""
+            folder = os.path.dirname(os.path.abspath(name)) if name else "the disk"
+            what, where = f"no space left on {folder}", f" (writing {os.path.basename(name)})" if name else ""
         print(f"roadmap: error: {what}{where}", file=sys.stderr)
         return 2
     except Exception as e:  # a bug, or a mistake not caught by name yet: still one line

@@ -439,3 +439,14 @@ def test_names_in_bytes_that_are_not_utf8_work(tmp_path, capsys):
         row.pop(k)
     ResultsDir(tmp_path / "new").record(row)
     assert ResultsDir(tmp_path / "new").load(row["key"])["error"] == row["error"]
+
+
+def test_a_full_disk_anywhere_else_is_the_same_documented_line(tmp_path, monkeypatch, capsys):
+    import roadmap.cli as C
+
+    def full(argv):  # e.g. a library's own writer (tensorboard, a cache) meets a full disk
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "events.out"))
+
+    monkeypatch.setattr(C, "run_command", full)
+    assert main(["list"]) == 2
+    _one_line(capsys.readouterr().err, f"no space left on {tmp_path} (writing events.out)")
