@@ -450,3 +450,27 @@ def test_a_full_disk_anywhere_else_is_the_same_documented_line(tmp_path, monkeyp
     monkeypatch.setattr(C, "run_command", full)
     assert main(["list"]) == 2
     _one_line(capsys.readouterr().err, f"no space left on {tmp_path} (writing events.out)")
+
+
+def test_a_full_disk_while_training_stops_the_run_with_the_line_and_records_nothing(tmp_path, monkeypatch):
+    import roadmap.runner as R
+    from roadmap.plan import paper_plan
+    from roadmap.recipe import settings
+
+    def full(*args, **kwargs):
+        raise RoadmapError(f"no space left on {tmp_path} (writing the checkpoint k.pt)")
+
+    monkeypatch.setattr(R, "train_run", full)
+    recipe, ex = settings("demo", ["train_subset=256", "val_subset=64"])
+    with pytest.raises(RoadmapError, match=f"^no space left on {tmp_path}"):
+        R.run_plan(
+            paper_plan(only=["resnet50", "stage_ratio"]),
+            recipe,
+            "demo",
+            ex=ex,
+            out=str(tmp_path / "out"),
+            use_reference=False,
+            progress=False,
+            plot=False,
+        )
+    assert not list((tmp_path / "out").rglob("*.json"))  # not recorded as a failed run; the next not tried
