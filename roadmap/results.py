@@ -152,7 +152,7 @@ class ResultsDir:
         under another name counted once (see `_one_per_key`)."""
         found, bad = [], []
         for f in sorted(self.runs.glob("*.json")) if self.runs.is_dir() else []:
-            if f.name.startswith(TEMP_PREFIX):  # another process's write, not yet a record
+            if f.name.startswith("."):  # another process's write (TEMP_PREFIX), or macOS's ._<name>
                 continue
             try:
                 found.append((f, _read_run(f)))

@@ -474,3 +474,11 @@ def test_a_full_disk_while_training_stops_the_run_with_the_line_and_records_noth
             plot=False,
         )
     assert not list((tmp_path / "out").rglob("*.json"))  # not recorded as a failed run; the next not tried
+
+
+def test_hidden_files_in_runs_are_not_records(tmp_path):
+    folder = _folder(tmp_path, runs=("resnet50",))
+    n = len(read_results(folder))
+    record = sorted((folder / "runs").glob("*.json"))[0]
+    (folder / "runs" / f"._{record.name}").write_bytes(b"\x00\x05\x16\x07Mac OS X")  # AppleDouble
+    assert len(read_results(folder)) == n
