@@ -20,7 +20,15 @@ from typing import BinaryIO, Callable, Dict, Iterable, List, Optional, Sequence
 import pandas as pd
 
 from .errors import RoadmapError
-from .schema import TEMP_PREFIX, InvalidFiles, check_table_rows, record_text, temp_path, validate_record_text
+from .schema import (
+    TEMP_PREFIX,
+    InvalidFiles,
+    SummaryRow,
+    check_table_rows,
+    record_text,
+    temp_path,
+    validate_record_text,
+)
 
 RESULT_COLUMNS = [
     "order",
@@ -189,10 +197,13 @@ class ResultsDir:
         """Rebuild results.csv and summary.csv (from runs/*.json unless `table` is given);
         return the results table."""
         table = results_frame(self.rows()) if table is None else table
+        summary = summarize(table)
+        check_table_rows(self.root / "results.csv", table.to_dict("records"))  # written only if valid
+        check_table_rows(self.root / "summary.csv", summary.to_dict("records"), SummaryRow)
         atomic_write_text(
             self.root / "results.csv", table.drop(columns=list(RECORD_ONLY), errors="ignore").to_csv(index=False)
         )
-        atomic_write_text(self.root / "summary.csv", summarize(table).to_csv(index=False))
+        atomic_write_text(self.root / "summary.csv", summary.to_csv(index=False))
         return table
 
 
