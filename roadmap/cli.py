@@ -8,8 +8,10 @@ Commands import what they need when they run: `roadmap list` and `--help` load n
 """
 
 import argparse
+import contextlib
 import errno
 import functools
+import io
 import os
 import signal
 import sys
@@ -212,11 +214,12 @@ def run_local(specs, recipe, ex, seeds, roadmap_name, args):
     """Train here: one process, or this rank of a torchrun / submitit process group."""
     import torch
 
+    from .env import env_int
     from .runner import run_plan, run_until_decided
     from .train import Dist
 
     dist = Dist()
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if env_int("WORLD_SIZE", 1, minimum=1) > 1:
         from .distributed import init_distributed
 
         dist = init_distributed(args.device)
@@ -495,16 +498,31 @@ def _catch_sigterm():
         return None
 
 
+def _any_terminal():
+    """A stdout that takes only ASCII (PYTHONIOENCODING=ascii, LANG=C) or a name in bytes that
+    are not UTF-8: print what cannot be encoded as an escape (± as \\xb1), never fail on it."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(AttributeError, ValueError, io.UnsupportedOperation):
+            stream.reconfigure(errors="backslashreplace")
+
+
 def main(argv=None) -> int:
+    _any_terminal()
     previous = _catch_sigterm()
     try:
         return run_command(argv)
     except RoadmapError as e:
-        print(f"roadmap: error: {_one_line(e)}", file=sys.stderr)
+        for line in getattr(e, "lines", None) or [e]:  # schema.InvalidFiles: one line per bad file
+            print(f"roadmap: error: {_one_line(line)}", file=sys.stderr)
         return getattr(e, "exit_code", 2)
     except KeyboardInterrupt as e:
         how = " (SIGTERM)" if isinstance(e, Terminated) else ""
         print(f"roadmap: interrupted{how}; {INTERRUPTED}", file=sys.stderr)
+        # The signal reached the DataLoader workers too (a scheduler signals the process
+        # group): torch's SIGCHLD handler would raise on their deaths while the loader shuts
+        # down, a traceback after the line above. They are meant to end: let them.
+        with contextlib.suppress(AttributeError, ValueError):
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         return 143 if isinstance(e, Terminated) else 130
     except BrokenPipeError:
         # `roadmap list | head -1`: the reader has gone; say nothing (and let exit not retry).
@@ -514,7 +532,11 @@ def main(argv=None) -> int:
         if os.environ.get("ROADMAP_DEBUG"):
             raise
         where = f" ({e.filename})" if e.filename else ""
-        what = "no space left" if e.errno in (errno.ENOSPC, errno.EDQUOT) else e.strerror or e
+        what = e.strerror or e
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):  # the documented line, wherever it happened
+            name = os.fsdecode(e.filename) if e.filename else ""
+            folder = os.path.dirname(os.path.abspath(name)) if name else "the disk"
+            what, where = f"no space left on {folder}", f" (writing {os.path.basename(name)})" if name else ""
         print(f"roadmap: error: {what}{where}", file=sys.stderr)
         return 2
     except Exception as e:  # a bug, or a mistake not caught by name yet: still one line

@@ -24,21 +24,28 @@ layer scale off. A row whose configuration is exactly a paper step's carries tha
 numbers, so the chart shows them.
 
 In Python the same thing is `Roadmap("name", start=..., steps=[CustomStep(...) or dict])`.
-Every mistake is one RoadmapError naming the file (line, [[step]], key) and what is allowed.
+Every mistake is one RoadmapError naming the file (line, [[step]], key) and what is allowed;
+a step, or a part of one, that changes nothing in the model is a mistake too.
+
+Three steps over plain data: `parse` (types and keys) -> `validate` (the rows) ->
+`plan_rows` (RunSpecs); `Roadmap` holds their results. roadmap_file.py reads the text.
 """
 
 import difflib
 import json
-import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union, get_origin, get_type_hints
+
+from pydantic import ValidationError
 
 from . import steps as _steps_pkg
 from .config import CHOICES, ArchConfig, field_names
 from .errors import RoadmapError
 from .plan import RunSpec
 from .registry import config_for, configs, get_step, previous_step, step_names
+from .roadmap_file import Path_, parse_toml, parse_yaml, toml_locator
+from .schema import RoadmapFile, problems
 from .steps import ROADMAP, Step
 from .values import Invalid, convert, split_optional
 
@@ -51,12 +58,11 @@ RUNTIME_FIELDS = {
     "num_classes": "the data",
     "in_chans": "the data",
     "drop_path_rate": "the recipe (--set drop_path=...)",
+    "small_input_stem": "the recipe (--set small_input_stem=true), for every row alike",
 }
 _HINTS = get_type_hints(ArchConfig)
 # Which phase a toggle belongs to: the phase of the paper step that changes it.
 _TOGGLE_PHASE = {k: s.phase for s in ROADMAP for k in s.changes}
-
-Path_ = Tuple[Union[str, int], ...]  # a key's place in the file, e.g. ("step", 2, "changes", "act")
 
 
 def toggles() -> Tuple[str, ...]:
@@ -194,11 +200,230 @@ def _reverted(name: str) -> Dict[str, Any]:
     return {k: getattr(config_for(before), k) for k in get_step(name).changes}
 
 
+# ---- parse: types and shapes ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RoadmapSpec:
+    """A parsed roadmap: its top-level values and steps, each of its type (not yet resolved)."""
+
+    name: str
+    description: str
+    start: str
+    mode: str
+    steps: Tuple[CustomStep, ...]
+
+
+def parse(origin: _Origin, name, start, steps, mode, description) -> RoadmapSpec:
+    """Every value of its type, every key known, `start` a paper step and `mode` a mode."""
+    name = _text(origin, ("name",), name, required=True)
+    description = _text(origin, ("description",), description)
+    if not isinstance(start, str) or start not in step_names():
+        raise origin.error(
+            ("start",),
+            f"{_show(start)} is not a paper step.{_did_you_mean(start, step_names())} "
+            f"Valid steps, in order: {', '.join(step_names())}",
+        )
+    if mode not in MODES:
+        raise origin.error(("mode",), f"{_show(mode)} is not allowed; mode is one of {', '.join(map(_show, MODES))}")
+    if isinstance(steps, (str, Mapping)) or not isinstance(steps, Sequence) or not steps:
+        raise origin.error(
+            ("step",), "a roadmap needs a list of steps, at least one (in TOML, one [[step]] table per row)"
+        )
+    return RoadmapSpec(
+        name, description, start, mode, tuple(_parse_step(origin, i, raw) for i, raw in enumerate(steps))
+    )
+
+
+def _text(origin: _Origin, path: Path_, value, required=False) -> str:
+    if not isinstance(value, str) or (required and not value.strip()):
+        raise origin.error(path, f"{_show(value)} is not allowed; give a {'non-empty ' if required else ''}string")
+    return value
+
+
+def _parse_step(origin: _Origin, i: int, raw) -> CustomStep:
+    """A [[step]] table (or CustomStep) with every key and value type checked."""
+    if isinstance(raw, CustomStep):
+        raw = {f.name: getattr(raw, f.name) for f in fields(raw)}
+    if not isinstance(raw, Mapping):
+        raise origin.error(
+            ("step", i), f"{_show(raw)} is not a step; a step is a table with the keys {', '.join(STEP_KEYS)}"
+        )
+    for key in raw:
+        if key not in STEP_KEYS:
+            raise origin.error(
+                ("step", i, key), f"unknown key.{_did_you_mean(key, STEP_KEYS)} A step's keys: {', '.join(STEP_KEYS)}"
+            )
+    for key in ("name", "phase", "why"):
+        _text(origin, ("step", i, key), raw.get(key, ""))
+    if not isinstance(raw.get("changes", {}), Mapping):
+        raise origin.error(("step", i, "changes"), "give a table of toggles, e.g. changes = { kernel_size = 7 }")
+    named = {}
+    for key in ("paper_step", "revert"):
+        try:
+            named[key] = _names(raw.get(key, ()))
+        except _Invalid as e:
+            raise origin.error(("step", i, key), str(e)) from None
+    return CustomStep(
+        raw.get("name", ""),
+        named["paper_step"],
+        named["revert"],
+        dict(raw.get("changes", {})),
+        raw.get("phase", ""),
+        raw.get("why", ""),
+    )
+
+
+# ---- validate: each step applied, each change a real change ----------------------------
+
+# Toggles the builder reads only in some configurations: set elsewhere, they change nothing.
+UNUSED_WHEN = {
+    "patch_size": (lambda cfg: cfg.stem != "patchify", "patch_size is used only by the patchify stem"),
+}
+
+
+def model_of(cfg: ArchConfig) -> ArchConfig:
+    """`cfg` with the toggles its model does not use at their defaults: two configurations
+    that differ only there build the same network."""
+    unused = {k: getattr(ArchConfig(), k) for k, (test, _) in UNUSED_WHEN.items() if test(cfg)}
+    return cfg.replace(**unused) if unused else cfg
+
+
+def validate(spec: RoadmapSpec, origin: _Origin) -> List[Row]:
+    """The rows: `start`, then each step applied to the row before it (cumulative) or to
+    `start` (independent). Refused: a value a toggle does not take, a step or a part of one
+    that changes nothing in the model, a row that repeats a model or a name."""
+    rows = [Row(spec.start, "start", config_for(spec.start), {}, get_step(spec.start).why, get_step(spec.start))]
+    for i, step in enumerate(spec.steps):
+        prev = rows[-1] if spec.mode == "cumulative" else rows[0]
+        rows.append(_row(origin, spec.mode, i, step, prev, rows))
+    return rows
+
+
+def _sources(origin: _Origin, i: int, step: CustomStep) -> List[Tuple[Path_, str, Dict[str, Any]]]:
+    """Each part of a step with the toggles it sets: its paper steps, reverts, own toggles."""
+    out = []
+    for key, expand in (("paper_step", _paper_changes), ("revert", _reverted)):
+        for name in getattr(step, key):
+            try:
+                out.append((("step", i, key), f"{key} = {_show(name)}", expand(name)))
+            except (RoadmapError, _Invalid) as e:
+                raise origin.error(("step", i, key), str(e)) from None
+    for key, value in step.changes.items():
+        try:
+            out.append((("step", i, "changes", key), f"{key} = {_show(value)}", {key: check_toggle(key, value)}))
+        except _Invalid as e:
+            raise origin.error(("step", i, "changes", key), str(e)) from None
+    if not out:
+        raise origin.error(("step", i), "this step changes nothing; give changes, paper_step or revert")
+    return out
+
+
+def _row(origin: _Origin, mode: str, i: int, step: CustomStep, prev: Row, rows: List[Row]) -> Row:
+    sources = _sources(origin, i, step)
+    changes = {k: v for _, _, part in sources for k, v in part.items()}  # later parts win
+    try:
+        cfg = prev.cfg.replace(**changes)
+    except RoadmapError as e:  # e.g. depths and widths of different lengths
+        named = [k for k in step.changes if k in str(e)]  # point at the toggle it blames
+        raise origin.error(("step", i, "changes", *named[:1]), str(e)) from None
+    name = _row_name(origin, i, step)
+    if model_of(cfg) == model_of(prev.cfg):
+        told = ", ".join(f"{k} = {_show(v)}" for k, v in changes.items())
+        unused = [why for k, (test, why) in UNUSED_WHEN.items() if k in changes and test(cfg)]
+        raise origin.error(
+            ("step", i),
+            f"step {name!r} changes nothing: {told} is already so in row {prev.name!r}, which it applies to "
+            f"({mode} mode)" + (f", or unused ({unused[0]})" if unused else "") + "; a step must change a toggle",
+        )
+    for path, label, part in sources:  # each part on its own: one that changes nothing is a mistake
+        if model_of(prev.cfg.replace(**part)) == model_of(prev.cfg):
+            raise origin.error(
+                path,
+                f"{label} changes nothing in step {name!r}: row {prev.name!r}, which it applies to, is already so"
+                + "".join(f" (or {why})" for k, (test, why) in UNUSED_WHEN.items() if k in part and test(cfg))
+                + "; drop it",
+            )
+    twin = next((r for r in rows if model_of(r.cfg) == model_of(cfg)), None)
+    if twin is not None:
+        raise origin.error(
+            ("step", i),
+            f"step {name!r} builds the same model as row {twin.name!r}; every row must be a different model",
+        )
+    if name in [r.name for r in rows]:
+        raise origin.error(("step", i, "name"), f"{name!r} names an earlier row too; row names must be unique")
+    phase = step.phase or _phase(step, changes)
+    return Row(name, phase, cfg, {k: new for k, (_, new) in prev.cfg.diff(cfg).items()}, step.why, _paper_twin(cfg))
+
+
+def _row_name(origin: _Origin, i: int, step: CustomStep) -> str:
+    if step.name:
+        return step.name
+    if len(step.paper_step) + len(step.revert) == 1:
+        return step.paper_step[0] if step.paper_step else f"no_{step.revert[0]}"
+    raise origin.error(
+        ("step", i), "give this step a name (key name); only a step with one paper_step or revert is named for it"
+    )
+
+
+def _phase(step: CustomStep, changes: Mapping[str, Any]) -> str:
+    named = step.paper_step + step.revert
+    if named:
+        return get_step(named[0]).phase
+    phases = {_TOGGLE_PHASE.get(k, "custom") for k in changes}
+    return phases.pop() if len(phases) == 1 else "custom"
+
+
+def _paper_twin(cfg: ArchConfig) -> Optional[Step]:
+    """The paper step with exactly this configuration, if any."""
+    return next((get_step(n) for n, c in configs().items() if c == cfg), None)
+
+
+# ---- plan: rows to RunSpecs ----------------------------------------------------------
+
+
+def plan_rows(
+    roadmap: str, rows: Sequence[Row], upto: Optional[str] = None, start: Optional[str] = None, where: str = ""
+) -> List[RunSpec]:
+    """RunSpecs of the rows from `start` to `upto` inclusive (names of the rows)."""
+    names = [r.name for r in rows]
+
+    def index(name: str, flag: str) -> int:
+        if name not in names:
+            raise RoadmapError(
+                f"{flag} {name!r} is not a step of roadmap {roadmap!r} ({where}).{_did_you_mean(name, names)} "
+                f"Its steps, in order: {', '.join(names)}"
+            )
+        return names.index(name)
+
+    i = index(start, "--from") if start else 0
+    j = index(upto, "--upto") if upto else len(rows) - 1
+    if i > j:
+        raise RoadmapError(f"--from {start} comes after --upto {upto} in roadmap {roadmap!r}")
+    return [_spec(roadmap, k, rows[k]) for k in range(i, j + 1)]
+
+
+def _spec(roadmap: str, order: int, row: Row) -> RunSpec:
+    p = row.paper
+    return RunSpec(
+        row.name,
+        row.name,
+        row.phase,
+        order,
+        row.cfg,
+        p.paper_top1 if p else None,
+        p.paper_top1_sd if p else None,
+        p.paper_gflops if p else None,
+        roadmap=roadmap,
+    )
+
+
 # ---- the roadmap --------------------------------------------------------------------
 
 
 class Roadmap:
-    """A start step and a list of steps; `rows` is the resolved, validated table.
+    """A start step and a list of steps; `rows` is the resolved, validated table (`parse`,
+    then `validate`; `plan` is `plan_rows`).
 
     E.g. `Roadmap("gelu early", start="widen", steps=[dict(paper_step="gelu")]).plan()`;
     a step is a CustomStep or a dict with the keys of a [[step]] table.
@@ -214,11 +439,9 @@ class Roadmap:
         origin: Optional[_Origin] = None,
     ):
         self.origin = origin or _Origin(f"roadmap {name!r}")
-        self.name = self._text(("name",), name, required=True)
-        self.description = self._text(("description",), description)
-        self.start = self._start(start)
-        self.mode = self._mode(mode)
-        self.rows = self._resolve(steps)
+        spec = parse(self.origin, name, start, steps, mode, description)
+        self.name, self.description, self.start, self.mode = spec.name, spec.description, spec.start, spec.mode
+        self.rows = validate(spec, self.origin)
 
     def __repr__(self):
         return f"Roadmap({self.name!r}, start={self.start!r}, mode={self.mode!r}, rows={self.names()})"
@@ -231,11 +454,7 @@ class Roadmap:
 
     def plan(self, upto: Optional[str] = None, start: Optional[str] = None) -> List[RunSpec]:
         """RunSpecs of the rows from `start` to `upto` inclusive (names of this roadmap's rows)."""
-        i = self._index(start, "--from") if start else 0
-        j = self._index(upto, "--upto") if upto else len(self.rows) - 1
-        if i > j:
-            raise RoadmapError(f"--from {start} comes after --upto {upto} in roadmap {self.name!r}")
-        return [self._spec(k, self.rows[k]) for k in range(i, j + 1)]
+        return plan_rows(self.name, self.rows, upto, start, self.origin.label)
 
     def register(self) -> List[str]:
         """Every row as a timm model `roadmap_<name>_<row>` (lower case, `_` for other
@@ -250,177 +469,6 @@ class Roadmap:
         from .plan import default_out_dir
 
         return default_out_dir(preset, data_name, self.name)
-
-    def _spec(self, order: int, row: Row) -> RunSpec:
-        p = row.paper
-        return RunSpec(
-            row.name,
-            row.name,
-            row.phase,
-            order,
-            row.cfg,
-            p.paper_top1 if p else None,
-            p.paper_top1_sd if p else None,
-            p.paper_gflops if p else None,
-            roadmap=self.name,
-        )
-
-    def _index(self, name: str, flag: str) -> int:
-        if name not in self.names():
-            raise RoadmapError(
-                f"{flag} {name!r} is not a step of roadmap {self.name!r} "
-                f"({self.origin.label}).{_did_you_mean(name, self.names())} "
-                f"Its steps, in order: {', '.join(self.names())}"
-            )
-        return self.names().index(name)
-
-    # -- top-level keys --
-
-    def _text(self, path: Path_, value, required=False) -> str:
-        if not isinstance(value, str) or (required and not value.strip()):
-            raise self.origin.error(
-                path, f"{_show(value)} is not allowed; give a {'non-empty ' if required else ''}string"
-            )
-        return value
-
-    def _start(self, start) -> str:
-        if not isinstance(start, str) or start not in step_names():
-            raise self.origin.error(
-                ("start",),
-                f"{_show(start)} is not a paper step."
-                f"{_did_you_mean(start, step_names())} "
-                f"Valid steps, in order: {', '.join(step_names())}",
-            )
-        return start
-
-    def _mode(self, mode) -> str:
-        if mode not in MODES:
-            raise self.origin.error(
-                ("mode",), f"{_show(mode)} is not allowed; mode is one of {', '.join(map(_show, MODES))}"
-            )
-        return mode
-
-    # -- steps --
-
-    def _resolve(self, steps) -> List[Row]:
-        if isinstance(steps, (str, Mapping)) or not isinstance(steps, Sequence) or not steps:
-            raise self.origin.error(
-                ("step",), "a roadmap needs a list of steps, at least one (in TOML, one [[step]] table per row)"
-            )
-        base = config_for(self.start)
-        rows = [Row(self.start, "start", base, {}, get_step(self.start).why, get_step(self.start))]
-        for i, raw in enumerate(steps):
-            prev = rows[-1] if self.mode == "cumulative" else rows[0]
-            rows.append(self._row(i, self._step(i, raw), prev, rows))
-        return rows
-
-    def _step(self, i: int, raw) -> CustomStep:
-        """A [[step]] table (or CustomStep) with every key and value type checked."""
-        if isinstance(raw, CustomStep):
-            raw = {f.name: getattr(raw, f.name) for f in fields(raw)}
-        if not isinstance(raw, Mapping):
-            raise self.origin.error(
-                ("step", i), f"{_show(raw)} is not a step; a step is a table with the keys {', '.join(STEP_KEYS)}"
-            )
-        for key in raw:
-            if key not in STEP_KEYS:
-                raise self.origin.error(
-                    ("step", i, key),
-                    f"unknown key.{_did_you_mean(key, STEP_KEYS)} A step's keys: {', '.join(STEP_KEYS)}",
-                )
-        for key in ("name", "phase", "why"):
-            self._text(("step", i, key), raw.get(key, ""))
-        if not isinstance(raw.get("changes", {}), Mapping):
-            raise self.origin.error(
-                ("step", i, "changes"), "give a table of toggles, e.g. changes = { kernel_size = 7 }"
-            )
-        named = {}
-        for key in ("paper_step", "revert"):
-            try:
-                named[key] = _names(raw.get(key, ()))
-            except _Invalid as e:
-                raise self.origin.error(("step", i, key), str(e)) from None
-        return CustomStep(
-            raw.get("name", ""),
-            named["paper_step"],
-            named["revert"],
-            dict(raw.get("changes", {})),
-            raw.get("phase", ""),
-            raw.get("why", ""),
-        )
-
-    def _changes(self, i: int, step: CustomStep) -> Dict[str, Any]:
-        """The toggles the step sets: paper steps' changes, then reverts, then its own changes."""
-        out: Dict[str, Any] = {}
-        for key, expand in (("paper_step", _paper_changes), ("revert", _reverted)):
-            for name in getattr(step, key):
-                try:
-                    out.update(expand(name))
-                except (RoadmapError, _Invalid) as e:
-                    raise self.origin.error(("step", i, key), str(e)) from None
-        for key, value in step.changes.items():
-            try:
-                out[key] = check_toggle(key, value)
-            except _Invalid as e:
-                raise self.origin.error(("step", i, "changes", key), str(e)) from None
-        if not out:
-            raise self.origin.error(("step", i), "this step changes nothing; give changes, paper_step or revert")
-        return out
-
-    def _row(self, i: int, step: CustomStep, prev: Row, rows: List[Row]) -> Row:
-        changes = self._changes(i, step)
-        try:
-            cfg = prev.cfg.replace(**changes)
-        except RoadmapError as e:  # e.g. depths and widths of different lengths
-            named = [k for k in step.changes if k in str(e)]  # point at the toggle it blames
-            raise self.origin.error(("step", i, "changes", *named[:1]), str(e)) from None
-        name = self._row_name(i, step)
-        if cfg == prev.cfg:
-            told = ", ".join(f"{k} = {_show(v)}" for k, v in changes.items())
-            raise self.origin.error(
-                ("step", i),
-                f"step {name!r} changes nothing: {told} is already "
-                f"so in row {prev.name!r}, which it applies to "
-                f"({self.mode} mode); a step must change a toggle",
-            )
-        twin = next((r for r in rows if r.cfg == cfg), None)
-        if twin is not None:
-            raise self.origin.error(
-                ("step", i),
-                f"step {name!r} builds the same model as row {twin.name!r}; every row must be a different model",
-            )
-        if name in [r.name for r in rows]:
-            raise self.origin.error(("step", i, "name"), f"{name!r} names an earlier row too; row names must be unique")
-        return Row(
-            name,
-            step.phase or self._phase(step, changes),
-            cfg,
-            {k: new for k, (_, new) in prev.cfg.diff(cfg).items()},
-            step.why,
-            _paper_twin(cfg),
-        )
-
-    def _row_name(self, i: int, step: CustomStep) -> str:
-        if step.name:
-            return step.name
-        if len(step.paper_step) + len(step.revert) == 1:
-            return step.paper_step[0] if step.paper_step else f"no_{step.revert[0]}"
-        raise self.origin.error(
-            ("step", i), "give this step a name (key name); only a step with one paper_step or revert is named for it"
-        )
-
-    @staticmethod
-    def _phase(step: CustomStep, changes: Mapping[str, Any]) -> str:
-        named = step.paper_step + step.revert
-        if named:
-            return get_step(named[0]).phase
-        phases = {_TOGGLE_PHASE.get(k, "custom") for k in changes}
-        return phases.pop() if len(phases) == 1 else "custom"
-
-
-def _paper_twin(cfg: ArchConfig) -> Optional[Step]:
-    """The paper step with exactly this configuration, if any."""
-    return next((get_step(n) for n, c in configs().items() if c == cfg), None)
 
 
 # ---- files --------------------------------------------------------------------------
@@ -457,9 +505,9 @@ def load_roadmap(source: Union[str, Path, Roadmap]) -> Roadmap:
     text = text.removeprefix("\ufeff")  # a BOM (Windows editors write one) is not TOML: drop it
     suffix = path.suffix.lower()
     if suffix == ".toml":
-        data, origin = _parse_toml(path, text), _Origin(str(path), _toml_locator(text), "[[step]] #{n}")
+        data, origin = parse_toml(path, text), _Origin(str(path), toml_locator(text), "[[step]] #{n}")
     elif suffix in (".yaml", ".yml"):
-        data, locate = _parse_yaml(path, text)
+        data, locate = parse_yaml(path, text)
         origin = _Origin(str(path), locate, "step #{n}")
     else:
         raise RoadmapError(
@@ -478,7 +526,7 @@ def from_dict(data: Mapping[str, Any], origin: Optional[_Origin] = None, default
             raise origin.error(
                 (key,), f"unknown key.{_did_you_mean(key, FILE_KEYS)} A roadmap's keys: {', '.join(FILE_KEYS)}"
             )
-    return Roadmap(
+    roadmap = Roadmap(
         data.get("name", default_name),
         start=data.get("start", "resnet50"),
         steps=data.get("step", ()),
@@ -486,128 +534,10 @@ def from_dict(data: Mapping[str, Any], origin: Optional[_Origin] = None, default
         description=data.get("description", ""),
         origin=origin,
     )
-
-
-def _parse_toml(path: Path, text: str) -> Dict[str, Any]:
-    try:
-        import tomllib as toml  # Python 3.11+
-    except ImportError:
-        try:
-            import tomli as toml
-        except ImportError:
-            raise RoadmapError(f"{path}: reading TOML needs Python 3.11+ or `pip install tomli`") from None
-    try:
-        return toml.loads(text)
-    except toml.TOMLDecodeError as e:
-        raise RoadmapError(f"{path}: not valid TOML: {e}") from None
-
-
-def _parse_yaml(path: Path, text: str):
-    """The roadmap and a key locator, from one parse; duplicate keys and aliases refused."""
-    try:
-        import yaml
-    except ImportError:
-        raise RoadmapError(
-            f"{path}: YAML roadmaps need pyyaml (`pip install pyyaml`); or write the roadmap in TOML"
-        ) from None
-    loader = _strict_loader(yaml)(text)
-    try:
-        node = loader.get_single_node()
-        data = loader.construct_document(node) if node is not None else None
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        where = f", line {mark.line + 1}" if mark else ""
-        raise RoadmapError(f"{path}{where}: not valid YAML: {e.problem or e.context}") from None
-    except yaml.YAMLError as e:
-        raise RoadmapError(f"{path}: not valid YAML: {e}") from None
-    finally:
-        loader.dispose()
-    return data, _yaml_locator(node)
-
-
-def _strict_loader(yaml):
-    """yaml.SafeLoader refusing what a roadmap never needs and that misleads or hangs: a
-    duplicate key (SafeLoader keeps the last one silently) and anchors/aliases (11 lines of
-    nested aliases expand to billions of nodes: the "billion laughs")."""
-
-    class StrictLoader(yaml.SafeLoader):
-        def compose_node(self, parent, index):
-            event = self.peek_event()
-            if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
-                raise yaml.composer.ComposerError(
-                    None,
-                    None,
-                    "anchors and aliases (&name, *name) are not allowed in a roadmap file; write the values out",
-                    event.start_mark,
-                )
-            return super().compose_node(parent, index)
-
-        def construct_mapping(self, node, deep=False):
-            seen = set()
-            for key_node, _ in node.value:
-                key = self.construct_object(key_node, deep=True)
-                try:
-                    twice = key in seen
-                except TypeError:  # unhashable: SafeLoader names it itself
-                    continue
-                if twice:
-                    raise yaml.constructor.ConstructorError(
-                        None,
-                        None,
-                        f"key {key!r} appears twice in one table (YAML would keep the last silently); keep one",
-                        key_node.start_mark,
-                    )
-                seen.add(key)
-            return super().construct_mapping(node, deep)
-
-    return StrictLoader
-
-
-def _nearest(lines: Dict[Path_, int], path: Path_) -> Optional[int]:
-    """The line of `path`, else of its closest enclosing key."""
-    return next((lines[path[:n]] for n in range(len(path), 0, -1) if path[:n] in lines), None)
-
-
-def _yaml_locator(root) -> Callable[[Path_], Optional[int]]:
-    import yaml
-
-    lines: Dict[Path_, int] = {}
-
-    def walk(node, path):
-        if isinstance(node, yaml.MappingNode):
-            items = [(k.value, k, v) for k, v in node.value]
-        elif isinstance(node, yaml.SequenceNode):
-            items = [(i, v, v) for i, v in enumerate(node.value)]
-        else:
-            return
-        for key, mark_node, child in items:
-            lines[path + (key,)] = mark_node.start_mark.line + 1
-            walk(child, path + (key,))
-
-    walk(root, ())
-    return lambda path: _nearest(lines, path)
-
-
-def _toml_locator(text: str) -> Callable[[Path_], Optional[int]]:
-    """tomllib keeps no positions, so find keys in the text: within the k-th [[step]] block
-    for a step's keys, before the first table for top-level keys."""
-    lines = text.splitlines()
-    headers = [n for n, line in enumerate(lines) if re.match(r"\s*\[\[\s*step\s*\]\]", line)]
-    first_table = next((n for n, line in enumerate(lines) if re.match(r"\s*\[", line)), len(lines))
-
-    def find(key, lo, hi) -> Optional[int]:
-        pattern = re.compile(rf"""(^|[\s{{,.])["']?{re.escape(str(key))}["']?\s*=""")
-        return next(
-            (n + 1 for n in range(lo, hi) if not lines[n].lstrip().startswith("#") and pattern.search(lines[n])), None
-        )
-
-    def locate(path: Path_) -> Optional[int]:
-        if len(path) > 1 and path[0] == "step" and isinstance(path[1], int) and path[1] < len(headers):
-            lo = headers[path[1]]
-            hi = headers[path[1] + 1] if path[1] + 1 < len(headers) else len(lines)
-            # the innermost key first (changes.act: the `act =` line), then its parents
-            found = (find(k, lo, hi) for k in reversed(path[2:]))
-            return next((n for n in found if n), lo + 1)
-        return find(path[0], 0, first_table) if path else None
-
-    return locate
+    try:  # the declared shape (schema.RoadmapFile): the checks above say more, this misses nothing
+        RoadmapFile.model_validate(dict(data))
+    except ValidationError as e:
+        field, expected, got = problems(RoadmapFile, e)[0]
+        path = tuple(int(p) if p.isdigit() else p for p in field.split("."))
+        raise origin.error(path, f"expected {expected}, got {got}") from None
+    return roadmap

@@ -10,7 +10,7 @@ import os
 import torch
 import torch.distributed
 
-from .env import Dist, resolve_device
+from .env import Dist, env_int, resolve_device
 from .errors import RoadmapError
 
 ENV_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
@@ -18,15 +18,17 @@ ENV_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
 def init_distributed(device: str = "auto") -> Dist:
     """Init the default process group from the environment: NCCL on CUDA, gloo on the CPU."""
-    missing = [k for k in ENV_VARS if k not in os.environ]
+    missing = [k for k in ENV_VARS if not os.environ.get(k, "").strip()]
     if missing:
         raise RoadmapError(
             f"multi-process run without {', '.join(missing)} in the environment; "
             "launch it with torchrun --nproc_per_node=N -m roadmap run ..."
         )
-    dist = Dist(
-        world_size=int(os.environ["WORLD_SIZE"]), rank=int(os.environ["RANK"]), local_rank=int(os.environ["LOCAL_RANK"])
-    )
+    dist = Dist(world_size=env_int("WORLD_SIZE", 1, 1), rank=env_int("RANK", 0), local_rank=env_int("LOCAL_RANK", 0))
+    if dist.rank >= dist.world_size:
+        raise RoadmapError(
+            f"RANK={dist.rank} is not below WORLD_SIZE={dist.world_size}; ranks run from 0 to WORLD_SIZE - 1"
+        )
     if resolve_device(device).type == "cuda":
         if dist.local_rank >= torch.cuda.device_count():
             raise RoadmapError(

@@ -121,3 +121,22 @@ def cpus_per_task(workers: int) -> int:
     """CPUs to ask a scheduler (submitit's cpus_per_task) for one training process with
     `workers` loader workers: one each, plus the process itself."""
     return workers + 1
+
+
+def env_int(name: str, default: int, minimum: int = 0) -> int:
+    """An integer the launcher put in the environment (torchrun's WORLD_SIZE, RANK, ...):
+    unset or empty (a scheduler's template left blank) is `default`; anything else that is
+    not an integer >= `minimum` is one RoadmapError naming the variable."""
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or value < minimum:
+        raise RoadmapError(
+            f"{name}={os.environ[name]!r} in the environment is not an integer >= {minimum}; "
+            f"unset it, or launch with torchrun, which sets it"
+        )
+    return value

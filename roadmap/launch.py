@@ -134,7 +134,9 @@ def check_cluster(args):
         import submitit
     except ImportError:
         raise RoadmapError("--launcher submitit needs submitit: pip install -e '.[cluster]'") from None
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    from .env import env_int
+
+    if env_int("WORLD_SIZE", 1, minimum=1) > 1:
         raise RoadmapError("--launcher submitit starts its own processes; run it without torchrun")
     if args.cluster == "slurm" and submitit.SlurmExecutor.affinity() <= 0:
         raise RoadmapError(

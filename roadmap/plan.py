@@ -4,7 +4,7 @@ and the Runs made of them: each (spec, seed) with its final configuration and it
 import hashlib
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -106,6 +106,8 @@ class Run:
     cfg: ArchConfig  # final: widths scaled once, classes and drop path set
     key: str  # what the run's numbers depend on, seed included
     model_key: str  # the same without the seed: the model several seeds share
+    # what the key hashed besides the configuration, data and seed (recorded: schema checks it)
+    training: Optional[Dict[str, Any]] = field(default=None, compare=False)
 
 
 def data_identity(ds) -> Dict[str, Any]:
@@ -159,5 +161,7 @@ def plan_runs(
                 "recipe; drop one of them from the roadmap"
             )
         seen[model] = spec.name
-        runs += [Run(spec, seed, final, run_key(final.to_dict(), training, data_id, seed), model) for seed in seeds]
+        runs += [
+            Run(spec, seed, final, run_key(final.to_dict(), training, data_id, seed), model, training) for seed in seeds
+        ]
     return runs

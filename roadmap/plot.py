@@ -73,6 +73,7 @@ def plot_trajectory(
     what = f"{' + '.join(names)} roadmap" if names else "ResNet-50 -> ConvNeXt-T roadmap"
     ax.set_title(title or f"{what}: {data_name}, {seeds} seed(s)", fontsize=10)
     ax.grid(axis="x", alpha=0.3)
+    _plain_text(fig)
     fig.tight_layout()
     return save_figure(fig, folder / (out_stem or "trajectory"))
 
@@ -232,7 +233,7 @@ def plot_forest(trans: pd.DataFrame, folder, out_stem: str = "changes", subtitle
         if pd.notna(r["paper_delta"]):
             ax.plot([r["paper_delta"]], [i], "D", ms=5, color="black", zorder=5)
     labels = [f"{r['from']} → {r['to']}" for _, r in rows.iterrows()]
-    ax.set_yticks(y, [escape_mathtext(t) for t in labels], fontsize=8)
+    ax.set_yticks(y, labels, fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel(
         "Δ top-1 (points), ours with its 95% interval (unadjusted)\n"
@@ -254,13 +255,18 @@ def plot_forest(trans: pd.DataFrame, folder, out_stem: str = "changes", subtitle
     )
     ax.set_title("What each change was worth" + (f"\n{subtitle}" if subtitle else ""), fontsize=9)
     ax.grid(axis="x", alpha=0.3)
+    _plain_text(fig)
     fig.tight_layout()
     return save_figure(fig, folder / out_stem)
 
 
-def escape_mathtext(text: str) -> str:
-    """A label drawn as written: matplotlib reads `$...$` as mathtext (and fails on a lone `$`)."""
-    return str(text).replace("$", r"\$")
+def _plain_text(fig: Figure):
+    """Every text of `fig` drawn as written: a step named `$x_1$` is a label, not mathtext
+    (which would typeset it, or fail on an unbalanced `$`)."""
+    from matplotlib.text import Text
+
+    for t in fig.findobj(Text):
+        t.set_parse_math(False)
 
 
 def save_figure(fig: Figure, stem: Path) -> List[Path]:
@@ -269,7 +275,7 @@ def save_figure(fig: Figure, stem: Path) -> List[Path]:
     import matplotlib
 
     paths = [stem.with_suffix(".png"), stem.with_suffix(".svg")]
-    with matplotlib.rc_context({"svg.hashsalt": "roadmap"}):
+    with matplotlib.rc_context({"svg.hashsalt": "roadmap", "text.usetex": False}):
         for p in paths:
             meta = {"Date": None} if p.suffix == ".svg" else {}
             atomic_write(p, lambda f, fmt=p.suffix[1:], m=meta: fig.savefig(f, format=fmt, dpi=130, metadata=m))

@@ -88,6 +88,12 @@ class Recipe:
                 f"{prefix}warmup_epochs={_show(self.warmup_epochs)}: the warmup must be "
                 f"shorter than the training (epochs={_show(self.epochs)}); lower it"
             )
+        if (self.mixup > 0 or self.cutmix > 0) and self.batch_size % 2:
+            # timm's Mixup pairs each image with its mirror in the batch (every batch is full)
+            raise RoadmapError(
+                f"{prefix}batch_size={self.batch_size}: mixup and cutmix pair the images of a batch, so "
+                f"the batch must be even; use batch_size={self.batch_size + 1}, or mixup=0 and cutmix=0"
+            )
         if self.min_lr >= self.lr:
             raise RoadmapError(
                 f"{prefix}min_lr={_show(self.min_lr)}: the cosine decays from lr to "

@@ -29,6 +29,7 @@ from .analysis import (
     noise,
 )
 from .results import atomic_write_text
+from .schema import check_report_text
 
 # ---- the report ------------------------------------------------------------------------
 
@@ -678,7 +679,7 @@ def write_files(report: Dict, out: Path, figures: Sequence[str], sources: Sequen
     """Write report.md, report.json and answer.md of a built report into `out`; return their paths."""
     paths = [Path(out) / "report.md", Path(out) / "report.json", Path(out) / "answer.md"]
     atomic_write_text(paths[0], markdown(report, figures))
-    atomic_write_text(paths[1], to_json(report, figures, sources))
+    atomic_write_text(paths[1], check_report_text(to_json(report, figures, sources), paths[1]))
     atomic_write_text(paths[2], answer(report, Path(out).as_posix()))
     return paths
 

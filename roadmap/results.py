@@ -12,7 +12,7 @@ import json
 import math
 import os
 import re
-import secrets
+import sys
 import time
 from pathlib import Path
 from typing import BinaryIO, Callable, Dict, Iterable, List, Optional, Sequence
@@ -21,6 +21,15 @@ import pandas as pd
 
 from . import speed
 from .errors import RoadmapError
+from .schema import (
+    TEMP_PREFIX,
+    InvalidFiles,
+    SummaryRow,
+    check_table_rows,
+    record_text,
+    temp_path,
+    validate_record_text,
+)
 
 RESULT_COLUMNS = [
     "order",
@@ -72,12 +81,12 @@ SUMMARY_METRICS = ["top1", "top5", "top1_ema", "train_img_s", "infer_img_s", "pe
 def atomic_write(path, write: Callable[[BinaryIO], None]):
     """Write `path` whole or not at all: `write(f)` fills a temporary file beside it, which
     replaces `path` only when complete (0644 under the usual umask). The temporary file
-    `.<name>.tmp<pid>-<random>` goes on any failure; a full disk is one RoadmapError,
+    (`schema.temp_path`) goes on any failure; a full disk is one RoadmapError,
     "no space left on <folder>". The one writer of results, checkpoints and figures.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}-{secrets.token_hex(4)}")
+    tmp = temp_path(path)
     try:
         # os.open with 0o666 lets the umask decide, as open() does (mkstemp would give 0600)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
@@ -99,7 +108,8 @@ def atomic_write_text(path, text: str):
 
 
 def stale_temp_files(folders: Iterable[Path], older_than_s: float = 600) -> List[Path]:
-    """Temporary files (`*.tmp*`) a killed process left behind in `folders`.
+    """Temporary files of this tool (`schema.TEMP_PREFIX`) a killed process left in `folders`;
+    a user's own `*.tmp` files are never among them.
 
     One is stale when nothing has written to it for `older_than_s`: a live write touches its
     file continuously and renames it the moment it is done, so several processes (or cluster
@@ -107,7 +117,7 @@ def stale_temp_files(folders: Iterable[Path], older_than_s: float = 600) -> List
     """
     now, out = time.time(), []
     for folder in map(Path, folders):
-        for p in sorted(folder.glob("*.tmp*")) if folder.is_dir() else ():  # hidden ones too
+        for p in sorted(folder.glob(f"{TEMP_PREFIX}*")) if folder.is_dir() else ():
             with contextlib.suppress(OSError):  # gone meanwhile: renamed by its writer
                 if p.is_file() and now - p.stat().st_mtime > older_than_s:
                     out.append(p)
@@ -139,14 +149,27 @@ class ResultsDir:
         return _read_run(self.run_file(key))
 
     def record(self, row: Dict):
-        atomic_write_text(self.run_file(row["key"]), json.dumps(row, indent=1, default=str))
+        path = self.run_file(row["key"])
+        atomic_write_text(path, record_text(row, path))
 
     def holds_foreign_table(self) -> bool:
         """A results.csv with no runs/ beside it: rows this folder's records cannot rebuild."""
         return (self.root / "results.csv").is_file() and not (self.runs.is_dir() and any(self.runs.glob("*.json")))
 
     def rows(self) -> List[Dict]:
-        return [_read_run(f) for f in (sorted(self.runs.glob("*.json")) if self.runs.is_dir() else [])]
+        """Every record, validated (InvalidFiles: one line per bad file), a copy of a record
+        under another name counted once (see `_one_per_key`)."""
+        found, bad = [], []
+        for f in sorted(self.runs.glob("*.json")) if self.runs.is_dir() else []:
+            if f.name.startswith("."):  # another process's write (TEMP_PREFIX), or macOS's ._<name>
+                continue
+            try:
+                found.append((f, _read_run(f)))
+            except InvalidFiles as e:
+                bad += e.lines
+        if bad:
+            raise InvalidFiles(bad)
+        return _one_per_key(found)
 
     def check_writable(self, flag: str = "--out"):
         """Create the folder (and its parents) and prove a file can be written there."""
@@ -154,7 +177,7 @@ class ResultsDir:
             raise RoadmapError(f"{flag} {self.root}: is a file, not a folder; give a folder for the results")
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            probe = self.root / f".write-test.tmp{os.getpid()}"
+            probe = temp_path(self.root / "write-test")
             probe.write_bytes(b"")
             probe.unlink()
         except OSError as e:
@@ -175,29 +198,73 @@ class ResultsDir:
         """Rebuild results.csv and summary.csv (from runs/*.json unless `table` is given);
         return the results table."""
         table = results_frame(self.rows()) if table is None else table
+        summary = summarize(table)
+        check_table_rows(self.root / "results.csv", table.to_dict("records"))  # written only if valid
+        check_table_rows(self.root / "summary.csv", summary.to_dict("records"), SummaryRow)
         atomic_write_text(
             self.root / "results.csv", table.drop(columns=list(RECORD_ONLY), errors="ignore").to_csv(index=False)
         )
-        atomic_write_text(self.root / "summary.csv", summarize(table).to_csv(index=False))
+        atomic_write_text(self.root / "summary.csv", summary.to_csv(index=False))
         return table
 
 
 def _read_run(f: Path) -> Dict:
+    """The record in `f`, validated against schema.RunRecord (InvalidFiles names the problem)."""
     try:
-        row = json.loads(f.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise RoadmapError(f"{f} is not valid JSON; delete it to rerun that run") from None
+        text = f.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise InvalidFiles([f"{f}: not UTF-8 text, so not a run record; delete it to train that run again"]) from None
     except OSError as e:
         raise RoadmapError(f"{f}: cannot read it ({e.strerror})") from None
-    if not isinstance(row, dict) or "key" not in row:
-        raise RoadmapError(f"{f} is not a run record (a JSON object with a key); delete it to rerun that run")
-    return row
+    return validate_record_text(f, text)
+
+
+_told: set = set()  # copies already reported in this process
+
+
+def _one_per_key(found: Sequence) -> List[Dict]:
+    """One record per run key. A record under another file name than `<key>.json` is a copy:
+    counted once (never as another seed) and reported; a copy whose numbers differ, or a record
+    only under another name, is refused (the runner looks a run up by its key's file name)."""
+    by_key: Dict[str, list] = {}
+    for f, row in found:
+        by_key.setdefault(row["key"], []).append((f, row))
+    out = []
+    for key, group in by_key.items():
+        own = [(f, r) for f, r in group if f.stem == key]
+        if not own:
+            f = group[0][0]
+            raise InvalidFiles(
+                [f"{f}: holds the run {key} under another name; rename it to {key}.json (or delete it if it is a copy)"]
+            )
+        f0, row = own[0]
+        out.append(row)
+        for f, other in group:
+            if f == f0:
+                continue
+            diff = [c for c in COMPARED + ("seed", "run") if not _same(row.get(c), other.get(c))]
+            if diff:
+                raise InvalidFiles(
+                    [
+                        f"{f}: has the key of {f0.name} but another {diff[0]} ({other.get(diff[0])} vs "
+                        f"{row.get(diff[0])}); one of them was edited: delete the wrong one"
+                    ]
+                )
+            if f not in _told:
+                _told.add(f)
+                print(
+                    f"roadmap: warning: {f} is a copy of {f0} (the same run, key {key}): counted once, not as "
+                    "another seed; delete the copy",
+                    file=sys.stderr,
+                    flush=True,
+                )
+    return out
 
 
 def results_frame(rows: Iterable[Dict]) -> pd.DataFrame:
     """The one table shape: RESULT_COLUMNS first (missing ones empty), runs in roadmap order."""
     table = pd.DataFrame(list(rows))
-    for col in ("config", "recipe", "versions", "execution", "data_id"):
+    for col in ("config", "recipe", "versions", "execution", "data_id", "training"):
         # nested fields as JSON text, so `json.loads(table.config[i])` gives them back
         if col in table.columns:
             table[col] = [
@@ -295,6 +362,11 @@ def check_labels(table: pd.DataFrame, where) -> None:
         if "data_id" in table.columns
         else pd.Series(None, index=table.index)
     )
+    if content.dropna().nunique() > 1:  # other images under one data name: no change between them is real
+        raise RoadmapError(
+            f"{where}: the runs are on different data under one name (data content "
+            f"{' vs '.join(map(str, content.dropna().unique()[:2]))}); Report each dataset separately"
+        )
     for run, idx in table.groupby("run", sort=False).groups.items():
         models = ident[idx].unique()
         known = content[idx]
@@ -390,6 +462,7 @@ def read_results(folder) -> pd.DataFrame:
     missing = [c for c in ("order", "run", "step", "seed", "status", "top1") if c not in table.columns]
     if missing:
         raise RoadmapError(f"{csv} lacks the columns {missing}; it was not written by roadmap")
+    check_table_rows(csv, table.to_dict("records"))
     return results_frame(table.to_dict("records"))
 
 

@@ -6,6 +6,7 @@ figures are written at the end by `outputs.write_outputs`.
 """
 
 import datetime
+import errno
 import json
 import platform
 import sys
@@ -224,6 +225,7 @@ def _record_base(
         threads=torch.get_num_threads(),
         key=run.key,
         model_key=run.model_key,
+        training=run.training,
         recipe=recipe.to_dict(),
         execution=ex.to_dict(),
         config=run.cfg.to_dict(),
@@ -410,7 +412,12 @@ def _reuse(run: Run, results: ResultsDir, reference: Optional[ResultsDir], prese
     # (name, order, roadmap, variant) are the reusing roadmap's.
     if dist.is_main:
         record = reference.load(run.key)
-        record.update(labels(run.spec, preset), model_key=run.model_key, reused_from=str(reference.run_file(run.key)))
+        record.update(
+            labels(run.spec, preset),
+            model_key=run.model_key,
+            training=run.training,
+            reused_from=str(reference.run_file(run.key)),
+        )
         results.record(record)
     log(f"{tag}: in the committed reference, skipped ({reference.run_file(run.key)})", dist)
     return True
@@ -463,6 +470,8 @@ def _train(
     except Exception as e:
         if dist.world_size > 1:
             raise  # the other ranks wait in a collective: one rank alone cannot go on
+        if _disk_full(e):
+            raise  # every next run would fail alike: stop with the one line; the checkpoint stays
         row.update(status="failed", error=error_line(e))
         summary = f"{tag}: FAILED - {row['error']}"
         keep_checkpoint = True  # unlike a NaN, an OS error or a bad file may pass
@@ -474,6 +483,13 @@ def _train(
     if dist.world_size > 1:
         torch.distributed.barrier()
     return row
+
+
+def _disk_full(e: BaseException) -> bool:
+    """A full disk (or quota), raised as is or as our own "no space left on ..." line."""
+    if isinstance(e, OSError):
+        return e.errno in (errno.ENOSPC, errno.EDQUOT)
+    return isinstance(e, RoadmapError) and str(e).startswith("no space left on ")
 
 
 def _record(results: ResultsDir, row: Dict, ckpt: Path, keep_checkpoint: bool, dist: Dist):

@@ -36,6 +36,7 @@ from .env import (  # noqa: F401
     amp_dtype,
     autocast_for,
     configure_cuda,
+    env_int,
     loader_workers,
     memory_format,  # Dist ... resolve_device: re-exported
     resolve_device,
@@ -44,6 +45,7 @@ from .env import (  # noqa: F401
 from .errors import RoadmapError
 from .measure import model_cost, peak_memory_mb, reset_peak_memory
 from .model import RoadmapNet
+from .schema import temp_path
 
 LOG_EVERY = 10  # updates between host syncs: the loss's finiteness, progress, on_update
 WARMUP_UPDATES = 2  # untimed in each process: compiling, cuDNN autotuning, first allocations
@@ -305,7 +307,7 @@ def atomic_torch_save(obj, path: str):
     Saving into a Python file object makes a full disk an OSError (ENOSPC), not a C++
     `inline_container.cc` message; it becomes "no space left on <path>".
     """
-    tmp = f"{path}.tmp{os.getpid()}"
+    tmp = temp_path(path)
     try:
         with open(tmp, "wb") as f:
             torch.save(obj, f)
@@ -428,7 +430,7 @@ def start(
 
 def workers_for(ex, dist: Dist) -> int:
     """The execution's loader workers, within this process's share of its node's CPUs."""
-    return loader_workers(ex.workers, int(os.environ.get("LOCAL_WORLD_SIZE", dist.world_size)))
+    return loader_workers(ex.workers, env_int("LOCAL_WORLD_SIZE", dist.world_size, minimum=1))
 
 
 def batches(ds: D.Dataset, recipe, ex, seed: int, start_update: int, total: int, device: torch.device, dist: Dist):

@@ -179,4 +179,4 @@ def test_sigterm_is_an_interrupt_with_the_resume_message(tmp_path):
     assert proc.returncode == 143, err
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and "interrupted (SIGTERM)" in lines[0] and "rerun" in lines[0], lines
-    assert not list(tmp_path.rglob("*.tmp*")), "an interrupted run left temporary files"
+    assert not list(tmp_path.rglob(".roadmap-tmp-*")), "an interrupted run left temporary files"

@@ -671,18 +671,25 @@ def test_an_error_in_a_data_worker_comes_back_as_one_line(tmp_path):
 def test_stale_temp_files_are_swept_and_fresh_ones_kept(tmp_path, inputs, finished):
     out = tmp_path / "out"
     shutil.copytree(finished, out)
-    old = [out / "runs" / ".abc.json.tmp123-beef", out / "checkpoints" / "k.pt.tmp99", out / ".results.csv.tmp5-cafe"]
+    old = [
+        out / "runs" / ".roadmap-tmp-123-beef0000-abc.json.part",
+        out / "checkpoints" / ".roadmap-tmp-99-cafe0000-k.pt.part",
+        out / ".roadmap-tmp-5-f00d0000-results.csv.part",
+    ]
     (out / "checkpoints").mkdir(exist_ok=True)
-    for p in old:
+    # the user's own temporary files: never the tool's to delete, however old
+    users = [out / "foo.tmp1", out / "runs" / ".notes.json.tmp123-beef", out / "checkpoints" / "k.pt.tmp99"]
+    for p in old + users:
         p.write_text("half")
         os.utime(p, (time.time() - 3600, time.time() - 3600))
-    fresh = out / "runs" / ".def.json.tmp456-f00d"  # another live process may be writing it
+    fresh = out / "runs" / ".roadmap-tmp-456-f00d0000-def.json.part"  # another live process may be writing it
     fresh.write_text("half")
     cwd, env = _box(tmp_path, inputs)
     res = cli(*FINISHED, "--out", out, cwd=cwd, env=env)
     assert res.returncode == 0, res.stderr
     assert "removed 3 stale temporary file(s)" in res.stdout and "done earlier, skipped" in res.stdout
     assert not any(p.exists() for p in old) and fresh.exists()
+    assert all(p.read_text() == "half" for p in users)
 
 
 def test_a_corrupt_run_record_is_named_and_kept(tmp_path, inputs, finished):
@@ -724,6 +731,7 @@ def test_merging_disagreeing_runs_warns(tmp_path, inputs, finished):
     record = next((b / "runs").glob("*.json"))
     row = json.loads(record.read_text())
     row["top1"], row["threads"] = row["top1"] + 5, 2
+    row.pop("val_correct"), row.pop("val_n")  # another machine's hits would differ too: none here
     record.write_text(json.dumps(row))
     cwd, env = _box(tmp_path, inputs)
     res = cli("report", a, b, "--out", tmp_path / "merged", "--no-plot", cwd=cwd, env=env)

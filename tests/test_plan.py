@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from helpers import rekey
 from roadmap import data as D
 from roadmap.cli import main
 from roadmap.custom import from_dict, load_roadmap
@@ -123,7 +124,7 @@ def _other_recipe_run(folder: Path, label="resnet50", **recipe):
     src = next(p for p in (folder / "runs").glob("*.json") if json.loads(p.read_text())["run"] == label)
     row = json.loads(src.read_text())
     row["recipe"].update(recipe)
-    row.update(key="f" * 16, model_key="e" * 16, top1=10.0)
+    row = rekey(dict(row, top1=10.0))  # a valid record of another run
     (folder / "runs" / f"{row['key']}.json").write_text(json.dumps(row))
 
 
@@ -156,7 +157,7 @@ def test_an_edited_roadmap_row_is_not_a_seed_of_the_old_one(tmp_path, capsys):
     src = next(p for p in (folder / "runs").glob("*.json") if json.loads(p.read_text())["run"] == "stage_ratio")
     row = json.loads(src.read_text())
     row["config"]["kernel_size"] = 11
-    row.update(key="f" * 16, model_key="e" * 16)
+    row = rekey(row)
     (folder / "runs" / f"{row['key']}.json").write_text(json.dumps(row))
     assert main(["plot", str(folder)]) == 2
     err = capsys.readouterr().err
@@ -169,7 +170,9 @@ def test_report_refuses_a_recipe_mix_before_writing_the_merged_folder(tmp_path, 
     for p in (b / "runs").glob("*.json"):
         row = json.loads(p.read_text())
         row["recipe"]["width_scale"] = 0.5
-        p.write_text(json.dumps(row))
+        p.unlink()
+        row = rekey(row)
+        (b / "runs" / f"{row['key']}.json").write_text(json.dumps(row))
     before = sorted(p.name for p in (a / "runs").iterdir())
     assert main(["report", str(a), str(b), "--out", str(a)]) == 2
     assert "width_scale 0.25 vs 0.5" in capsys.readouterr().err

@@ -14,13 +14,14 @@ import pandas as pd
 import pytest
 from scipy.stats import t as t_dist
 
-from helpers import ROOT
+from helpers import ROOT, as_record
 from roadmap.analysis import analyse, gather, plot_deltas, transitions
 from roadmap.cli import main
 from roadmap.errors import RoadmapError
 from roadmap.outputs import write_report
 from roadmap.report import build
 from roadmap.results import ResultsDir
+from roadmap.schema import training_identity
 
 # Five paper steps, three seeds each; our top-1 is made up so that the changes are
 # up like the paper's (its +0.54 inside our interval), clearly down (paper: a tie), inside
@@ -463,6 +464,7 @@ def test_custom_roadmap_without_paper_numbers(tmp_path):
 def test_several_folders_merge_and_dedupe(tmp_path):
     rows = synthetic_rows(STEPS[:3])
     a, b = ResultsDir(tmp_path / "job0"), ResultsDir(tmp_path / "job1")
+    rows = [as_record(r) for r in rows]
     for r in rows:
         (a if r["seed"] == 0 else b).record(r)
     a.record(rows[1])  # the same run in both folders counts once
@@ -472,7 +474,9 @@ def test_several_folders_merge_and_dedupe(tmp_path):
     assert len(gather([tmp_path / "all"])) == len(rows)
     assert list(report["transitions"]["n_to"]) == [3, 3]
     # the same step and seed with different settings is refused, not averaged
-    clash = dict(rows[0], key="other-recipe", top1=10.0)
+    # (a CUDA bf16 run of the same step and seed: another key, the same model)
+    bf16 = dict(training_identity(rows[0]["recipe"], 1), autocast="bfloat16")
+    clash = as_record(dict(rows[0], top1=10.0, training=bf16))
     ResultsDir(tmp_path / "job2").record(clash)
     with pytest.raises(RoadmapError, match="resnet50 seed 0 appears 2 times"):
         gather([a.root, tmp_path / "job2"])
@@ -551,9 +555,10 @@ def records_with_bits(folder, steps=STEPS[:4], seeds=(0, 1, 2), n_img=2000, drop
         shift = (row["top1"] - 70.0) / 100
         correct = rng.random(n_img) < np.clip(hard + shift, 0, 1)
         row.update(top1=100 * correct.mean(), val_n=n_img, order=row["order"])
+        row["data_id"] = dict(name="synthetic", train=60000, val=n_img, classes=10, content="synthetic")
         if (row["run"], row["seed"]) not in drop:
             row["val_correct"] = pack_bits(correct)
-        results.record(row)
+        results.record(as_record(row))
     results.write_tables()
     return folder
 
