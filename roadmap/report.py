@@ -680,7 +680,9 @@ def write_files(report: Dict, out: Path, figures: Sequence[str], sources: Sequen
     paths = [Path(out) / "report.md", Path(out) / "report.json", Path(out) / "answer.md"]
     atomic_write_text(paths[0], markdown(report, figures))
     atomic_write_text(paths[1], check_report_text(to_json(report, figures, sources), paths[1]))
-    atomic_write_text(paths[2], answer(report, Path(out).as_posix()))
+    # a folder named in bytes that are not UTF-8 is shown escaped, not refused
+    shown = Path(out).as_posix().encode("utf-8", "backslashreplace").decode("utf-8")
+    atomic_write_text(paths[2], answer(report, shown))
     return paths
 
 
