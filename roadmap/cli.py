@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .errors import RoadmapError
 
-# Seeds feed torch/numpy generators through small linear mixes (train.py, data.py); below
+# Seeds feed torch/numpy generators through small linear mixes (roadmap/train/, data.py); below
 # 2^31 every mix stays inside the 64-bit seeds the generators take.
 MAX_SEED = 2**31 - 1
 CLUSTER_FLAGS = (

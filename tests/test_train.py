@@ -20,6 +20,7 @@ from roadmap.env import amp_dtype, cpus_available, cpus_per_task, loader_workers
 from roadmap.plan import paper_plan
 from roadmap.recipe import settings
 from roadmap.registry import config_for
+from roadmap.train import loop as L
 from roadmap.train import scale_config, train_run, unpack_bits
 
 # `train_run` at cd56c49 (the loop before issue 17), 2 CPU threads: reference preset, seed 0,
@@ -138,8 +139,8 @@ def test_a_folder_run_resumed_is_the_uninterrupted_run(tmp_path, monkeypatch):
     ds = image_folder(tmp_path / "tiny")
     sets = ["img_size=32", "batch_size=4", "max_updates=9", "width_scale=0.25", "eval_batch_size=8", "ckpt_every_s=0"]
     straight = run("separate_downsampling", ds, [*sets, "workers=0"], preset="imagenette")
-    monkeypatch.setattr(T, "LOG_EVERY", 1)  # on_update every update: stop after the 4th
-    monkeypatch.setattr(T, "loader_workers", lambda requested, procs=1: requested)
+    monkeypatch.setattr(L, "LOG_EVERY", 1)  # on_update every update: stop after the 4th
+    monkeypatch.setattr(L, "loader_workers", lambda requested, procs=1: requested)
     ckpt = str(tmp_path / "run.pt")
     with pytest.raises(Stop):  # killed after update 4 (its checkpoint holds update 3) ...
         run("separate_downsampling", ds, [*sets, "workers=2"], ckpt, preset="imagenette", on_update=stop_at(4))
@@ -157,7 +158,7 @@ def test_the_learning_curve_changes_nothing_and_survives_a_resume(tmp_path, monk
     sets += ["eval_batch_size=8", "ckpt_every_s=0"]
     plain = run("separate_downsampling", ds, sets, preset="imagenette")
     curved = run("separate_downsampling", ds, [*sets, "curve=true"], preset="imagenette")
-    monkeypatch.setattr(T, "LOG_EVERY", 1)
+    monkeypatch.setattr(L, "LOG_EVERY", 1)
     ckpt = str(tmp_path / "run.pt")
     with pytest.raises(Stop):  # killed in epoch 2, after epoch 1's point was scored and saved
         run("separate_downsampling", ds, [*sets, "curve=true"], ckpt, preset="imagenette", on_update=stop_at(8))
@@ -302,7 +303,7 @@ def test_cuda_resume_is_the_uninterrupted_run(tmp_path, monkeypatch):
     sets = ["batch_size=16", "epochs=2", "eval_batch_size=64", "ckpt_every_s=0", "amp=true", "max_shift=2"]
     cuda = torch.device("cuda")
     straight = run("layer_norm", ds, sets, device=cuda, preset="reference")
-    monkeypatch.setattr(T, "LOG_EVERY", 1)
+    monkeypatch.setattr(L, "LOG_EVERY", 1)
     ckpt = str(tmp_path / "run.pt")
     with pytest.raises(Stop):
         run("layer_norm", ds, sets, ckpt, device=cuda, preset="reference", on_update=stop_at(11))
