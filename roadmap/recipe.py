@@ -43,6 +43,7 @@ class Recipe:
     val_subset: Optional[int] = None
     max_updates: Optional[int] = None  # stop a step after this many updates (smoke tests)
     amp: bool = True  # bf16 autocast on CUDA (fp16 + loss scaling without bf16)
+    clip_grad: Optional[float] = None  # clip the gradients' global norm to this (the paper: none)
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
@@ -204,8 +205,15 @@ KEY_FIELDS = (
     "max_updates",
     "amp",
 )
-KEY_FIELDS_LATER: Tuple[str, ...] = ()
+KEY_FIELDS_LATER: Tuple[str, ...] = ("clip_grad",)
 _DEFAULTS = {f.name: f.default for f in fields(Recipe)}
+
+
+def keyed_fields(recorded: Dict[str, Any]) -> Dict[str, Any]:
+    """The key's fields of a recorded recipe (a run record's dict), as `training_key` makes them."""
+    d = {k: recorded.get(k) for k in KEY_FIELDS}
+    d.update({k: recorded[k] for k in KEY_FIELDS_LATER if recorded.get(k, _DEFAULTS[k]) != _DEFAULTS[k]})
+    return d
 
 
 def _show(value) -> str:
@@ -255,6 +263,7 @@ RANGES = {
     "train_subset": (lambda v: v >= 1, "an integer >= 1, or none for all"),
     "val_subset": (lambda v: v >= 1, "an integer >= 1, or none for all"),
     "max_updates": (lambda v: v >= 1, "an integer >= 1, or none for no limit"),
+    "clip_grad": (lambda v: v > 0, "a number > 0 (the gradients' largest global norm), or none"),
     "eval_batch_size": _POSITIVE_INT,
     "workers": (lambda v: v >= 0, "an integer >= 0"),
     "ckpt_every_s": (lambda v: v >= 0, "a number >= 0"),

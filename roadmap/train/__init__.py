@@ -1,6 +1,6 @@
 """Train and measure one run (one step, one seed), in parts a reader can take in order:
 
-    setup      model, DDP/compile, optimizer, schedule, loss scaler, EMA, loss and mixup
+    build      model, DDP/compile, optimizer, schedule, loss scaler, EMA, loss and mixup
     state      where the run is (what its checkpoint holds); the running loss on the device
     loop       batches (uint8 to the device, normalized and augmented there) and `train_run`:
                a straight line, one host sync every LOG_EVERY updates
@@ -11,9 +11,7 @@ batch), so a run resumed from a checkpoint takes exactly the path an uninterrupt
 """
 
 from ..env import Dist, resolve_device  # noqa: F401  (re-exported: the CLI's Dist)
-from .evaluate import EVAL_WARMUP, evaluate, pack_bits, score_epoch, unpack_bits  # noqa: F401
-from .loop import LOG_EVERY, WARMUP_UPDATES, ValBatches, batches, train_run, workers_for  # noqa: F401
-from .setup import (  # noqa: F401
+from .build import (  # noqa: F401
     Setup,
     make_loss,
     make_optimizer,
@@ -23,6 +21,8 @@ from .setup import (  # noqa: F401
     setup,
     train_step,
 )
+from .evaluate import EVAL_WARMUP, evaluate, pack_bits, score_epoch, unpack_bits  # noqa: F401
+from .loop import LOG_EVERY, WARMUP_UPDATES, ValBatches, batches, train_run, workers_for  # noqa: F401
 from .state import (  # noqa: F401
     SAVED,
     BadCheckpoint,

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ..env import autocast_for, sync
-from .setup import Setup
+from .build import Setup
 from .state import TrainState
 
 EVAL_WARMUP = 1  # untimed passes over the first validation batch before timing inference

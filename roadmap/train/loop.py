@@ -13,8 +13,8 @@ from .. import data as D
 from ..config import ArchConfig
 from ..env import Dist, loader_workers, sync
 from ..measure import model_cost, peak_memory_mb, reset_peak_memory
+from .build import Setup, seed_update, train_step
 from .evaluate import evaluate, score_epoch
-from .setup import Setup, seed_update, train_step
 from .state import TrainState, start
 
 LOG_EVERY = 10  # updates between host syncs: the loss's finiteness, progress, on_update

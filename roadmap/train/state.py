@@ -16,7 +16,7 @@ from .. import data as D
 from ..config import ArchConfig
 from ..env import Dist
 from ..errors import RoadmapError
-from .setup import Setup, setup
+from .build import Setup, setup
 
 
 class NonFiniteLoss(RoadmapError):

@@ -56,6 +56,7 @@ class Setup:
     total: int
     lr: float
     global_batch: int
+    clip_grad: Optional[float] = None
 
     @property
     def current_lr(self) -> float:
@@ -146,6 +147,7 @@ def setup(cfg: ArchConfig, recipe, ex, ds: D.Dataset, seed: int, device: torch.d
         total,
         lr,
         global_batch,
+        recipe.clip_grad,
     )
 
 
@@ -161,6 +163,9 @@ def train_step(s: Setup, x: torch.Tensor, y: torch.Tensor, update: int) -> torch
         loss = s.criterion(s.train_model(x), target)
     s.optimizer.zero_grad(set_to_none=True)
     s.scaler.scale(loss).backward()
+    if s.clip_grad is not None:
+        s.scaler.unscale_(s.optimizer)  # clip the true gradients (a no-op without fp16)
+        torch.nn.utils.clip_grad_norm_(s.model.parameters(), s.clip_grad)  # no host sync
     s.scaler.step(s.optimizer)
     s.scaler.update()
     s.scheduler.step_update(update + 1)
