@@ -77,11 +77,12 @@ def check_plan(specs: Sequence[RunSpec], recipe: Recipe, world_size: int = 1):
                 f"downsamples {need}x, so images need at least {need} px "
                 f"(--set img_size={need} or more)"
             )
-    lr = recipe.scaled_lr(recipe.batch_size * world_size)
+    global_batch = recipe.global_batch_size(world_size)  # an error if it is not whole batches
+    lr = recipe.scaled_lr(global_batch)
     if recipe.min_lr >= lr:
         raise RoadmapError(
             f"--set min_lr={recipe.min_lr:g}: the cosine decays to min_lr from the peak "
-            f"lr {lr:g} (lr scaled to the global batch {recipe.batch_size * world_size}); "
+            f"lr {lr:g} (lr scaled to the global batch {global_batch}); "
             "min_lr must be below it"
         )
 

@@ -71,8 +71,8 @@ def test_the_folder_path_with_randaugment_reads_the_host_once_per_log_interval(t
 def test_an_item_per_update_is_caught(monkeypatch):
     real = B.train_step
 
-    def reading(s, x, y, update):
-        loss = real(s, x, y, update)
+    def reading(s, parts, update):
+        loss = real(s, parts, update)
         loss.item()  # the mutation
         return loss
 
@@ -85,9 +85,9 @@ def test_an_item_per_update_is_caught(monkeypatch):
 def test_a_mask_built_on_the_host_is_caught(monkeypatch):
     real = B.train_step
 
-    def masking(s, x, y, update):
-        keep = torch.rand(len(x)) < 0.9  # the mutation: no device=x.device
-        return real(s, x * keep[:, None, None, None], y, update)
+    def masking(s, parts, update):
+        keep = torch.rand(len(parts[0][0])) < 0.9  # the mutation: no device=x.device
+        return real(s, [(x * keep[:, None, None, None], y) for x, y in parts], update)
 
     monkeypatch.setattr(L, "train_step", masking)
     _, audit = audited("layer_norm", synthetic(n_train=8 * 4), [*RECIPE, "max_updates=2"])
@@ -108,7 +108,7 @@ def test_batches_travel_as_uint8_and_are_normalized_once_on_the_device(tmp_path,
     cpu = torch.device("cpu")
     batches = list(L.batches(ds, recipe, ex, 0, 0, 3, cpu, T.Dist()))
     assert len(batches) == 3 and calls == [torch.uint8] * 3  # once a batch, from uint8
-    assert all(x.dtype == torch.float32 and abs(float(x.mean())) < 3 for x, _ in batches)
+    assert all(x.dtype == torch.float32 and abs(float(x.mean())) < 3 for [(x, _)] in batches)
     calls.clear()
     mem = synthetic(n_train=12)
     recipe, ex = settings("demo", ["img_size=32", "batch_size=4", "max_updates=3"])
@@ -119,7 +119,7 @@ def test_cuda_batches_are_pinned_and_copied_without_waiting(tmp_path, monkeypatc
     ds = image_folder(tmp_path / "tiny", per_class=4)
     recipe, ex = settings("imagenette", ["img_size=32", "batch_size=4", "workers=0"])
     source = L.batches(ds, recipe, ex, 0, 0, 2, torch.device("cuda"), T.Dist())
-    assert source.loader.pin_memory and source.device == torch.device("cuda")  # built, not iterated
+    assert source.source.loader.pin_memory and source.source.device == torch.device("cuda")  # built, not iterated
     moves = []
     monkeypatch.setattr(torch.Tensor, "pin_memory", lambda t: moves.append("pin") or t)
     monkeypatch.setattr(torch.Tensor, "is_pinned", lambda t: False)

@@ -22,7 +22,7 @@ from .build import (  # noqa: F401
     train_step,
 )
 from .evaluate import EVAL_WARMUP, evaluate, pack_bits, score_epoch, unpack_bits  # noqa: F401
-from .loop import LOG_EVERY, WARMUP_UPDATES, ValBatches, batches, train_run, workers_for  # noqa: F401
+from .loop import LOG_EVERY, WARMUP_UPDATES, Updates, ValBatches, batches, micro_loader, train_run, workers_for  # noqa: F401
 from .state import (  # noqa: F401
     SAVED,
     BadCheckpoint,

@@ -1,9 +1,10 @@
 """Setup: what a run trains with, built once from its configuration, recipe and execution
 (model, DDP/compile, optimizer, schedule, loss scaler, EMA, loss and mixup), and one update."""
 
+import contextlib
 import random
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -57,6 +58,7 @@ class Setup:
     lr: float
     global_batch: int
     clip_grad: Optional[float] = None
+    micro: int = 1  # micro-batches accumulated per update (each of the recipe's batch_size)
 
     @property
     def current_lr(self) -> float:
@@ -65,11 +67,12 @@ class Setup:
 
 def schedule_length(ds: D.Dataset, recipe, dist: Dist) -> Tuple[int, int, int]:
     """(updates per epoch, updates in all, warmup updates)."""
-    per_epoch = D.batches_per_epoch(ds, recipe.batch_size, dist.world_size)
+    global_batch = recipe.global_batch_size(dist.world_size)
+    per_epoch = D.batches_per_epoch(ds, global_batch // dist.world_size, dist.world_size)
     if per_epoch < 1:
         raise RoadmapError(
-            f"{ds.num_train} training images cannot fill one global batch of "
-            f"{recipe.batch_size * dist.world_size}; lower --set batch_size"
+            f"{ds.num_train} training images cannot fill one global batch of {global_batch}; lower "
+            + ("--set global_batch" if recipe.global_batch else "--set batch_size")
         )
     total = max(1, round(recipe.epochs * per_epoch))
     if recipe.max_updates:
@@ -77,8 +80,14 @@ def schedule_length(ds: D.Dataset, recipe, dist: Dist) -> Tuple[int, int, int]:
     return per_epoch, total, min(round(recipe.warmup_epochs * per_epoch), total - 1)
 
 
-def make_optimizer(model, recipe, lr: float):
-    return create_optimizer_v2(model, "adamw", lr=lr, weight_decay=recipe.weight_decay, betas=tuple(recipe.betas))
+def make_optimizer(model, recipe, lr: float, fused: bool = False):
+    """timm's AdamW (no weight decay on norms and biases); `fused` (on CUDA): one kernel for
+    every parameter, its step counters on the device. The CPU keeps torch's default, so the
+    committed CPU runs' numbers stay those of their records."""
+    extra = dict(fused=True) if fused else {}
+    return create_optimizer_v2(
+        model, "adamw", lr=lr, weight_decay=recipe.weight_decay, betas=tuple(recipe.betas), **extra
+    )
 
 
 def make_loss(recipe, num_classes: int):
@@ -102,9 +111,9 @@ def setup(cfg: ArchConfig, recipe, ex, ds: D.Dataset, seed: int, device: torch.d
     torch.manual_seed(seed)
     model = RoadmapNet(cfg).to(device).to(memory_format=memory_format(ex))
     per_epoch, total, warmup = schedule_length(ds, recipe, dist)
-    global_batch = recipe.batch_size * dist.world_size
+    global_batch = recipe.global_batch_size(dist.world_size)
     lr = recipe.scaled_lr(global_batch)
-    optimizer = make_optimizer(model, recipe, lr)
+    optimizer = make_optimizer(model, recipe, lr, fused=device.type == "cuda")
     # fp16 (GPUs without native bf16) needs loss scaling; a disabled scaler passes through.
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype(device, recipe.amp) == torch.float16)
     # Cosine over the updates after a linear warmup (warmup_prefix), stepped every update.
@@ -148,21 +157,37 @@ def setup(cfg: ArchConfig, recipe, ex, ds: D.Dataset, seed: int, device: torch.d
         lr,
         global_batch,
         recipe.clip_grad,
+        recipe.micro_batches(dist.world_size),
     )
 
 
-def train_step(s: Setup, x: torch.Tensor, y: torch.Tensor, update: int) -> torch.Tensor:
-    """Update `update` + 1 on a batch on the device; its loss, left on the device."""
-    if s.erasing is not None:
-        x = s.erasing(x)
-    target = y
-    if s.mixup is not None:
-        x, target = s.mixup(x, y)
-    x = x.contiguous(memory_format=s.fmt)
-    with autocast_for(s.device, s.amp):
-        loss = s.criterion(s.train_model(x), target)
+def train_step(s: Setup, parts: Sequence[Tuple[torch.Tensor, torch.Tensor]], update: int) -> torch.Tensor:
+    """Update `update` + 1 on the device from the update's micro-batches (one without gradient
+    accumulation); the update's loss, left on the device.
+
+    k micro-batches of b images make the update of one batch of k x b: each loss is divided
+    by k, so the summed gradients are the mean over all k x b images; DDP reduces them once,
+    after the last (`no_sync` before).
+    """
+    k = len(parts)
     s.optimizer.zero_grad(set_to_none=True)
-    s.scaler.scale(loss).backward()
+    total = None
+    for i, (x, y) in enumerate(parts):
+        if s.erasing is not None:
+            x = s.erasing(x)
+        target = y
+        if s.mixup is not None:
+            x, target = s.mixup(x, y)
+        x = x.contiguous(memory_format=s.fmt)
+        last = i == k - 1
+        sync_grads = last or s.dist.world_size == 1 or not hasattr(s.train_model, "no_sync")
+        with contextlib.nullcontext() if sync_grads else s.train_model.no_sync():
+            with autocast_for(s.device, s.amp):
+                loss = s.criterion(s.train_model(x), target)
+            if k > 1:
+                loss = loss / k
+            s.scaler.scale(loss).backward()
+        total = loss.detach() if total is None else total + loss.detach()
     if s.clip_grad is not None:
         s.scaler.unscale_(s.optimizer)  # clip the true gradients (a no-op without fp16)
         torch.nn.utils.clip_grad_norm_(s.model.parameters(), s.clip_grad)  # no host sync
@@ -171,4 +196,4 @@ def train_step(s: Setup, x: torch.Tensor, y: torch.Tensor, update: int) -> torch
     s.scheduler.step_update(update + 1)
     if s.ema is not None:
         s.ema.update(s.model, step=update + 1)
-    return loss
+    return total

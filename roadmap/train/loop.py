@@ -2,6 +2,7 @@
 LOG_EVERY updates, and the clock that times it."""
 
 import contextlib
+import itertools
 import math
 import os
 import time
@@ -11,8 +12,8 @@ import torch
 
 from .. import data as D
 from ..config import ArchConfig
-from ..env import Dist, loader_workers, sync
-from ..measure import model_cost, peak_memory_mb, reset_peak_memory
+from ..env import Dist, amp_dtype, loader_workers, sync
+from ..measure import matmul_ceiling, model_cost, model_flop_utilisation, peak_memory_mb, reset_peak_memory
 from .build import Setup, seed_update, train_step
 from .evaluate import evaluate, score_epoch
 from .state import TrainState, start
@@ -27,13 +28,18 @@ def workers_for(ex, dist: Dist) -> int:
 
 
 def batches(ds: D.Dataset, recipe, ex, seed: int, start_update: int, total: int, device: torch.device, dist: Dist):
-    """The batches of updates start_update..total-1, normalized on the device: in-memory
-    data augmented there too; a DataLoader of timm's transforms for folders or RandAugment."""
+    """The micro-batches of updates start_update..total-1, normalized on the device: in-memory
+    data augmented there too; a DataLoader of timm's transforms for folders or RandAugment.
+
+    Each update's global batch is drawn as one batch of batch_size x micro per process (the
+    same images, in the same order, as without accumulation) and handed over as `micro` parts.
+    """
+    k = recipe.micro_batches(dist.world_size)
     if ds.in_memory and not recipe.randaug:
-        return D.memory_run_batches(
+        source = D.memory_run_batches(
             ds,
             recipe.img_size,
-            recipe.batch_size,
+            recipe.batch_size * k,
             seed,
             start_update,
             total,
@@ -43,10 +49,11 @@ def batches(ds: D.Dataset, recipe, ex, seed: int, start_update: int, total: int,
             dist.world_size,
             dist.rank,
         )
+        return Updates(source, k, split=True)
     loader = D.folder_loader(
         ds,
         recipe.img_size,
-        recipe.batch_size,
+        recipe.batch_size * k,
         True,
         workers_for(ex, dist),
         seed,
@@ -58,7 +65,53 @@ def batches(ds: D.Dataset, recipe, ex, seed: int, start_update: int, total: int,
         dist.rank,
         pin=device.type == "cuda",
     )
-    return D.OnDevice(loader, ds, recipe.img_size, device)
+    if k > 1:  # workers load micro-batches, so the host never holds a whole global batch
+        loader = micro_loader(loader, k)
+    return Updates(D.OnDevice(loader, ds, recipe.img_size, device), k, split=False)
+
+
+class Updates:
+    """A run's batches grouped per update: lists of `micro` (x, y) pairs on the device, cut
+    from one pair (views, no copy) or taken `micro` at a time from the source."""
+
+    def __init__(self, source, micro: int, split: bool):
+        self.source, self.micro, self.split = source, micro, split
+
+    def __iter__(self):
+        it = iter(self.source)
+        if self.split:
+            for x, y in it:
+                yield list(zip(x.chunk(self.micro), y.chunk(self.micro)))
+            return
+        while parts := list(itertools.islice(it, self.micro)):
+            yield parts
+
+
+class MicroBatches(torch.utils.data.Sampler):
+    """Each batch of `batches` as k consecutive micro-batches of equal size."""
+
+    def __init__(self, batches, k: int):
+        self.batches, self.k = batches, k
+
+    def __len__(self):
+        return len(self.batches) * self.k
+
+    def __iter__(self):
+        for batch in self.batches:
+            size = len(batch) // self.k
+            yield from (batch[i * size : (i + 1) * size] for i in range(self.k))
+
+
+def micro_loader(loader: torch.utils.data.DataLoader, k: int) -> torch.utils.data.DataLoader:
+    """`loader` with its batches served as k micro-batches each (same images, same order)."""
+    return torch.utils.data.DataLoader(
+        loader.dataset,
+        batch_sampler=MicroBatches(loader.batch_sampler, k),
+        num_workers=loader.num_workers,
+        pin_memory=loader.pin_memory,
+        persistent_workers=loader.persistent_workers,
+        generator=loader.generator,
+    )
 
 
 class ValBatches:
@@ -192,10 +245,11 @@ def train_run(
     source = batches(ds, recipe, ex, seed, st.update, s.total, device, dist)
     val = ValBatches(ds, recipe, ex, device, dist)  # built once: the curve's and the final scores
     s.train_model.train()
-    for x, y in meter.wait(source):
+    for parts in meter.wait(source):
         seed_update(seed * 1009 + dist.rank, st.update)
-        st.add(train_step(s, x, y, st.update), len(x) * dist.world_size, dist)
-        meter.tick(len(x) * dist.world_size)
+        images = sum(len(x) for x, _ in parts) * dist.world_size
+        st.add(train_step(s, parts, st.update), images, dist)
+        meter.tick(images)
         if st.update % LOG_EVERY == 0 or st.update == s.total:
             meter.log(st.check_finite(name, s))  # the one host sync per LOG_EVERY updates
         if ex.curve and st.update % s.per_epoch == 0 and st.update < s.total:
@@ -210,13 +264,27 @@ def train_run(
     metrics["top1_ema"] = evaluate(s.ema.module, val, s)["top1"] if s.ema is not None else None
     if ex.curve:
         st.curve.append(dict(epoch=st.update / s.per_epoch, top1=metrics["top1"], top1_ema=metrics["top1_ema"]))
+    peak_mb, summary = peak_memory_mb(device, memory), st.summary(s)  # before the matmul below
     return dict(
         **metrics,
-        **st.summary(s),
+        **summary,
         val_n=ds.num_val,
         params_m=params / 1e6,
         gflops=gflops,
         gflops_224=gflops_224,
-        peak_mem_mb=peak_memory_mb(device, memory),
+        peak_mem_mb=peak_mb,
         peak_mem_method=memory,
+        **utilisation(gflops, summary["train_img_s"], dist, device, recipe.amp),
+    )
+
+
+def utilisation(gflops: float, img_s: Optional[float], dist: Dist, device: torch.device, amp: bool) -> Dict:
+    """The run's model FLOP utilisation against this device's matmul ceiling, measured here in
+    the dtype the run computes in (`measure.matmul_ceiling`; after training, untimed)."""
+    dtype = amp_dtype(device, amp) or torch.float32
+    ceiling = matmul_ceiling(device, dtype)
+    return dict(
+        mfu=model_flop_utilisation(gflops, img_s, dist.world_size, ceiling),
+        matmul_gflops=ceiling,
+        matmul_dtype=str(dtype).replace("torch.", ""),
     )

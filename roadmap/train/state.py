@@ -109,6 +109,7 @@ class TrainState:
             epochs=self.update / s.per_epoch,
             lr=s.lr,
             global_batch=s.global_batch,
+            micro_batches=s.micro,
             resumed=self.resumed,
             wall_s=self.wall_s + time.time() - self.started,
             **({"curve": self.curve} if self.curve else {}),
