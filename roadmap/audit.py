@@ -31,7 +31,6 @@ import torch
 from torch.overrides import TorchFunctionMode
 from torch.utils._device import _device_constructors
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten
 from torch.utils.weak import WeakIdKeyDictionary
 
 aten = torch.ops.aten
@@ -88,7 +87,18 @@ def _in_optimizer() -> bool:
 
 
 def _tensors(tree) -> list:
-    return [t for t in tree_flatten(tree)[0] if isinstance(t, torch.Tensor)]
+    """The tensors among an operator's arguments or results (nested one list deep, as ATen's)."""
+    if isinstance(tree, torch.Tensor):
+        return [tree]
+    if not isinstance(tree, (list, tuple, dict)):
+        return []
+    out = []
+    for a in tree.values() if isinstance(tree, dict) else tree:
+        if isinstance(a, torch.Tensor):
+            out.append(a)
+        elif isinstance(a, (list, tuple, dict)):
+            out.extend(_tensors(a))
+    return out
 
 
 class _Functions(TorchFunctionMode):

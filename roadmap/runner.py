@@ -10,6 +10,7 @@ import json
 import platform
 import sys
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -18,6 +19,7 @@ import timm
 import torch
 
 from . import data as D
+from . import trained
 from .config import ArchConfig
 from .env import Dist, amp_dtype, configure_cuda, resolve_device
 from .errors import RoadmapError
@@ -50,6 +52,7 @@ class Options:
     tensorboard: bool = False
     retry_failed: bool = False
     use_reference: bool = True
+    keep_weights: bool = True  # a finished run's final (and EMA) weights, as safetensors
 
 
 def log(msg: str, dist: Dist):
@@ -338,6 +341,9 @@ def _train(
             dist,
             progress=o.progress,
             on_update=_logger(writer),
+            keep=partial(trained.keep, results.root / "weights", run.key, run.spec.step, run.cfg)
+            if o.keep_weights
+            else None,
         )
         if writer is not None:
             log_scores(writer, metrics)
@@ -367,8 +373,9 @@ def _record(results: ResultsDir, row: Dict, ckpt: Path, keep_checkpoint: bool, d
     if dist.is_main:
         results.record(row)
         results.write_tables()
-        # The row holds the result; the weights of a finished run are not kept. A run that
-        # failed otherwise than by NaN keeps its checkpoint: --retry-failed resumes from it.
+        # The row holds the result, weights/ the final weights (trained.keep, unless
+        # --no-weights), so the checkpoint goes. A run that failed otherwise than by NaN
+        # keeps its checkpoint: --retry-failed resumes from it.
         if not keep_checkpoint and ckpt.exists():
             ckpt.unlink()
 

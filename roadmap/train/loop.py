@@ -235,9 +235,11 @@ def train_run(
     dist: Dist = Dist(),
     progress: bool = True,
     on_update: Optional[Callable[[Dict], None]] = None,
+    keep: Optional[Callable[[torch.nn.Module, Optional[torch.nn.Module]], Dict]] = None,
 ) -> Dict:
     """Train `cfg` (final: widths already scaled) with `recipe` on `ds`, run as `ex` says;
-    return the run's measurements (raises NonFiniteLoss). on_update: every LOG_EVERY updates."""
+    return the run's measurements (raises NonFiniteLoss). on_update: every LOG_EVERY updates;
+    keep(model, ema model or None): called by rank 0 once the run is scored, its fields recorded."""
     (params, gflops), gflops_224 = model_cost(cfg, recipe.img_size), model_cost(cfg, 224)[1]
     memory = reset_peak_memory(device)  # after counting: the model fvcore traces is not the run's
     s, st = start(name, cfg, recipe, ex, ds, seed, device, ckpt_path, dist)
@@ -265,6 +267,7 @@ def train_run(
     if ex.curve:
         st.curve.append(dict(epoch=st.update / s.per_epoch, top1=metrics["top1"], top1_ema=metrics["top1_ema"]))
     peak_mb, summary = peak_memory_mb(device, memory), st.summary(s)  # before the matmul below
+    kept = keep(s.model, s.ema.module if s.ema is not None else None) if keep and dist.is_main else {}
     return dict(
         **metrics,
         **summary,
@@ -275,6 +278,7 @@ def train_run(
         peak_mem_mb=peak_mb,
         peak_mem_method=memory,
         **utilisation(gflops, summary["train_img_s"], dist, device, recipe.amp),
+        **kept,
     )
 
 
