@@ -168,7 +168,10 @@ class _Operators(TorchDispatchMode):
 
 class DeviceAudit:
     """`with DeviceAudit(device) as audit:` ...; then `audit.reads` (one site a host read)
-    and `audit.misplaced` (one line an operator mixing host and device tensors)."""
+    and `audit.misplaced` (one line an operator mixing host and device tensors).
+
+    Count a run's FLOPs (`measure.model_cost`, cached per process) before auditing it:
+    fvcore's jit trace under these modes neither counts FLOPs nor reads as a run does."""
 
     def __init__(self, device: torch.device):
         self.device = torch.device(device)

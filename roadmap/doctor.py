@@ -46,6 +46,7 @@ import torch
 from . import data as D
 from .env import amp_dtype, configure_cuda, cpus_available, resolve_device
 from .errors import RoadmapError
+from .measure import model_cost
 from .recipe import settings
 from .registry import config_for, get_step, step_names
 from .train import Dist, scale_config, train_run, workers_for
@@ -236,6 +237,7 @@ class Doctor:
             recipe, ex = self.recipe([f"max_updates={updates}", "epochs=12", "clip_grad=1.0"], 32, True)
             ds = synthetic(32, recipe.batch_size * updates, 16)
             cfg = scale_config(config_for("layer_norm"), recipe, ds.num_classes)
+            model_cost(cfg, 32), model_cost(cfg, 224)  # fvcore's trace (cached) must not run under the audit
             with DeviceAudit(self.device) as audit:
                 train_run("layer_norm", cfg, recipe, ex, ds, 0, self.device, progress=False)
             counts.append(len(audit.reads))

@@ -12,7 +12,9 @@ from test_train import image_folder, run, synthetic
 from roadmap import data as D
 from roadmap import train as T
 from roadmap.audit import DeviceAudit
+from roadmap.measure import model_cost
 from roadmap.recipe import settings
+from roadmap.registry import config_for
 from roadmap.train import build as B
 from roadmap.train import loop as L
 
@@ -32,9 +34,18 @@ RECIPE += ["eval_batch_size=16", "warmup_epochs=1", "epochs=4", "max_shift=2"]
 
 
 def audited(step, ds, sets, **kw):
+    prime_costs(step, ds, sets)
     with DeviceAudit(torch.device("cpu")) as audit:
         m = run(step, ds, sets, preset="imagenette", **kw)
     return m, audit
+
+
+def prime_costs(step, ds, sets):
+    """Count the model's FLOPs before the audit: fvcore traces the model once per process
+    (cached), and a trace under the audit's modes would count neither FLOPs nor reads right."""
+    recipe, _ = settings("imagenette", sets)
+    cfg = T.scale_config(config_for(step), recipe, ds.num_classes)
+    model_cost(cfg, recipe.img_size), model_cost(cfg, 224)
 
 
 def reads_per_update(step, ds, sets, short=2, long=12):
