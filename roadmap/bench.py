@@ -7,6 +7,8 @@ of our runner.
 - built model vs timm: for the endpoints, `build("resnet50")` vs `timm.create_model("resnet50")`
   and `build("separate_downsampling")` vs `timm.create_model("convnext_tiny")` (random
   weights, nothing downloaded), on the same batch.
+- roofline: each step's training GFLOP/s against a matmul ceiling measured in the same
+  run (which steps are memory-bound, and by how much).
 - runner vs bare loop: `train_run` (the code `roadmap run` trains with) against a bare loop
   over the same model, optimizer and batches; the difference is the runner's overhead
   (batch assembly, loss bookkeeping, schedule).
@@ -24,9 +26,16 @@ from typing import Callable, Dict, List, Optional
 import torch
 
 from . import tables
-from .env import autocast_for, memory_format, sync
+from .env import amp_dtype, autocast_for, memory_format, sync
 from .errors import RoadmapError
-from .measure import PROCESS_PEAK, current_memory_mb, model_cost, peak_memory_mb, reset_peak_memory
+from .measure import (
+    PROCESS_PEAK,
+    current_memory_mb,
+    matmul_ceiling,
+    model_cost,
+    peak_memory_mb,
+    reset_peak_memory,
+)
 
 TIMM_TWINS = {"resnet50": "resnet50", "separate_downsampling": "convnext_tiny"}
 NUM_CLASSES = 1000
@@ -147,6 +156,7 @@ def bench_recipe(batch_size: int, resolution: int, overrides=None):
         drop_path=0.0,
         max_shift=0,
         hflip=False,
+        global_batch=None,  # one batch an update: bench times single updates
     )
     ex = replace(
         get_execution("imagenet"), eval_batch_size=batch_size, workers=0, ckpt_every_s=1e9
@@ -312,6 +322,25 @@ def format_step_table(rows: List[Dict]) -> str:
     return tables.terminal(cells, right=["params M", *cols, *(f"{c} x" for c in cols)])
 
 
+def format_roofline_table(rows: List[Dict], ceiling: float) -> str:
+    """Per step: training GFLOP/s (3 x 2 x fvcore multiply-adds x img/s: forward, a backward
+    of twice its cost, two FLOPs a multiply-add) and its share of the matmul ceiling. A step
+    far below the others does little arithmetic per byte it moves (depthwise convolutions,
+    LayerNorm, GELU): memory-bound, not compute-bound."""
+    lines = [f"{'step':24s} {'GFLOPs/img':>11s} {'train img/s':>12s} {'train GFLOP/s':>14s} {'of ceiling':>11s}"]
+    for r in rows:
+        flops = training_gflops_per_s(r["gflops"], r["train_img_s"])
+        share = _fmt(None if flops is None else 100 * flops / ceiling, ".1f", "%")
+        lines.append(
+            f"{r['step']:24s} {r['gflops']:11.3f} {_fmt(r['train_img_s']):>12s} {_fmt(flops):>14s} {share:>11s}"
+        )
+    return "\n".join(lines)
+
+
+def training_gflops_per_s(gmacs: float, img_s: Optional[float]) -> Optional[float]:
+    return None if img_s is None else 3 * 2 * gmacs * img_s
+
+
 def format_timm_table(rows: List[Dict]) -> str:
     cols = ("train img/s", "infer img/s", "train MB", "infer MB")
     keys = ("train_img_s", "infer_img_s", "train_mb", "infer_mb")
@@ -373,7 +402,15 @@ def cmd_bench(args):
     )
     rows = measure_all(steps, recipe, ex, device, warmup, iters, repeats)
     print(f"\nper step (MB: what one step allocates above weights and optimizer state; x: ratio to {BASELINE})")
-    print(format_step_table(step_rows(rows, args.resolution)), flush=True)
+    ours = step_rows(rows, args.resolution)
+    print(format_step_table(ours), flush=True)
+    dtype = amp_dtype(device, recipe.amp) or torch.float32
+    ceiling = matmul_ceiling(device, dtype)
+    print(
+        f"\nroofline: training GFLOP/s per step against this machine's ceiling, a square "
+        f"{str(dtype).replace('torch.', '')} matmul measured here: {ceiling:,.0f} GFLOP/s"
+    )
+    print(format_roofline_table(ours, ceiling), flush=True)
     if any(r["model"] != "ours" for r in rows):
         print("\nbuilt model vs timm")
         print(format_timm_table([r for r in rows if r["step"] in TIMM_TWINS]), flush=True)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .errors import RoadmapError
 
-# Seeds feed torch/numpy generators through small linear mixes (train.py, data.py); below
+# Seeds feed torch/numpy generators through small linear mixes (roadmap/train/, data.py); below
 # 2^31 every mix stays inside the 64-bit seeds the generators take.
 MAX_SEED = 2**31 - 1
 CLUSTER_FLAGS = (
@@ -243,6 +243,7 @@ def run_local(specs, recipe, ex, seeds, roadmap_name, args):
             tensorboard=(args.log == "tensorboard"),
             retry_failed=args.retry_failed,
             use_reference=not args.no_reference,
+            keep_weights=not args.no_weights,
         )
     finally:
         if dist.world_size > 1:
@@ -377,6 +378,12 @@ def _add_run(sub, shared):
         action="store_true",
         help="run again the runs recorded as failed (by default a rerun reports them and exits 1)",
     )
+    p.add_argument(
+        "--no-weights",
+        action="store_true",
+        help="keep no weights of finished runs (by default DIR/weights/<key>.safetensors, loadable "
+        "with roadmap.trained.load or timm.create_model(..., checkpoint_path=...))",
+    )
     _add_cluster_flags(p)
     p.set_defaults(func=cmd_run)
 
@@ -440,6 +447,23 @@ def _add_bench(sub, shared):
     p.set_defaults(func=cmd_bench)
 
 
+def cmd_doctor(args):
+    from .doctor import doctor
+
+    use_threads(args.threads)
+    return doctor(args.device, args.data, True if args.all else None, args.compile_timeout)
+
+
+def _add_doctor(sub):
+    p = sub.add_parser("doctor", help="check this machine: install, data, every model family; on CUDA far more")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    p.add_argument("--data", default="fashion-mnist", help="the data to check loads (default: fashion-mnist)")
+    p.add_argument("--all", action="store_true", help="also the GPU checks without a GPU (small sizes; minutes)")
+    p.add_argument("--compile-timeout", type=float, default=300.0, help="seconds torch.compile may take (300)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
+    p.set_defaults(func=cmd_doctor)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="roadmap", description="Replay the ConvNeXt roadmap, ResNet-50 -> ConvNeXt-T.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -461,6 +485,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_plot)
     _add_report(sub)
     _add_bench(sub, shared)
+    _add_doctor(sub)
     return parser
 
 

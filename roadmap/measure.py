@@ -5,6 +5,7 @@ import ctypes
 import functools
 import logging
 import resource
+import time
 import warnings
 from typing import Optional, Tuple
 
@@ -103,6 +104,47 @@ def current_memory_mb(device: torch.device, method: str) -> Optional[float]:
     if method == CPU_PEAK:
         return _status_kb("VmRSS") / 1024
     return None
+
+
+# ---------------------------------------------------------------------------- utilisation
+
+
+@functools.lru_cache(maxsize=None)
+def _matmul_gflops(device: str, dtype: torch.dtype, threads: int, n: int) -> float:
+    dev = torch.device(device)
+    a = torch.randn(n, n, device=dev, generator=None).to(dtype)
+    b = torch.randn(n, n, device=dev).to(dtype)
+    best, reps = 0.0, 8 if dev.type == "cpu" else 20
+    for _ in range(4):  # the first round warms up (threads, cuBLAS handles, clocks)
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            a @ b
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        best = max(best, 2 * n**3 * reps / (time.perf_counter() - t0) / 1e9)
+    return best
+
+
+def matmul_ceiling(device: torch.device, dtype: Optional[torch.dtype] = None) -> float:
+    """GFLOP/s of a square matmul on `device` in `dtype` (default float32), best of a few
+    rounds, measured once per process and thread count: the machine's own dense ceiling,
+    which model FLOP utilisation is taken against. On a shared CPU it is as noisy as the
+    machine; 512 x 512 on a CPU, 8192 x 8192 on CUDA."""
+    with torch.random.fork_rng(devices=[]):
+        return _matmul_gflops(
+            str(device), dtype or torch.float32, torch.get_num_threads(), 512 if device.type == "cpu" else 8192
+        )
+
+
+def model_flop_utilisation(gflops: float, img_s: Optional[float], processes: int, ceiling: float) -> Optional[float]:
+    """Training FLOPs per second per process over the matmul ceiling: 3 (forward, and a backward
+    of twice its cost) x 2 FLOPs per multiply-add (fvcore counts multiply-adds, as the paper)
+    x GMACs per image x images per second. None where the run timed no update."""
+    if not img_s or not ceiling:
+        return None
+    return 3 * 2 * gflops * img_s / processes / ceiling
 
 
 def flops_table(resolution: int = 224, steps=None, **overrides) -> pd.DataFrame:

@@ -43,6 +43,10 @@ class Recipe:
     val_subset: Optional[int] = None
     max_updates: Optional[int] = None  # stop a step after this many updates (smoke tests)
     amp: bool = True  # bf16 autocast on CUDA (fp16 + loss scaling without bf16)
+    clip_grad: Optional[float] = None  # clip the gradients' global norm to this (the paper: none)
+    # images per update over all processes, made of batch_size x processes x micro-batches
+    # (the official code's --update_freq); none: one batch per process, no accumulation
+    global_batch: Optional[int] = None
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
@@ -68,6 +72,26 @@ class Recipe:
 
     def scaled_lr(self, global_batch: int) -> float:
         return self.lr * global_batch / self.lr_batch
+
+    def micro_batches(self, world_size: int = 1) -> int:
+        """Batches each process accumulates per update: global_batch / (batch_size x processes)."""
+        if self.global_batch is None:
+            return 1
+        per_step = self.batch_size * world_size
+        k, rest = divmod(self.global_batch, per_step)
+        if k < 1 or rest:
+            fits = [n for n in range(1, 17) if self.global_batch % (self.batch_size * n) == 0]
+            raise RoadmapError(
+                f"global_batch={self.global_batch} is not a whole number of batches of batch_size="
+                f"{self.batch_size} x {world_size} process(es) = {per_step}; run on "
+                + (f"{', '.join(map(str, fits))} processes" if fits else "another process count")
+                + f", or --set batch_size=... or --set global_batch=... (e.g. {max(1, k) * per_step})"
+            )
+        return k
+
+    def global_batch_size(self, world_size: int = 1) -> int:
+        """Images per update over all processes (the learning rate scales with it)."""
+        return self.batch_size * world_size * self.micro_batches(world_size)
 
     def with_overrides(self, pairs) -> "Recipe":
         """This recipe with `key=value` strings applied (recipe fields only: `settings` takes
@@ -210,8 +234,15 @@ KEY_FIELDS = (
     "max_updates",
     "amp",
 )
-KEY_FIELDS_LATER: Tuple[str, ...] = ()
+KEY_FIELDS_LATER: Tuple[str, ...] = ("clip_grad", "global_batch")
 _DEFAULTS = {f.name: f.default for f in fields(Recipe)}
+
+
+def keyed_fields(recorded: Dict[str, Any]) -> Dict[str, Any]:
+    """The key's fields of a recorded recipe (a run record's dict), as `training_key` makes them."""
+    d = {k: recorded.get(k) for k in KEY_FIELDS}
+    d.update({k: recorded[k] for k in KEY_FIELDS_LATER if recorded.get(k, _DEFAULTS[k]) != _DEFAULTS[k]})
+    return d
 
 
 def _show(value) -> str:
@@ -261,6 +292,8 @@ RANGES = {
     "train_subset": (lambda v: v >= 1, "an integer >= 1, or none for all"),
     "val_subset": (lambda v: v >= 1, "an integer >= 1, or none for all"),
     "max_updates": (lambda v: v >= 1, "an integer >= 1, or none for no limit"),
+    "global_batch": (lambda v: v >= 2, "an integer >= 2 (images per update over all processes), or none"),
+    "clip_grad": (lambda v: v > 0, "a number > 0 (the gradients' largest global norm), or none"),
     "eval_batch_size": _POSITIVE_INT,
     "workers": (lambda v: v >= 0, "an integer >= 0"),
     "ckpt_every_s": (lambda v: v >= 0, "a number >= 0"),
@@ -306,7 +339,9 @@ PRESETS: Dict[str, Recipe] = {
         description="The paper's recipe verbatim (Table 5): ImageNet-1K ImageFolder, 224 px, "
         "300 epochs, AdamW lr 4e-3 at batch 4096 (scaled linearly), 20 warmup "
         "epochs, RandAugment 9/0.5, mixup 0.8, cutmix 1.0, erasing 0.25, "
-        "smoothing 0.1, stochastic depth 0.1, no EMA (Table 10)."
+        "smoothing 0.1, stochastic depth 0.1, no EMA (Table 10). The global batch is 4096 on "
+        "any number of GPUs: 128 per GPU, accumulated over 4096 / (128 x GPUs) micro-batches.",
+        global_batch=4096,
     ),
     "imagenette": Recipe(
         description="One GPU, a small real dataset in ImageFolder layout (e.g. Imagenette, "

@@ -308,14 +308,14 @@ def model_identity(table: pd.DataFrame) -> pd.Series:
     """Which model each run trained, as text: its final configuration, the keyed recipe
     fields, the data and the process count. Seeds of one model share it; a run label that
     holds two identities mixes models (see `check_labels`)."""
-    from .recipe import KEY_FIELDS
+    from .recipe import keyed_fields
 
     def ident(row):
         recipe = _json(row.get("recipe")) or {}
         return json.dumps(
             [
                 _json(row.get("config")),
-                {k: recipe.get(k) for k in KEY_FIELDS},
+                keyed_fields(recipe),
                 str(row.get("data")),
                 _num(row.get("world_size"), 1),
             ],

@@ -11,6 +11,7 @@ import json
 import platform
 import sys
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -19,7 +20,7 @@ import timm
 import torch
 
 from . import data as D
-from . import tables
+from . import tables, trained
 from .config import ArchConfig
 from .env import Dist, amp_dtype, configure_cuda, resolve_device
 from .errors import RoadmapError
@@ -53,6 +54,7 @@ class Options:
     tensorboard: bool = False
     retry_failed: bool = False
     use_reference: bool = True
+    keep_weights: bool = True  # a finished run's final (and EMA) weights, as safetensors
 
 
 def log(msg: str, dist: Dist):
@@ -80,11 +82,12 @@ def check_plan(specs: Sequence[RunSpec], recipe: Recipe, world_size: int = 1):
                 f"downsamples {need}x, so images need at least {need} px "
                 f"(--set img_size={need} or more)"
             )
-    lr = recipe.scaled_lr(recipe.batch_size * world_size)
+    global_batch = recipe.global_batch_size(world_size)  # an error if it is not whole batches
+    lr = recipe.scaled_lr(global_batch)
     if recipe.min_lr >= lr:
         raise RoadmapError(
             f"--set min_lr={recipe.min_lr:g}: the cosine decays to min_lr from the peak "
-            f"lr {lr:g} (lr scaled to the global batch {recipe.batch_size * world_size}); "
+            f"lr {lr:g} (lr scaled to the global batch {global_batch}); "
             "min_lr must be below it"
         )
 
@@ -457,6 +460,9 @@ def _train(
                 dist,
                 progress=o.progress,
                 on_update=_logger(writer),
+                keep=partial(trained.keep, results.root / "weights", run.key, run.spec.step, run.cfg)
+                if o.keep_weights
+                else None,
             )
         if writer is not None:
             log_scores(writer, metrics)
@@ -497,8 +503,9 @@ def _record(results: ResultsDir, row: Dict, ckpt: Path, keep_checkpoint: bool, d
     if dist.is_main:
         results.record(row)
         results.write_tables()
-        # The row holds the result; the weights of a finished run are not kept. A run that
-        # failed otherwise than by NaN keeps its checkpoint: --retry-failed resumes from it.
+        # The row holds the result, weights/ the final weights (trained.keep, unless
+        # --no-weights), so the checkpoint goes. A run that failed otherwise than by NaN
+        # keeps its checkpoint: --retry-failed resumes from it.
         if not keep_checkpoint and ckpt.exists():
             ckpt.unlink()
 

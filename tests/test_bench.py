@@ -2,6 +2,8 @@
 
 import re
 
+import pytest
+
 from roadmap.cli import main
 
 TINY_BENCH = [
@@ -49,3 +51,15 @@ def test_bench_rejects_bad_arguments(capsys):
     assert main(["bench", "--steps", "gelux", "--no-runner"]) == 2
     assert "Did you mean 'gelu'" in capsys.readouterr().err
     assert main(["bench", "--iters", "0", "--no-runner"]) == 2
+
+
+def test_the_roofline_names_each_step_against_the_measured_matmul_ceiling(capsys):
+    assert main(["bench", *TINY_BENCH, "--steps", "depthwise_conv,gelu", "--no-runner"]) == 0
+    out = capsys.readouterr().out.split("roofline:")[1]
+    ceiling = float(re.search(r"float32 matmul measured here: ([\d,.]+) GFLOP/s", out).group(1).replace(",", ""))
+    for step in ("depthwise_conv", "gelu"):
+        gmacs, img_s, gflop_s, share = re.search(
+            rf"^{step}\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)%$", out, re.M
+        ).groups()
+        assert float(gflop_s) == pytest.approx(6 * float(gmacs) * float(img_s), rel=0.01, abs=0.1)
+        assert float(share) == pytest.approx(100 * float(gflop_s) / ceiling, rel=0.01, abs=0.1)

@@ -771,8 +771,8 @@ def test_full_disk_while_writing_results_says_so(tmp_path, monkeypatch):
 
 
 def test_full_disk_while_checkpointing_says_so(tmp_path, monkeypatch):
-    from roadmap import train as T
     from roadmap.errors import RoadmapError
+    from roadmap.train import state as T
 
     def half_written(obj, f):
         f.write(b"PK" * 1000)
