@@ -110,8 +110,10 @@ def test_a_mask_built_on_the_host_is_caught(monkeypatch):
 
 def test_batches_travel_as_uint8_and_are_normalized_once_on_the_device(tmp_path, monkeypatch):
     calls = []
-    real = D.normalize
-    monkeypatch.setattr(D, "normalize", lambda images, *a: calls.append(images.dtype) or real(images, *a))
+    import roadmap.data.loader as DL  # where the batches are normalized
+
+    real = DL.normalize
+    monkeypatch.setattr(DL, "normalize", lambda images, *a: calls.append(images.dtype) or real(images, *a))
     ds = image_folder(tmp_path / "tiny", per_class=8)
     loader = D.folder_loader(ds, 32, 4, True, 0, total=3)
     assert all(x.dtype == torch.uint8 for x, _ in loader)  # the host never makes floats

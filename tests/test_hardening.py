@@ -287,6 +287,9 @@ def _not_pwned(inputs: Path):
 RUN = ("run", "--only", "resnet50", *QUICK)
 FINISHED = (*RUN, "--set", "hflip=False", "--set", "amp=no")  # the run in `finished`
 CASES = [
+    # doctor: its flags are checked before any check runs
+    Case("doctor-device-bogus", ("doctor", "--device", "bogus"), ["--device bogus", "not a device"], out=False),
+    Case("doctor-threads-0", ("doctor", "--threads", "0"), ["--threads 0"], out=False),
     # --set: converted by the field's type and range-checked before any data is loaded
     Case("set-epochs-abc", (*RUN, "--set", "epochs=abc"), ["--set epochs=abc", "a number > 0"]),
     Case("set-batch-size-0", (*RUN, "--set", "batch_size=0"), ["batch_size=0", "integer >= 2"]),

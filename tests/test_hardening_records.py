@@ -245,6 +245,7 @@ def test_temporary_files_carry_the_prefix_and_pid_and_only_they_are_swept(tmp_pa
 
 def test_a_full_disk_while_writing_a_record_or_a_checkpoint_says_so(tmp_path, monkeypatch):
     from roadmap import train as T
+    from roadmap.train import state
 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -254,7 +255,7 @@ def test_a_full_disk_while_writing_a_record_or_a_checkpoint_says_so(tmp_path, mo
     with pytest.raises(RoadmapError, match=f"no space left on {tmp_path / 'runs'}"):
         ResultsDir(tmp_path).record(row)
     monkeypatch.undo()
-    monkeypatch.setattr(T.torch, "save", full)  # torch's own writer
+    monkeypatch.setattr(state.torch, "save", full)  # torch's own writer
     with pytest.raises(RoadmapError, match=f"no space left on {tmp_path}"):
         T.atomic_torch_save({"a": 1}, str(tmp_path / "k.pt"))
     assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == []  # no half-written file left
