@@ -175,6 +175,18 @@ class RunRecord(BaseModel):
     val_n: Optional[PositiveInt] = None
     val_correct: Optional[Annotated[str, Field(description="base64 text, one bit per validation image")]] = None
     curve: Optional[List[CurvePoint]] = Field(None, description="the learning curve: one point per epoch")
+    # whether the run had the machine to itself (roadmap.speed; newer records)
+    cpu_share: Optional[NonNegative] = Field(None, description="CPU seconds / (wall seconds x threads); ~1 alone")
+    load_start: Optional[NonNegative] = Field(None, description="1-minute load average when the run started")
+    load_end: Optional[NonNegative] = Field(None, description="1-minute load average when it ended")
+    cores: Optional[PositiveInt] = Field(None, description="the machine's CPU count")
+    # the loop (roadmap.train; newer records)
+    micro_batches: Optional[PositiveInt] = Field(None, description="micro-batches accumulated per update")
+    mfu: Optional[NonNegative] = Field(None, description="model FLOP utilisation: 3 x FLOPs x img/s / matmul peak")
+    matmul_gflops: Optional[Positive] = Field(None, description="the matmul ceiling measured in the same process")
+    matmul_dtype: Optional[Text] = None
+    weights: Optional[Text] = Field(None, description="the kept final weights (safetensors), relative to the folder")
+    weights_ema: Optional[Text] = Field(None, description="the kept EMA weights (safetensors)")
 
     @model_validator(mode="after")
     def _consistent(self, info: ValidationInfo):
