@@ -103,3 +103,15 @@ def flops_traced_once(cached_gflops, monkeypatch):
 
     monkeypatch.setattr(roadmap.measure, "count_gflops", cached_gflops)
     return cached_gflops
+
+
+@pytest.fixture
+def one_thread():
+    """One CPU thread: two OpenMP threads on two cores that other work shares slow down 40x
+    (the training tests use it: `pytestmark = pytest.mark.usefixtures("one_thread")`)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

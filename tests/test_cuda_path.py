@@ -18,13 +18,7 @@ from roadmap.registry import config_for
 from roadmap.train import build as B
 from roadmap.train import loop as L
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: one CPU thread
 
 
 # everything the paper's recipe does per update: mixup and cutmix, erasing, drop path, EMA,

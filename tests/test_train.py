@@ -50,13 +50,7 @@ def test_numbers_are_those_of_the_loop_before_the_rewrite(step):
 # ---------------------------------------------------------------------------- helpers
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One CPU thread: two OpenMP threads on two cores that other work shares slow down 40x."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: one CPU thread
 
 
 def synthetic(n_train=64, n_val=32, classes=10, size=32, channels=3):

@@ -15,13 +15,7 @@ from roadmap.recipe import settings
 from roadmap.registry import config_for
 from roadmap.runner import run_plan
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: one CPU thread
 
 
 def test_kept_weights_load_as_the_timm_model_of_the_step(tmp_path):
