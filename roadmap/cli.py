@@ -215,8 +215,9 @@ def run_local(specs, recipe, ex, seeds, roadmap_name, args):
     import torch
 
     from .env import env_int
-    from .runner import run_plan, run_until_decided
+    from .runner import run_plan
     from .train import Dist
+    from .until_decided import run_until_decided
 
     dist = Dist()
     if env_int("WORLD_SIZE", 1, minimum=1) > 1:

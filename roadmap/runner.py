@@ -27,7 +27,7 @@ from .errors import RoadmapError
 from .model import stem_stride
 from .plan import Run, RunSpec, data_identity, default_out_dir, plan_runs
 from .recipe import Execution, Recipe, get_execution
-from .results import ResultsDir, atomic_write_text, check_labels, read_results, thread_mix
+from .results import ResultsDir, check_labels, read_results, thread_mix
 from .speed import Occupancy, measured_flag
 from .stats import range_half
 from .train import NonFiniteLoss, train_run
@@ -55,6 +55,8 @@ class Options:
     retry_failed: bool = False
     use_reference: bool = True
     keep_weights: bool = True  # a finished run's final (and EMA) weights, as safetensors
+    # every seed a sequential design may still ask for: their checkpoints are not strays
+    design_seeds: Sequence[int] = ()
 
 
 def log(msg: str, dist: Dist):
@@ -255,16 +257,17 @@ def run_plan(specs: Sequence[RunSpec], recipe: Recipe, preset: str, dist: Dist =
     results = open_folder(folder, dist, "--out" if o.out else "results folder")
     data_id = data_identity(ds)
     autocast = amp_dtype(dev, recipe.amp)
-    runs = plan_runs(
+    plan = partial(
+        plan_runs,
         specs,
         recipe,
         data_id,
-        o.seeds,
-        dist.world_size,
-        str(autocast).replace("torch.", "") if autocast is not None else None,
+        world_size=dist.world_size,
+        autocast=str(autocast).replace("torch.", "") if autocast is not None else None,
     )
+    runs = plan(o.seeds)
     check_folder_models(results, runs, recipe, preset, data_id, dist)
-    note_unresumable(results, runs, data_id, dist)
+    note_unresumable(results, runs + plan(o.design_seeds), data_id, dist)
     reference = _reference(preset, ds.name, folder, o.use_reference, dist)
     log(
         f"roadmap run: {len(specs)} step(s) x {len(o.seeds)} seed(s) on {ds.name} "
@@ -288,85 +291,6 @@ def run_plan(specs: Sequence[RunSpec], recipe: Recipe, preset: str, dist: Dist =
             failed.append(f"{run.spec.name} seed {run.seed}: {row['error']}")
     _finish(results, o.plot, dist, len(runs), failed)
     return folder
-
-
-def run_until_decided(
-    specs: Sequence[RunSpec], recipe: Recipe, preset: str, dist: Dist = Dist(), *, design, **options
-) -> Path:
-    """`roadmap run --until-decided`: the planned seeds, then, look after look of `design`
-    (`sequential.py`), one more round of seeds only at the steps that border an open change,
-    until every change is resolved or shown equivalent, or the last look is made.
-
-    Every round is an ordinary `run_plan` of the steps it needs (resumable: a killed run
-    picks up where it was), and every look is rebuilt from the runs on disk, so rerunning the
-    command continues the design; `design.json` in the folder fixes the design for good."""
-    from . import analysis as A
-    from . import sequential as Q
-
-    options = dict(options, seeds=design.seeds[: design.planned])
-    plot = options.pop("plot", True)
-    folder = run_plan(specs, recipe, preset, dist, plot=False, **options)
-    options["out"] = str(folder)
-    by_name = {s.name: s for s in specs}
-    if dist.is_main:
-        _fix_design(folder, design)
-    rounds = 0
-    while True:
-        d, labels = A.decision(read_results(folder), design)
-        states = d.table["state"].value_counts().to_dict() if len(d.table) else {}
-        seen = d.looks[-1].seeds if d.looks else 0
-        log(
-            f"look at {seen} seeds per step: "
-            + ", ".join(f"{states.get(k, 0)} {k}" for k in Q.STATES)
-            + ("" if d.finished else f"; next: {_targets_text(d.targets, labels)}"),
-            dist,
-        )
-        if d.finished:
-            break
-        rounds += 1
-        for target in sorted(set(d.targets.values())):
-            chosen = [
-                by_name[label]
-                for m, n in d.targets.items()
-                if n == target
-                for label in labels.get(m, [])
-                if label in by_name
-            ]
-            if chosen:
-                run_plan(chosen, recipe, preset, dist, plot=False, **dict(options, seeds=design.seeds[:target]))
-    if plot and dist.is_main:
-        from .outputs import write_outputs
-
-        write_outputs(folder, report=True)
-    open_ = int((d.table["state"] == "open").sum()) if len(d.table) else 0
-    why = (
-        f"; {open_} still open at the cap of {design.max_seeds} seeds (report.md says what each needs)" if open_ else ""
-    )
-    log(f"decided: {folder / 'report.md'} after {rounds} round(s){why}", dist)
-    return folder
-
-
-def _targets_text(targets, labels) -> str:
-    return ", ".join(
-        f"{'/'.join(labels.get(m, [m]))} to {n}"
-        for m, n in sorted(targets.items(), key=lambda x: str(labels.get(x[0])))
-    )
-
-
-def _fix_design(folder: Path, design) -> None:
-    """Write the design once; a folder that declared another design is refused (its looks
-    were made under that one: changing it afterwards would void the error control)."""
-    from . import sequential as Q
-
-    have = Q.read_design(folder)
-    if have is None:
-        atomic_write_text(folder / Q.DESIGN_FILE, design.to_json() + "\n")
-    elif have != design:
-        raise RoadmapError(
-            f"{folder / Q.DESIGN_FILE} declares another design (seeds {have.planned}, max {have.max_seeds}, "
-            f"looks {list(have.looks)}); rerun with --seeds {have.planned} --max-seeds {have.max_seeds} "
-            f"--looks {len(have.looks)}, or use a new --out"
-        )
 
 
 def _device(device: str, dist: Dist, ex: Execution) -> torch.device:
