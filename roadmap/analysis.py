@@ -352,7 +352,7 @@ def _at_last_look(table: pd.DataFrame, ok: pd.DataFrame, design: Q.Design) -> pd
     d, _ = decision(table, design, ok)
     if not d.looks:
         return ok
-    return ok[pd.to_numeric(ok["seed"]) < design.seed_offset + d.looks[-1].seeds]
+    return ok[Q.seen_by(d.looks[-1], ok["model"], ok["seed"], design)]
 
 
 def _decide(trans: pd.DataFrame, runs: pd.DataFrame, model_of: Dict, f: Optional[S.Fit], design) -> None:

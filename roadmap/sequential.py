@@ -133,14 +133,26 @@ def tost_p(delta, se, df, margin: float):
         return stats.t.sf((margin - np.abs(delta)) / se, df)
 
 
-def look_at(runs: pd.DataFrame, changes: Sequence[Tuple[str, str]], seeds: Optional[int], design: Design) -> Look:
-    """The tests of `changes` (pairs of model ids) on the runs a look at `seeds` sees (None: all)."""
-    seen = runs if seeds is None else runs[runs["seed"] < design.seed_offset + seeds]
+def look_at(
+    runs: pd.DataFrame, changes: Sequence[Tuple[str, str]], seeds: Optional[int], design: Design, view=None
+) -> Look:
+    """The tests of `changes` (pairs of model ids) on the runs a look sees: each model's first
+    `view[model]` seeds of the design (`seeds` for a model not in `view`; None: every run)."""
+    seen = runs if seeds is None else runs[runs["seed"] < design.seed_offset + _limits(runs, seeds, view)]
     f = S.fit(seen)
     rows = [S.contrast(f, a, b) for a, b in changes]
     get = lambda k: np.array([r[k] for r in rows], dtype=float)  # noqa: E731
     delta, se, df = get("delta"), get("se"), get("df")
     return Look(seeds, delta, se, df, get("p"), tost_p(delta, se, df, design.margin), dict(f.var), dict(f.counts))
+
+
+def _limits(runs: pd.DataFrame, seeds: int, view: Optional[Dict[str, int]]) -> np.ndarray:
+    return runs["model"].map(lambda m: (view or {}).get(m, seeds)).to_numpy()
+
+
+def seen_by(look: Look, models: pd.Series, seeds: pd.Series, design: Design) -> pd.Series:
+    """Which runs (their models and seeds) a look saw: a run trained after it is not among them."""
+    return pd.to_numeric(seeds) < design.seed_offset + models.map(lambda m: look.counts.get(m, look.seeds))
 
 
 # ---- the decision over looks -----------------------------------------------------------------
@@ -271,13 +283,17 @@ def decide(runs: pd.DataFrame, changes: Sequence[Tuple[str, str]], design: Optio
                         targets={m: design.planned for m in short})  # fmt: skip
     looks: List[Look] = []
     targets: Dict[str, int] = {}
+    # Each model's seeds at the next look: fixed by the looks before it, never by runs trained
+    # since (a look remade later sees exactly what it saw when it was first made).
+    view = {m: design.planned for c in changes for m in c}
     for j, count in enumerate(design.looks):
         if targets:  # the previous look's allocation must be in before this look is made
             missing = {m: n for m, n in targets.items() if not set(design.seeds[:n]) <= present.get(m, set())}
             if missing:
                 table = _states(looks, design, judged)
                 return Decision(design, looks, table, targets=targets, waiting=True)
-        looks.append(look_at(runs, changes, count, design))
+            view.update(targets)
+        looks.append(look_at(runs, changes, count, design, view))
         table = _states(looks, design, judged)
         open_ = [i for i, s in enumerate(table["state"]) if s == "open"]
         if not open_ or j == len(design.looks) - 1:

@@ -85,6 +85,28 @@ def test_the_next_look_waits_for_its_seeds_and_a_cap_leaves_open():
         assert need is not None and need > 8
 
 
+def test_a_look_remade_later_sees_what_it_saw_when_it_was_made():
+    # s1 -> s2 open, s1 the quieter step: it gets a Neyman share (6-8) at look 2, then more for
+    # look 3. Remaking look 2 after that round must not see s1's new seeds below 8: it would
+    # be another look, with other p-values and another allocation (the design would never end).
+    raised = 0
+    for seed in range(8):
+        full = table([80, 82, 82.1], [0.1, 0.35, 0.5], 12, np.random.default_rng(seed))
+        design, have, made = Q.make_design(5, 12, 3), {"s0": 5, "s1": 5, "s2": 5}, {}
+        for _ in range(len(design.looks)):
+            d = Q.decide(full[full["seed"] < full["model"].map(have)], CHANGES3, design)
+            for j, lk in enumerate(d.looks):
+                made.setdefault(j, lk)
+            if d.finished:
+                break
+            have.update(d.targets)
+        assert d.finished
+        for j, lk in enumerate(d.looks):
+            assert lk.counts == made[j].counts and np.allclose(lk.p, made[j].p, equal_nan=True), (seed, j)
+        raised += any(0 < lk.counts[m] < 8 < have[m] for lk in d.looks[1:2] for m in lk.counts)
+    assert raised  # the case that a look at "seeds < 8" got wrong did occur
+
+
 def test_seeds_to_decide_grows_with_noise_and_gives_up_on_a_test_set_floor():
     a = Q.seeds_to_decide(1.0, 0.04, 0.04, 0.0, 0.05 / 12)
     b = Q.seeds_to_decide(1.0, 0.16, 0.16, 0.0, 0.05 / 12)
