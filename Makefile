@@ -29,8 +29,10 @@ run: install data
 	$(VENV)/bin/roadmap run --preset demo --no-reference
 
 # Lint, formatting and the import layers first (seconds), then the tests.
+# One pytest-xdist worker per core (`make test TEST_WORKERS=0` runs them in this process).
+TEST_WORKERS ?= auto
 test: install data check
-	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python -m pytest -q -n $(TEST_WORKERS)
 
 # Lint, formatting and the package's import layers (pyproject.toml: [tool.ruff], [tool.importlinter]).
 # Fix with: $(VENV)/bin/ruff check --fix . && $(VENV)/bin/ruff format .

@@ -17,7 +17,7 @@ from . import sequential as Q
 from . import speed, tables
 from . import stats as S
 from .analysis import _num, _real, _text, agreement, analyse, noise
-from .findings import _f, _need, _need_seeds, _seed_counts, findings, warnings_for
+from .findings import _f, _n, _need, _need_seeds, _seed_counts, findings, warnings_for
 from .results import atomic_write_text
 from .schema import check_report_text
 
@@ -386,6 +386,13 @@ def answer(report: Dict, folder: str) -> str:
             "",
             f"The sequential design is at look {len(d['looks_made'])} of {len(d['looks'])}: the next look waits "
             f"for more seeds at {', '.join(d['waiting_for'])} (rerun `roadmap run --until-decided` to continue).",
+        ]
+    elif d.get("looks_made") and d["looks_made"][-1] == d["looks"][-1] and d.get("open"):
+        lines += [
+            "",
+            f"The sequential design is finished (looks at {', '.join(map(str, d['looks']))} seeds per step): "
+            f"its cap of {d['max_seeds']} seeds stopped the {_n(d['open'], 'open change')}; "
+            "what each would take is beside it.",
         ]
     return "\n".join(lines) + "\n"
 

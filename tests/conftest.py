@@ -7,8 +7,15 @@ from pathlib import Path
 import pytest
 import torch
 
-# Keep CPU tests predictable on the 2-core CI machine.
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# Keep CPU tests predictable on the 2-core CI machine. `make test` runs pytest-xdist workers
+# (`-n auto`: one per core); each then gets its share of the cores, and so do the notebook
+# kernels and CLIs it starts (OMP_NUM_THREADS): OpenMP threads that outnumber the cores spin
+# against each other and slow everything down many times over.
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+THREADS = max(1, min(2, os.cpu_count() or 1) // WORKERS)
+torch.set_num_threads(THREADS)
+if WORKERS > 1:
+    os.environ["OMP_NUM_THREADS"] = str(THREADS)
 warnings.filterwarnings("ignore", category=FutureWarning, module="fvcore")
 
 

@@ -84,3 +84,7 @@ def test_the_answer_matches_report_json():
     counts = {k: sum(t["state"] == k for t in report["transitions"]) for k in ("equivalent", "open")}
     assert re.search(rf"Still open \({counts['open']}\)", answer)
     assert re.search(rf"within ±0.5 \({counts['equivalent']}\)", answer)
+    d = report["design"]
+    finished = not d["waiting_for"] and d["looks_made"] and d["looks_made"][-1] == d["looks"][-1]
+    assert ("design is finished" in answer) == bool(finished and counts["open"])
+    assert ("the next look waits" in answer) == bool(d["waiting_for"])
