@@ -29,10 +29,11 @@ run: install data
 	$(VENV)/bin/roadmap run --preset demo --no-reference
 
 # Lint, formatting and the import layers first (seconds), then the tests.
-# One pytest-xdist worker per core (`make test TEST_WORKERS=0` runs them in this process).
+# One pytest-xdist worker per core, handed 2 tests at a time, so that the long tests (marked
+# `long`, collected first) spread over the workers (`make test TEST_WORKERS=0`: no workers).
 TEST_WORKERS ?= auto
 test: install data check
-	$(VENV)/bin/python -m pytest -q -n $(TEST_WORKERS)
+	$(VENV)/bin/python -m pytest -q -n $(TEST_WORKERS) --maxschedchunk 2
 
 # Lint, formatting and the package's import layers (pyproject.toml: [tool.ruff], [tool.importlinter]).
 # Fix with: $(VENV)/bin/ruff check --fix . && $(VENV)/bin/ruff format .

@@ -35,7 +35,6 @@ from nbtools import (
 )
 from roadmap.plan import paper_plan
 
-torch.set_num_threads(2)  # the CI machine has 2 cores
 pd.set_option("display.precision", 3)
 pd.set_option("display.width", 140)
 # %matplotlib inline

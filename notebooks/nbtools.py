@@ -8,6 +8,7 @@
 """
 
 import logging
+import os
 import tempfile
 import warnings
 from pathlib import Path
@@ -26,8 +27,10 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", FutureWarning)
     from fvcore.nn import FlopCountAnalysis
 
-# One pass over UPDATES x BATCH training images, scored on VAL held-out images.
+# One pass over UPDATES x BATCH training images, scored on VAL held-out images. The notebook
+# tests shorten the pass (ROADMAP_NOTEBOOK_UPDATES): every cell still runs, on less training.
 UPDATES, BATCH, VAL = 100, 32, 500
+UPDATES = int(os.environ.get("ROADMAP_NOTEBOOK_UPDATES", UPDATES))
 
 
 def tiny_recipe(updates: int = UPDATES, batch: int = BATCH, val: int = VAL):

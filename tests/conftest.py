@@ -19,6 +19,12 @@ if WORKERS > 1:
 warnings.filterwarnings("ignore", category=FutureWarning, module="fvcore")
 
 
+def pytest_collection_modifyitems(items):
+    """The tests marked `long` first (stable order otherwise): pytest-xdist hands out tests in
+    this order, and a long test that starts last keeps one worker busy while the other idles."""
+    items.sort(key=lambda item: item.get_closest_marker("long") is None)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

@@ -91,6 +91,7 @@ def test_two_processes_match_one_process_of_the_same_global_batch(single, tmp_pa
     assert not (tmp_path / "checkpoints").exists() or not any((tmp_path / "checkpoints").iterdir())
 
 
+@pytest.mark.long
 def test_killed_ddp_run_resumes_on_every_rank(single, tmp_path):
     args = [*SMALL, "--set", "batch_size=16", "--set", "ckpt_every_s=0", "--out", tmp_path]
     proc = subprocess.Popen(

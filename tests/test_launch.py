@@ -10,6 +10,7 @@ from roadmap.results import read_results
 LOCAL = ["--launcher", "submitit", "--cluster", "local", "--timeout-min", "10"]
 
 
+@pytest.mark.long
 def test_one_job_per_step_and_plot_gathers_them(tmp_path):
     proc = run_roadmap("run", *LOCAL, "--only", "resnet50,layer_norm", "--out", tmp_path, *TINY)
     assert proc.returncode == 0, proc.stderr
@@ -29,6 +30,7 @@ def test_one_job_per_step_and_plot_gathers_them(tmp_path):
     assert "2 run(s) done earlier" in again.stdout and "submitted" not in again.stdout
 
 
+@pytest.mark.long
 def test_a_job_with_two_tasks_trains_one_step_with_ddp(tmp_path):
     proc = run_roadmap(
         "run",

@@ -84,6 +84,7 @@ sys.exit(main(sys.argv[2:]))
 """
 
 
+@pytest.mark.long
 def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
     # Two epochs of the tiny slice (2 x 20 updates), a checkpoint after every update, killed in
     # update 30 (on_update comes every LOG_EVERY = 10 updates, before that update's checkpoint):

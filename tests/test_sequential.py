@@ -145,6 +145,7 @@ def test_error_rates_in_a_small_simulation_of_whole_roadmaps():
     assert 5 <= np.mean(spent) < 12  # seeds went somewhere, not everywhere
 
 
+@pytest.mark.long
 def test_until_decided_runs_rounds_and_reports_the_states(tmp_path):
     out = tmp_path / "ud"
     r = run_roadmap(

@@ -4,6 +4,8 @@ runs are reported, and resubmitted only with --retry-failed (submitit's local ex
 import json
 import pickle
 
+import pytest
+
 from helpers import run_roadmap
 from roadmap import cli
 from roadmap.cli import build_parser
@@ -87,6 +89,7 @@ def test_job_argv_picks_the_step_variant_and_row():
     assert which == ["--roadmap", "micro_first", "--from", row.name, "--upto", row.name]
 
 
+@pytest.mark.long
 def test_a_failed_run_is_reported_and_resubmitted_only_with_retry_failed(tmp_path):
     # A row named too long for a file name: its TensorBoard folder cannot be made, so the run
     # fails (recorded, in the job) at once; --log must reach the job for that.
