@@ -5,7 +5,9 @@ import contextlib
 import errno
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
@@ -117,17 +119,41 @@ class TrainState:
         )
 
 
+@contextlib.contextmanager
+def signals_deferred():
+    """Ctrl-C and SIGTERM wait until the block is done, then arrive as usual. Raised inside
+    torch.save's writer, their exception becomes a C++ RuntimeError ("unexpected pos"): the
+    run would be recorded as failed instead of interrupted, and its checkpoint lost."""
+    sigs = (signal.SIGINT, signal.SIGTERM)
+    old = {s: signal.getsignal(s) for s in sigs}
+    if threading.current_thread() is not threading.main_thread() or None in old.values():
+        yield  # handlers can only be set in the main thread (and not restored if set in C)
+        return
+    got: List[int] = []
+    for s in sigs:
+        signal.signal(s, lambda n, _: got.append(n))
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+        if got:
+            signal.raise_signal(got[0])
+
+
 def atomic_torch_save(obj, path: str):
-    """Write `path` whole or not at all; the temporary file goes on any failure.
+    """Write `path` whole or not at all; the temporary file goes on any failure, and an
+    interrupt waits until the file is whole (`signals_deferred`).
 
     Saving into a Python file object makes a full disk an OSError (ENOSPC), not a C++
     `inline_container.cc` message; it becomes "no space left on <path>".
     """
     tmp = temp_path(path)
     try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-        os.replace(tmp, path)
+        with signals_deferred():
+            with open(tmp, "wb") as f:
+                torch.save(obj, f)
+            os.replace(tmp, path)
     except BaseException as e:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
