@@ -20,8 +20,9 @@ Between looks, only the steps that border an open change get seeds: the noisier 
 open pair goes to the next look's count, the quieter one to its Neyman share
 (n_quiet / n_noisy = sd_quiet / sd_noisy), which minimises the change's variance for the
 seeds spent. Everything here is a pure function of the runs table: the looks are rebuilt
-from the runs' seeds (look j sees the seeds below `looks[j]`), so the runner, the report and
-the simulation all decide with the same code, and a killed run resumes where it was.
+from the runs' seeds (look j sees, per step, the seeds the looks before it asked for), so
+the runner, the report and the simulation all decide with the same code, and a killed run
+resumes where it was.
 """
 
 from __future__ import annotations
@@ -115,7 +116,7 @@ def read_design(folder) -> Optional[Design]:
 class Look:
     """The changes' tests at one look: Δ, se, df and the two p-values, per change."""
 
-    seeds: int  # the look's seed count per step (the cap of what it sees)
+    seeds: int  # the look's nominal seed count per step (`counts`: what each step had)
     delta: np.ndarray
     se: np.ndarray
     df: np.ndarray
